@@ -1,0 +1,345 @@
+/* api.c - the Dexra HTTP client over libcurl
+ *
+ * One easy handle is reused for every request so that the connection stays
+ * open (keep-alive).  Only http and https are allowed, redirects are not
+ * followed, TLS verification is never turned off.  The API key lives in one
+ * header string that is wiped when the client is freed; it is never logged. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "api.h"
+#include "log.h"
+
+#define MAX_BODY	(64u << 20)	/* a larger answer is an error, not an OOM */
+#define MAX_SHOWN	160		/* bytes of a path or body quoted in errors */
+
+struct api {
+	CURL *curl;
+	struct curl_slist *headers;     /* Authorization first: wiped on free */
+	char *base_url;
+	char *url;                      /* base_url + path, reused */
+	size_t url_size;
+	char *body;                     /* response body, reused */
+	size_t body_len, body_size;
+	int too_big;
+	long retry_after;
+	long min_gap_ns;                /* from max-rate; 0 = no cap */
+	struct timespec last_start;
+	unsigned long requests;
+	char curl_err[CURL_ERROR_SIZE];
+};
+
+static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	struct api *api = userdata;
+	size_t n = size * nmemb;
+
+	if (api->body_len + n + 1 > MAX_BODY) {
+		api->too_big = 1;
+		return 0;
+	}
+	if (api->body_len + n + 1 > api->body_size) {
+		size_t want = api->body_size ? api->body_size : 16384;
+		char *p;
+
+		while (want < api->body_len + n + 1)
+			want *= 2;
+		p = realloc(api->body, want);
+		if (!p)
+			return 0;
+		api->body = p;
+		api->body_size = want;
+	}
+	memcpy(api->body + api->body_len, ptr, n);
+	api->body_len += n;
+	api->body[api->body_len] = '\0';
+	return n;
+}
+
+static size_t on_header(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	static const char name[] = "retry-after:";
+	struct api *api = userdata;
+	size_t n = size * nmemb;
+	char value[128];
+	size_t vlen;
+
+	if (n > sizeof(name) - 1 && strncasecmp(ptr, name, sizeof(name) - 1) == 0) {
+		vlen = n - (sizeof(name) - 1);
+		if (vlen >= sizeof(value))
+			vlen = sizeof(value) - 1;
+		memcpy(value, ptr + sizeof(name) - 1, vlen);
+		value[vlen] = '\0';
+		api->retry_after = api_parse_retry_after(value, time(NULL));
+	}
+	return n;
+}
+
+struct api *api_new(const struct conf *c, const char *key)
+{
+	struct api *api = calloc(1, sizeof(*api));
+	char *auth;
+	size_t alen;
+
+	if (!api)
+		return NULL;
+	api->base_url = strdup(c->base_url);
+	api->curl = curl_easy_init();
+	alen = strlen("Authorization: Bearer ") + strlen(key) + 1;
+	auth = malloc(alen);
+	if (!api->base_url || !api->curl || !auth) {
+		free(auth);
+		api_free(api);
+		return NULL;
+	}
+	snprintf(auth, alen, "Authorization: Bearer %s", key);
+	api->headers = curl_slist_append(NULL, auth);
+	explicit_bzero(auth, alen);
+	free(auth);
+	api->headers = curl_slist_append(api->headers, "Accept: application/json");
+	api->headers = curl_slist_append(api->headers, "Content-Type: application/json");
+	api->headers = curl_slist_append(api->headers, "Expect:");
+	if (c->max_rate > 0)
+		api->min_gap_ns = 1000000000L / c->max_rate;
+
+	CURL *h = api->curl;
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, c->connect_timeout);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT, c->timeout);
+	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(h, CURLOPT_USERAGENT, "dexsyncd/" PACKAGE_VERSION);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, api->curl_err);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, api);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, api);
+	curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
+	/* An extra bundle adds to the system's CA directory, it does not replace it. */
+	if (*c->ca_file)
+		curl_easy_setopt(h, CURLOPT_CAINFO, c->ca_file);
+	if (*c->proxy)
+		curl_easy_setopt(h, CURLOPT_PROXY, c->proxy);
+	if (!api->headers) {
+		api_free(api);
+		return NULL;
+	}
+	return api;
+}
+
+void api_free(struct api *api)
+{
+	if (!api)
+		return;
+	if (api->curl)
+		curl_easy_cleanup(api->curl);
+	if (api->headers)
+		explicit_bzero(api->headers->data, strlen(api->headers->data));
+	curl_slist_free_all(api->headers);
+	free(api->base_url);
+	free(api->url);
+	free(api->body);
+	free(api);
+}
+
+unsigned long api_requests(const struct api *api)
+{
+	return api->requests;
+}
+
+char *api_escape(struct api *api, const char *s)
+{
+	return curl_easy_escape(api->curl, s, 0);
+}
+
+enum api_outcome api_classify(CURLcode cc, long status)
+{
+	if (cc != CURLE_OK)
+		return API_TRANSIENT;   /* our side or the network: never the item's fault */
+	if (status >= 200 && status < 300)
+		return API_OK;
+	if (status == 408 || status == 429 || status >= 500)
+		return API_TRANSIENT;
+	return API_PERMANENT;
+}
+
+long api_parse_retry_after(const char *value, time_t now)
+{
+	char buf[128];
+	size_t n;
+	const char *s;
+	time_t t;
+
+	if (!value)
+		return -1;
+	while (*value == ' ' || *value == '\t')
+		value++;
+	n = strcspn(value, "\r\n");
+	while (n > 0 && (value[n - 1] == ' ' || value[n - 1] == '\t'))
+		n--;
+	if (n == 0 || n >= sizeof(buf))
+		return -1;
+	memcpy(buf, value, n);
+	buf[n] = '\0';
+	for (s = buf; isdigit((unsigned char)*s); s++)
+		;
+	if (*s == '\0') {
+		errno = 0;
+		long v = strtol(buf, NULL, 10);
+
+		return errno ? -1 : v;
+	}
+	t = curl_getdate(buf, NULL);
+	if (t == -1)
+		return -1;
+	return t > now ? (long)(t - now) : 0;
+}
+
+/* Copy at most MAX_SHOWN bytes of s into out, control bytes as '?'. */
+static void shown(char *out, size_t size, const char *s, size_t len)
+{
+	size_t i, n = len < MAX_SHOWN ? len : MAX_SHOWN;
+
+	if (n >= size)
+		n = size - 1;
+	for (i = 0; i < n; i++)
+		out[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+	out[i] = '\0';
+	if (len > n && i >= 3)
+		memcpy(out + i - 3, "...", 3);
+}
+
+/* Wait so that request starts are at least min_gap_ns apart (max-rate). */
+static void pace(struct api *api)
+{
+	struct timespec now, wait;
+	long elapsed;
+
+	if (!api->min_gap_ns)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (api->last_start.tv_sec || api->last_start.tv_nsec) {
+		elapsed = (now.tv_sec - api->last_start.tv_sec) * 1000000000L +
+			  (now.tv_nsec - api->last_start.tv_nsec);
+		if (elapsed >= 0 && elapsed < api->min_gap_ns) {
+			wait.tv_sec = 0;
+			wait.tv_nsec = api->min_gap_ns - elapsed;
+			nanosleep(&wait, NULL);
+			clock_gettime(CLOCK_MONOTONIC, &now);
+		}
+	}
+	api->last_start = now;
+}
+
+static int set_url(struct api *api, const char *path)
+{
+	size_t need = strlen(api->base_url) + strlen(path) + 1;
+
+	if (need > api->url_size) {
+		char *p = realloc(api->url, need);
+
+		if (!p)
+			return -1;
+		api->url = p;
+		api->url_size = need;
+	}
+	snprintf(api->url, api->url_size, "%s%s", api->base_url, path);
+	return 0;
+}
+
+static void describe_failure(struct api *api, const char *method, const char *path,
+			     CURLcode cc, struct api_response *r)
+{
+	char where[MAX_SHOWN + 1], what[MAX_SHOWN + 1];
+
+	shown(where, sizeof(where), path, strlen(path));
+	if (api->too_big)
+		snprintf(r->error, sizeof(r->error), "%s %s: answer larger than %u MiB",
+			 method, where, MAX_BODY >> 20);
+	else if (cc != CURLE_OK)
+		snprintf(r->error, sizeof(r->error), "%s %s: %s", method, where,
+			 *api->curl_err ? api->curl_err : curl_easy_strerror(cc));
+	else {
+		shown(what, sizeof(what), r->body, r->len);
+		snprintf(r->error, sizeof(r->error), "%s %s: HTTP %ld: %s", method, where,
+			 r->status, *what ? what : "(empty body)");
+	}
+}
+
+enum api_outcome api_request(struct api *api, const char *method, const char *path,
+			     const char *body, const char *idempotency_key,
+			     struct api_response *r)
+{
+	struct curl_slist idem = { NULL, api->headers };
+	char idem_line[160];
+	CURL *h = api->curl;
+	CURLcode cc;
+
+	memset(r, 0, sizeof(*r));
+	r->retry_after = -1;
+	api->retry_after = -1;
+	api->body_len = 0;
+	api->too_big = 0;
+	api->curl_err[0] = '\0';
+	if (api->body)
+		api->body[0] = '\0';
+	if (set_url(api, path) < 0) {
+		r->outcome = API_TRANSIENT;
+		snprintf(r->error, sizeof(r->error), "%s: out of memory", method);
+		return r->outcome;
+	}
+
+	curl_easy_setopt(h, CURLOPT_URL, api->url);
+	if (strcmp(method, "GET") == 0) {
+		curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, NULL);
+	} else {
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, body ? body : "");
+		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)(body ? strlen(body) : 0));
+		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST,
+				 strcmp(method, "POST") == 0 ? NULL : method);
+	}
+	if (idempotency_key) {
+		snprintf(idem_line, sizeof(idem_line), "Idempotency-Key: %s", idempotency_key);
+		idem.data = idem_line;
+		curl_easy_setopt(h, CURLOPT_HTTPHEADER, &idem);
+	} else {
+		curl_easy_setopt(h, CURLOPT_HTTPHEADER, api->headers);
+	}
+
+	pace(api);
+	api->requests++;
+	cc = curl_easy_perform(h);
+	if (cc == CURLE_OK)
+		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
+	r->body = api->body ? api->body : "";
+	r->len = api->body_len;
+	r->retry_after = api->retry_after;
+	r->outcome = api_classify(cc, r->status);
+	if (r->outcome != API_OK)
+		describe_failure(api, method, path, cc, r);
+	log_debug("%s %.*s: %s%ld, %zu bytes", method, MAX_SHOWN, path,
+		  cc == CURLE_OK ? "HTTP " : "curl error ", cc == CURLE_OK ? r->status : (long)cc,
+		  r->len);
+	return r->outcome;
+}
+
+json_t *api_json(const struct api_response *r, char *err, size_t errlen)
+{
+	json_error_t jerr;
+	json_t *j = json_loadb(r->body, r->len, 0, &jerr);
+
+	if (!j)
+		snprintf(err, errlen, "invalid JSON at line %d, column %d (byte %d): %s",
+			 jerr.line, jerr.column, jerr.position, jerr.text);
+	return j;
+}

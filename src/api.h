@@ -1,0 +1,55 @@
+/* api.h - the Dexra HTTP client: one keep-alive libcurl handle, JSON bodies */
+#ifndef DEXSYNC_API_H
+#define DEXSYNC_API_H
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <stddef.h>
+#include <time.h>
+
+#include "conf.h"
+
+/* What a request came to, for the caller's retry decision. */
+enum api_outcome {
+	API_OK,         /* 2xx */
+	API_TRANSIENT,  /* connection error, timeout, 408, 429, 5xx: try again later */
+	API_PERMANENT,  /* any other status: trying again will not help */
+};
+
+struct api_response {
+	long status;                /* HTTP status, 0 when there was none */
+	enum api_outcome outcome;
+	long retry_after;           /* seconds from now, -1 when not given */
+	const char *body;           /* NUL-terminated; valid until the next request */
+	size_t len;
+	char error[768];            /* one line for the log when outcome != API_OK */
+};
+
+struct api;
+
+/* A client for c->base_url with the given key (copied; the copy is wiped by
+ * api_free()).  NULL when out of memory. */
+struct api *api_new(const struct conf *c, const char *key);
+void api_free(struct api *api);
+
+/* Perform one request.  path starts with '/' and may carry a query;
+ * body (JSON) goes with POST and PATCH; idempotency_key, when not NULL,
+ * is sent as Idempotency-Key.  Returns r->outcome. */
+enum api_outcome api_request(struct api *api, const char *method, const char *path,
+			     const char *body, const char *idempotency_key,
+			     struct api_response *r);
+
+/* Requests made since api_new(). */
+unsigned long api_requests(const struct api *api);
+
+/* URL-escape s for a query value or a path segment; free with curl_free(). */
+char *api_escape(struct api *api, const char *s);
+
+/* Parse r's body as JSON.  NULL on bad JSON, with the position in err. */
+json_t *api_json(const struct api_response *r, char *err, size_t errlen);
+
+/* Pure helpers, exposed for the unit tests. */
+enum api_outcome api_classify(CURLcode cc, long status);
+long api_parse_retry_after(const char *value, time_t now);
+
+#endif

@@ -1,0 +1,55 @@
+/* conf.h - dexsyncd.conf(5): parsing, validation, the API key */
+#ifndef DEXSYNC_CONF_H
+#define DEXSYNC_CONF_H
+
+#include <stddef.h>
+
+struct conf {
+	char *path;             /* file it was read from */
+	char *database;
+	int log_level;          /* LOG_ERR..LOG_DEBUG */
+	int syslog_facility;    /* LOG_DAEMON, ... */
+
+	char *base_url;         /* without a trailing slash */
+	char *api_key_file;
+	int api_key_file_set;   /* given in the file, not the default */
+	char *api_key;          /* api-key in the file itself, or NULL */
+	long connect_timeout;   /* seconds */
+	long timeout;
+	long max_rate;          /* requests per second, 0 = no cap */
+	char *ca_file;          /* "" = system bundle only */
+	char *proxy;
+
+	long sync_interval;
+	long page_size;
+	char **status;          /* statuses to list; nstatus 0 = everything */
+	unsigned nstatus;
+	int fetch_details;
+	long max_details;
+
+	long poll_interval;
+	long max_attempts;
+	long min_backoff;
+	long max_backoff;
+	long max_age;
+};
+
+/* Read and validate path into *c.  Every problem is logged as
+ * "file:line: message" and makes it return -1, leaving *c empty. */
+int conf_load(const char *path, struct conf *c);
+void conf_free(struct conf *c);
+
+/* Parse a duration: whole seconds, or a number with a suffix s, m, h or d.
+ * Returns 0 and the seconds in *secs, or -1 for anything else (negative,
+ * empty, trailing garbage, overflow). */
+int conf_parse_duration(const char *s, long *secs);
+
+/* Find the API key, first found wins: $CREDENTIALS_DIRECTORY/api-key,
+ * api-key-file, $DEXRA_API_KEY, api-key in the config.  Returns a malloc'd
+ * key for conf_key_free(), or NULL after logging why (never the key). */
+char *conf_api_key(const struct conf *c);
+
+/* Wipe and free a key from conf_api_key(). */
+void conf_key_free(char *key);
+
+#endif

@@ -1,0 +1,146 @@
+/* db.c - the mirror database: open, pragmas, forward-only migrations */
+#include "config.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "db.h"
+#include "log.h"
+
+struct migration {
+	int version;
+	const char *name;
+	const char *sql;
+};
+
+/* Generated from src/sql/NNNN-*.sql by the Makefile, in order. */
+static const struct migration migrations[] = {
+#include "migrations.inc"
+};
+
+#define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
+
+int db_schema_version(void)
+{
+	return migrations[N_MIGRATIONS - 1].version;
+}
+
+int db_exec(sqlite3 *db, const char *sql)
+{
+	char *msg = NULL;
+
+	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		log_err("database %s: %s", sqlite3_db_filename(db, "main"),
+			msg ? msg : sqlite3_errmsg(db));
+		sqlite3_free(msg);
+		return -1;
+	}
+	return 0;
+}
+
+sqlite3_stmt *db_prepare(sqlite3 *db, const char *sql)
+{
+	sqlite3_stmt *st = NULL;
+
+	if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
+		log_err("database %s: %s", sqlite3_db_filename(db, "main"), sqlite3_errmsg(db));
+		return NULL;
+	}
+	return st;
+}
+
+void db_now(char *buf, size_t size)
+{
+	time_t t = time(NULL);
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static int user_version(sqlite3 *db)
+{
+	sqlite3_stmt *st;
+	int v = -1;
+
+	if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
+		return -1;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		v = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	return v;
+}
+
+/* Apply every migration newer than the database, all in one transaction,
+ * so that a crash leaves the old schema or the new one, never a mix. */
+static int migrate(sqlite3 *db, const char *path)
+{
+	char sql[64];
+	int have;
+
+	if (db_exec(db, "BEGIN IMMEDIATE") < 0)
+		return -1;
+	have = user_version(db);
+	if (have < 0) {
+		log_err("database %s: %s", path, sqlite3_errmsg(db));
+		goto fail;
+	}
+	if (have > db_schema_version()) {
+		log_err("database %s: schema version %d is newer than this dexsync knows (%d); upgrade dexsync",
+			path, have, db_schema_version());
+		goto fail;
+	}
+	for (size_t i = 0; i < N_MIGRATIONS; i++) {
+		if (migrations[i].version <= have)
+			continue;
+		if (db_exec(db, migrations[i].sql) < 0) {
+			log_err("database %s: migration %s failed", path, migrations[i].name);
+			goto fail;
+		}
+		log_info("database %s: applied migration %s", path, migrations[i].name);
+	}
+	snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", db_schema_version());
+	if (db_exec(db, sql) < 0 || db_exec(db, "COMMIT") < 0)
+		goto fail;
+	return 0;
+fail:
+	sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	return -1;
+}
+
+sqlite3 *db_open(const char *path, enum db_mode mode)
+{
+	int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
+	sqlite3 *db = NULL;
+
+	if (mode == DB_DAEMON)
+		flags |= SQLITE_OPEN_CREATE;
+	else if (access(path, F_OK) < 0) {
+		log_err("database %s: does not exist (has dexsyncd run yet? see -d and -f)", path);
+		return NULL;
+	}
+	if (sqlite3_open_v2(path, &db, flags, NULL) != SQLITE_OK) {
+		log_err("database %s: %s", path, db ? sqlite3_errmsg(db) : "out of memory");
+		sqlite3_close(db);
+		return NULL;
+	}
+	sqlite3_extended_result_codes(db, 1);
+	sqlite3_busy_timeout(db, DB_BUSY_TIMEOUT_MS);
+	if (db_exec(db, "PRAGMA journal_mode = WAL") < 0 ||
+	    db_exec(db, mode == DB_DAEMON ? "PRAGMA synchronous = NORMAL"
+					  : "PRAGMA synchronous = FULL") < 0 ||
+	    db_exec(db, "PRAGMA temp_store = FILE") < 0 ||
+	    migrate(db, path) < 0) {
+		sqlite3_close(db);
+		return NULL;
+	}
+	return db;
+}
+
+void db_close(sqlite3 *db)
+{
+	if (db && sqlite3_close(db) != SQLITE_OK)
+		log_err("database %s: close: %s", sqlite3_db_filename(db, "main"), sqlite3_errmsg(db));
+}

@@ -1,0 +1,32 @@
+/* db.h - opening the mirror database and keeping its schema current */
+#ifndef DEXSYNC_DB_H
+#define DEXSYNC_DB_H
+
+#include <sqlite3.h>
+
+enum db_mode {
+	DB_DAEMON,      /* create if missing, synchronous=NORMAL (WAL keeps it safe) */
+	DB_CLIENT,      /* must exist, synchronous=FULL: a queued write survives power loss */
+};
+
+/* Open path, set WAL, busy_timeout and the other pragmas, and apply pending
+ * migrations in one transaction.  NULL after logging the reason. */
+sqlite3 *db_open(const char *path, enum db_mode mode);
+void db_close(sqlite3 *db);
+
+/* The schema version this build creates. */
+int db_schema_version(void);
+
+/* Run SQL with no result rows; logs and returns -1 on error. */
+int db_exec(sqlite3 *db, const char *sql);
+
+/* Prepare a statement that lives as long as the connection (SQLITE_PREPARE_PERSISTENT);
+ * logs and returns NULL on error. */
+sqlite3_stmt *db_prepare(sqlite3 *db, const char *sql);
+
+/* Current UTC time as YYYY-MM-DDTHH:MM:SSZ into buf (at least 21 bytes). */
+void db_now(char *buf, size_t size);
+
+#define DB_BUSY_TIMEOUT_MS 10000
+
+#endif

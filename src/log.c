@@ -1,0 +1,110 @@
+/* log.c - syslog(3) with an optional copy on stderr */
+#include "config.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+
+static int log_level = LOG_INFO;
+static int log_to_stderr;
+static int log_to_syslog;
+static const char *log_ident = PACKAGE;
+
+static const struct {
+	const char *name;
+	int value;
+} levels[] = {
+	{ "err", LOG_ERR },
+	{ "warning", LOG_WARNING },
+	{ "notice", LOG_NOTICE },
+	{ "info", LOG_INFO },
+	{ "debug", LOG_DEBUG },
+}, facilities[] = {
+	{ "daemon", LOG_DAEMON },
+	{ "user", LOG_USER },
+	{ "local0", LOG_LOCAL0 },
+	{ "local1", LOG_LOCAL1 },
+	{ "local2", LOG_LOCAL2 },
+	{ "local3", LOG_LOCAL3 },
+	{ "local4", LOG_LOCAL4 },
+	{ "local5", LOG_LOCAL5 },
+	{ "local6", LOG_LOCAL6 },
+	{ "local7", LOG_LOCAL7 },
+};
+
+void log_open(const char *ident, int facility, int to_stderr, int use_syslog)
+{
+	log_ident = ident;
+	log_to_stderr = to_stderr;
+	log_to_syslog = use_syslog;
+	if (use_syslog)
+		openlog(ident, LOG_PID | LOG_NDELAY, facility);
+}
+
+void log_close(void)
+{
+	if (log_to_syslog)
+		closelog();
+	log_to_syslog = 0;
+}
+
+void log_set_level(int level)
+{
+	log_level = level;
+}
+
+int log_get_level(void)
+{
+	return log_level;
+}
+
+int log_level_from_name(const char *name)
+{
+	for (size_t i = 0; i < sizeof(levels) / sizeof(levels[0]); i++)
+		if (strcmp(name, levels[i].name) == 0)
+			return levels[i].value;
+	return -1;
+}
+
+int log_facility_from_name(const char *name)
+{
+	for (size_t i = 0; i < sizeof(facilities) / sizeof(facilities[0]); i++)
+		if (strcmp(name, facilities[i].name) == 0)
+			return facilities[i].value;
+	return -1;
+}
+
+static const char *level_name(int prio)
+{
+	for (size_t i = 0; i < sizeof(levels) / sizeof(levels[0]); i++)
+		if (levels[i].value == prio)
+			return levels[i].name;
+	return "?";
+}
+
+void log_vmsg(int prio, const char *fmt, va_list ap)
+{
+	if (prio > log_level)
+		return;
+	if (log_to_stderr) {
+		va_list aq;
+
+		va_copy(aq, ap);
+		fprintf(stderr, "%s: %s: ", log_ident, level_name(prio));
+		vfprintf(stderr, fmt, aq);
+		fputc('\n', stderr);
+		va_end(aq);
+	}
+	if (log_to_syslog)
+		vsyslog(prio, fmt, ap);
+}
+
+void log_msg(int prio, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vmsg(prio, fmt, ap);
+	va_end(ap);
+}

@@ -1,0 +1,412 @@
+/* mirror.c - the mirror tables, written through statements prepared once */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "db.h"
+#include "log.h"
+#include "mirror.h"
+
+enum {
+	S_BEGIN, S_COMMIT, S_ROLLBACK,
+	S_LOOKUP, S_INSERT, S_UPDATE, S_MESSAGE,
+	S_SEEN, S_SEEN_RESET, S_GONE, S_LOOP_ADD, S_LOOP_RESET,
+	S_CURSOR_GET, S_CURSOR_SET, S_CURSOR_DEL,
+	S_DUE, S_DETAIL, S_DETAIL_DONE, S_PART_DEL, S_PART_ADD,
+	S_RUN_START, S_RUN_FINISH,
+	S_COUNT
+};
+
+static const char *const sql[S_COUNT] = {
+	[S_BEGIN] = "BEGIN IMMEDIATE",
+	[S_COMMIT] = "COMMIT",
+	[S_ROLLBACK] = "ROLLBACK",
+	/* 1 when the stored copy differs or was gone; no row when new. */
+	[S_LOOKUP] =
+		"SELECT raw IS NOT ?2 OR gone_at IS NOT NULL\n"
+		"FROM conversations\n"
+		"WHERE id = ?1",
+	[S_INSERT] =
+		"INSERT INTO conversations(id, status, subject, created_at, last_message_id,\n"
+		"	last_message_text, user_id, raw, first_seen_at, changed_at)\n"
+		"VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+	[S_UPDATE] =
+		"UPDATE conversations\n"
+		"SET status = ?2, subject = ?3, created_at = ?4, last_message_id = ?5,\n"
+		"	last_message_text = ?6, user_id = ?7, raw = ?8, changed_at = ?9,\n"
+		"	gone_at = NULL, detail_needed = 1\n"
+		"WHERE id = ?1",
+	[S_MESSAGE] =
+		"INSERT INTO messages(id, conversation_id, text, origin, raw)\n"
+		"VALUES (?1, ?2, ?3, 'listed', ?4)\n"
+		"ON CONFLICT(id) DO UPDATE\n"
+		"SET text = excluded.text, raw = excluded.raw\n"
+		"WHERE origin = 'listed' AND raw IS NOT excluded.raw",
+	[S_SEEN] = "INSERT OR IGNORE INTO temp.walk_seen(id) VALUES (?1)",
+	[S_SEEN_RESET] = "DELETE FROM temp.walk_seen",
+	[S_GONE] =
+		"UPDATE conversations\n"
+		"SET gone_at = ?1\n"
+		"WHERE gone_at IS NULL\n"
+		"	AND id NOT IN (SELECT id FROM temp.walk_seen)",
+	[S_LOOP_ADD] = "INSERT INTO temp.walk_cursors(cursor) VALUES (?1)",
+	[S_LOOP_RESET] = "DELETE FROM temp.walk_cursors",
+	[S_CURSOR_GET] = "SELECT value FROM sync_state WHERE key = ?1",
+	[S_CURSOR_SET] =
+		"INSERT INTO sync_state(key, value) VALUES (?1, ?2)\n"
+		"ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+	[S_CURSOR_DEL] = "DELETE FROM sync_state WHERE key = ?1",
+	[S_DUE] =
+		"SELECT id\n"
+		"FROM conversations\n"
+		"WHERE detail_needed AND gone_at IS NULL\n"
+		"ORDER BY changed_at\n"
+		"LIMIT ?1",
+	[S_DETAIL] = "UPDATE conversations SET detail = ?2, detail_needed = 0 WHERE id = ?1",
+	[S_DETAIL_DONE] = "UPDATE conversations SET detail_needed = 0 WHERE id = ?1",
+	[S_PART_DEL] = "DELETE FROM participants WHERE conversation_id = ?1",
+	[S_PART_ADD] =
+		"INSERT INTO participants(conversation_id, position, user_id, raw)\n"
+		"VALUES (?1, ?2, ?3, ?4)",
+	[S_RUN_START] = "INSERT INTO sync_runs(started_at, resumed) VALUES (?1, ?2)",
+	[S_RUN_FINISH] =
+		"UPDATE sync_runs\n"
+		"SET finished_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now'), outcome = ?2,\n"
+		"	pages = ?3, seen = ?4, inserted = ?5, changed = ?6, unchanged = ?7,\n"
+		"	gone = ?8, details = ?9, requests = ?10, retries = ?11, error = ?12\n"
+		"WHERE id = ?1",
+};
+
+struct mirror {
+	sqlite3 *db;
+	sqlite3_stmt *st[S_COUNT];
+};
+
+/* Step a statement that returns no rows, then reset it; logs on error. */
+static int run(struct mirror *m, int which)
+{
+	sqlite3_stmt *st = m->st[which];
+	int rc = sqlite3_step(st);
+
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	if (rc != SQLITE_DONE) {
+		log_err("database %s: %s", sqlite3_db_filename(m->db, "main"), sqlite3_errmsg(m->db));
+		return -1;
+	}
+	return 0;
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+	sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+}
+
+struct mirror *mirror_open(sqlite3 *db)
+{
+	struct mirror *m = calloc(1, sizeof(*m));
+
+	if (!m)
+		return NULL;
+	m->db = db;
+	if (db_exec(db, "CREATE TEMP TABLE IF NOT EXISTS walk_seen(id TEXT PRIMARY KEY) WITHOUT ROWID;"
+			"CREATE TEMP TABLE IF NOT EXISTS walk_cursors(cursor TEXT PRIMARY KEY) WITHOUT ROWID") < 0)
+		goto fail;
+	for (int i = 0; i < S_COUNT; i++)
+		if (!(m->st[i] = db_prepare(db, sql[i])))
+			goto fail;
+	return m;
+fail:
+	mirror_close(m);
+	return NULL;
+}
+
+void mirror_close(struct mirror *m)
+{
+	if (!m)
+		return;
+	for (int i = 0; i < S_COUNT; i++)
+		sqlite3_finalize(m->st[i]);
+	free(m);
+}
+
+int mirror_begin(struct mirror *m)
+{
+	return run(m, S_BEGIN);
+}
+
+int mirror_commit(struct mirror *m)
+{
+	return run(m, S_COMMIT);
+}
+
+void mirror_rollback(struct mirror *m)
+{
+	if (!sqlite3_get_autocommit(m->db))
+		run(m, S_ROLLBACK);
+}
+
+static void bind_row(sqlite3_stmt *st, const struct conv_row *row, const char *raw,
+		     size_t rawlen, const char *now)
+{
+	bind_text(st, 1, row->id);
+	bind_text(st, 2, row->status);
+	bind_text(st, 3, row->subject);
+	bind_text(st, 4, row->created_at);
+	bind_text(st, 5, row->last_message_id);
+	bind_text(st, 6, row->last_message_text);
+	bind_text(st, 7, row->user_id);
+	sqlite3_bind_text(st, 8, raw, (int)rawlen, SQLITE_STATIC);
+	bind_text(st, 9, now);
+}
+
+/* The listed last message goes to messages, once per change of it. */
+static int store_last_message(struct mirror *m, const struct conv_row *row)
+{
+	sqlite3_stmt *st = m->st[S_MESSAGE];
+	char *raw;
+	int rc;
+
+	if (!row->last_message_id)
+		return 0;
+	raw = json_dumps(row->last_message, JSON_COMPACT);
+	if (!raw)
+		return -1;
+	bind_text(st, 1, row->last_message_id);
+	bind_text(st, 2, row->id);
+	bind_text(st, 3, row->last_message_text);
+	bind_text(st, 4, raw);
+	rc = run(m, S_MESSAGE);
+	free(raw);
+	return rc;
+}
+
+enum upsert_result mirror_upsert(struct mirror *m, const struct conv_row *row,
+				 const char *raw, size_t rawlen, const char *now)
+{
+	sqlite3_stmt *st = m->st[S_LOOKUP];
+	enum upsert_result res;
+	int rc;
+
+	bind_text(st, 1, row->id);
+	sqlite3_bind_text(st, 2, raw, (int)rawlen, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		res = sqlite3_column_int(st, 0) ? UPSERT_CHANGED : UPSERT_UNCHANGED;
+	else if (rc == SQLITE_DONE)
+		res = UPSERT_INSERTED;
+	else
+		res = UPSERT_ERROR;
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	if (res == UPSERT_ERROR) {
+		log_err("database %s: %s", sqlite3_db_filename(m->db, "main"), sqlite3_errmsg(m->db));
+		return res;
+	}
+	if (res == UPSERT_UNCHANGED)
+		return res;
+	int which = res == UPSERT_INSERTED ? S_INSERT : S_UPDATE;
+
+	bind_row(m->st[which], row, raw, rawlen, now);
+	if (run(m, which) < 0 || store_last_message(m, row) < 0)
+		return UPSERT_ERROR;
+	return res;
+}
+
+int mirror_seen(struct mirror *m, const char *id)
+{
+	bind_text(m->st[S_SEEN], 1, id);
+	return run(m, S_SEEN);
+}
+
+int mirror_seen_reset(struct mirror *m)
+{
+	return run(m, S_SEEN_RESET);
+}
+
+int mirror_cursor_repeated(struct mirror *m, const char *cursor)
+{
+	sqlite3_stmt *st = m->st[S_LOOP_ADD];
+	int rc;
+
+	bind_text(st, 1, cursor);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	if (rc == SQLITE_DONE)
+		return 0;
+	if ((rc & 0xff) == SQLITE_CONSTRAINT)
+		return 1;
+	log_err("database %s: %s", sqlite3_db_filename(m->db, "main"), sqlite3_errmsg(m->db));
+	return -1;
+}
+
+int mirror_cursors_reset(struct mirror *m)
+{
+	return run(m, S_LOOP_RESET);
+}
+
+int mirror_mark_gone(struct mirror *m, const char *now, long *gone)
+{
+	bind_text(m->st[S_GONE], 1, now);
+	if (run(m, S_GONE) < 0)
+		return -1;
+	*gone = sqlite3_changes(m->db);
+	return 0;
+}
+
+int mirror_cursor_get(struct mirror *m, const char *key, char **cursor)
+{
+	sqlite3_stmt *st = m->st[S_CURSOR_GET];
+	int rc;
+
+	*cursor = NULL;
+	bind_text(st, 1, key);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		const char *v = (const char *)sqlite3_column_text(st, 0);
+
+		if (v && !(*cursor = strdup(v)))
+			rc = SQLITE_NOMEM;
+		else
+			rc = SQLITE_DONE;
+	}
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	if (rc != SQLITE_DONE) {
+		log_err("database %s: %s", sqlite3_db_filename(m->db, "main"), sqlite3_errstr(rc));
+		return -1;
+	}
+	return 0;
+}
+
+int mirror_cursor_set(struct mirror *m, const char *key, const char *cursor)
+{
+	int which = cursor ? S_CURSOR_SET : S_CURSOR_DEL;
+
+	bind_text(m->st[which], 1, key);
+	if (cursor)
+		bind_text(m->st[which], 2, cursor);
+	return run(m, which);
+}
+
+int mirror_details_due(struct mirror *m, long limit, char ***ids)
+{
+	sqlite3_stmt *st = m->st[S_DUE];
+	char **v;
+	int n = 0, rc;
+
+	*ids = NULL;
+	if (limit <= 0)
+		return 0;
+	v = calloc((size_t)limit, sizeof(char *));
+	if (!v)
+		return -1;
+	sqlite3_bind_int64(st, 1, limit);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < limit) {
+		if (!(v[n] = strdup((const char *)sqlite3_column_text(st, 0)))) {
+			rc = SQLITE_NOMEM;
+			break;
+		}
+		n++;
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		log_err("database %s: %s", sqlite3_db_filename(m->db, "main"), sqlite3_errstr(rc));
+		mirror_ids_free(v, n);
+		return -1;
+	}
+	*ids = v;
+	return n;
+}
+
+void mirror_ids_free(char **ids, int n)
+{
+	for (int i = 0; ids && i < n; i++)
+		free(ids[i]);
+	free(ids);
+}
+
+static int store_participants(struct mirror *m, const char *id, json_t *list)
+{
+	sqlite3_stmt *st = m->st[S_PART_ADD];
+	size_t i;
+	json_t *p;
+
+	bind_text(m->st[S_PART_DEL], 1, id);
+	if (run(m, S_PART_DEL) < 0)
+		return -1;
+	if (!json_is_array(list))
+		return 0;
+	json_array_foreach(list, i, p) {
+		char *raw = json_dumps(p, JSON_COMPACT | JSON_ENCODE_ANY);
+		int rc;
+
+		if (!raw)
+			return -1;
+		bind_text(st, 1, id);
+		sqlite3_bind_int64(st, 2, (sqlite3_int64)i);
+		bind_text(st, 3, participant_user_id(p));
+		bind_text(st, 4, raw);
+		rc = run(m, S_PART_ADD);
+		free(raw);
+		if (rc < 0)
+			return -1;
+	}
+	return 0;
+}
+
+int mirror_store_detail(struct mirror *m, const char *id, json_t *detail)
+{
+	char *raw = json_dumps(detail, JSON_COMPACT);
+	int rc = -1;
+
+	if (!raw)
+		return -1;
+	if (mirror_begin(m) < 0)
+		goto out;
+	bind_text(m->st[S_DETAIL], 1, id);
+	bind_text(m->st[S_DETAIL], 2, raw);
+	if (run(m, S_DETAIL) < 0 ||
+	    store_participants(m, id, json_object_get(detail, "participants")) < 0 ||
+	    mirror_commit(m) < 0) {
+		mirror_rollback(m);
+		goto out;
+	}
+	rc = 0;
+out:
+	free(raw);
+	return rc;
+}
+
+int mirror_detail_done(struct mirror *m, const char *id)
+{
+	bind_text(m->st[S_DETAIL_DONE], 1, id);
+	return run(m, S_DETAIL_DONE);
+}
+
+long long mirror_run_start(struct mirror *m, const char *now, int resumed)
+{
+	bind_text(m->st[S_RUN_START], 1, now);
+	sqlite3_bind_int(m->st[S_RUN_START], 2, resumed);
+	if (run(m, S_RUN_START) < 0)
+		return -1;
+	return sqlite3_last_insert_rowid(m->db);
+}
+
+int mirror_run_finish(struct mirror *m, long long run_id, const char *outcome,
+		      const struct walk_counts *n, const char *error)
+{
+	sqlite3_stmt *st = m->st[S_RUN_FINISH];
+	const long v[] = { n->pages, n->seen, n->inserted, n->changed, n->unchanged,
+			   n->gone, n->details, n->requests, n->retries };
+
+	sqlite3_bind_int64(st, 1, run_id);
+	bind_text(st, 2, outcome);
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+		sqlite3_bind_int64(st, (int)i + 3, v[i]);
+	bind_text(st, 12, error);
+	return run(m, S_RUN_FINISH);
+}

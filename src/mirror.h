@@ -1,0 +1,68 @@
+/* mirror.h - writing the mirror tables: conversations, messages, participants,
+ * walk checkpoints and sync_runs, through statements prepared once */
+#ifndef DEXSYNC_MIRROR_H
+#define DEXSYNC_MIRROR_H
+
+#include <jansson.h>
+#include <sqlite3.h>
+
+#include "page.h"
+
+struct mirror;
+
+enum upsert_result {
+	UPSERT_ERROR = -1,
+	UPSERT_INSERTED,
+	UPSERT_CHANGED,
+	UPSERT_UNCHANGED,
+};
+
+struct walk_counts {
+	long pages, seen, inserted, changed, unchanged, gone, details, requests, retries;
+};
+
+/* Prepare the statements and the TEMP table of ids seen by this walk. */
+struct mirror *mirror_open(sqlite3 *db);
+void mirror_close(struct mirror *m);
+
+int mirror_begin(struct mirror *m);
+int mirror_commit(struct mirror *m);
+void mirror_rollback(struct mirror *m);
+
+/* Store one listed conversation and its last message.  raw is its compact
+ * JSON; a row whose raw equals the stored one is not written at all. */
+enum upsert_result mirror_upsert(struct mirror *m, const struct conv_row *row,
+				 const char *raw, size_t rawlen, const char *now);
+
+/* Remember id as listed in this walk (for gone_at); forget all with reset. */
+int mirror_seen(struct mirror *m, const char *id);
+int mirror_seen_reset(struct mirror *m);
+/* Set gone_at on live rows this walk did not list; *gone gets the count. */
+int mirror_mark_gone(struct mirror *m, const char *now, long *gone);
+
+/* Add cursor to the set of cursors of this walk: 1 if it was there already
+ * (the server is looping), 0 if new, -1 on error.  Reset empties the set. */
+int mirror_cursor_repeated(struct mirror *m, const char *cursor);
+int mirror_cursors_reset(struct mirror *m);
+
+/* The stored cursor of an interrupted walk for key (malloc'd), NULL if none.
+ * Returns -1 on a database error. */
+int mirror_cursor_get(struct mirror *m, const char *key, char **cursor);
+/* Store (cursor != NULL) or clear the cursor for key. */
+int mirror_cursor_set(struct mirror *m, const char *key, const char *cursor);
+
+/* Up to limit ids that need GET /conversations/:id, oldest change first.
+ * Returns the count (ids malloc'd into *ids, free with mirror_ids_free) or -1. */
+int mirror_details_due(struct mirror *m, long limit, char ***ids);
+void mirror_ids_free(char **ids, int n);
+/* Store a retrieved conversation and replace its participants. */
+int mirror_store_detail(struct mirror *m, const char *id, json_t *detail);
+/* Stop asking for the detail of id (it no longer exists upstream). */
+int mirror_detail_done(struct mirror *m, const char *id);
+
+/* sync_runs bookkeeping. */
+long long mirror_run_start(struct mirror *m, const char *now, int resumed);
+int mirror_run_finish(struct mirror *m, long long run, const char *outcome,
+		      const struct walk_counts *n, const char *error);
+
+#endif

@@ -1,0 +1,96 @@
+/* page.c - from a Dexra list page to conversation rows */
+#include "config.h"
+
+#include <stdio.h>
+
+#include "page.h"
+
+int page_parse(const char *body, size_t len, struct page *p, char *err, size_t errlen)
+{
+	json_error_t jerr;
+	json_t *meta, *cursor, *total;
+
+	p->root = json_loadb(body, len, 0, &jerr);
+	p->data = NULL;
+	p->next_cursor = NULL;
+	p->total = -1;
+	if (!p->root) {
+		snprintf(err, errlen, "invalid JSON at line %d, column %d (byte %d): %s",
+			 jerr.line, jerr.column, jerr.position, jerr.text);
+		return -1;
+	}
+	p->data = json_object_get(p->root, "data");
+	if (!json_is_array(p->data)) {
+		snprintf(err, errlen, "page has no \"data\" array");
+		goto fail;
+	}
+	meta = json_object_get(p->root, "meta");
+	if (meta && !json_is_object(meta) && !json_is_null(meta)) {
+		snprintf(err, errlen, "page \"meta\" is not an object");
+		goto fail;
+	}
+	cursor = json_object_get(meta, "next_cursor");
+	if (json_is_string(cursor)) {
+		if (json_string_length(cursor) > 0)
+			p->next_cursor = json_string_value(cursor);
+	} else if (cursor && !json_is_null(cursor)) {
+		snprintf(err, errlen, "meta.next_cursor is neither a string nor null");
+		goto fail;
+	}
+	total = json_object_get(meta, "total");
+	if (json_is_integer(total) && json_integer_value(total) >= 0)
+		p->total = (long)json_integer_value(total);
+	return 0;
+fail:
+	page_free(p);
+	return -1;
+}
+
+void page_free(struct page *p)
+{
+	json_decref(p->root);
+	p->root = NULL;
+	p->data = NULL;
+	p->next_cursor = NULL;
+}
+
+/* The string value of key in obj, or NULL if absent or not a string. */
+static const char *str(json_t *obj, const char *key)
+{
+	return json_string_value(json_object_get(obj, key));
+}
+
+int conv_row_map(json_t *item, struct conv_row *row, char *err, size_t errlen)
+{
+	json_t *user;
+
+	if (!json_is_object(item)) {
+		snprintf(err, errlen, "item is not an object");
+		return -1;
+	}
+	row->id = str(item, "id");
+	if (!row->id || !*row->id) {
+		snprintf(err, errlen, "item has no string \"id\"");
+		return -1;
+	}
+	row->status = str(item, "status");
+	row->subject = str(item, "subject");
+	row->created_at = str(item, "created_at");
+	row->user_id = str(item, "user_id");
+	user = json_object_get(item, "user");
+	if (!row->user_id && json_is_object(user))
+		row->user_id = str(user, "id");
+	row->last_message = json_object_get(item, "last_message");
+	if (!json_is_object(row->last_message))
+		row->last_message = NULL;
+	row->last_message_id = str(row->last_message, "id");
+	row->last_message_text = str(row->last_message, "text");
+	return 0;
+}
+
+const char *participant_user_id(json_t *participant)
+{
+	const char *id = str(participant, "id");
+
+	return id ? id : str(participant, "user_id");
+}

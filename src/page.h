@@ -1,0 +1,40 @@
+/* page.h - a Dexra list page and the conversation rows in it (pure, no I/O) */
+#ifndef DEXSYNC_PAGE_H
+#define DEXSYNC_PAGE_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+struct page {
+	json_t *root;               /* owns everything below */
+	json_t *data;               /* the items array */
+	const char *next_cursor;    /* NULL when this is the last page */
+	long total;                 /* meta.total, -1 when absent */
+};
+
+/* Parse a GET /conversations answer.  Returns 0, or -1 with the reason in
+ * err (bad JSON with its position, no data array, a cursor of the wrong type). */
+int page_parse(const char *body, size_t len, struct page *p, char *err, size_t errlen);
+void page_free(struct page *p);
+
+/* The columns of one conversation; pointers into the JSON item. */
+struct conv_row {
+	const char *id;
+	const char *status;
+	const char *subject;
+	const char *created_at;
+	const char *user_id;
+	const char *last_message_id;
+	const char *last_message_text;
+	json_t *last_message;       /* the object, or NULL */
+};
+
+/* Map one list item to a row.  Fields of the wrong type become NULL (the raw
+ * JSON keeps them); an item that is not an object or has no string id
+ * cannot be stored: -1 with the reason in err. */
+int conv_row_map(json_t *item, struct conv_row *row, char *err, size_t errlen);
+
+/* The user id of a participant object ("id", else "user_id"), or NULL. */
+const char *participant_user_id(json_t *participant);
+
+#endif

@@ -1,0 +1,21 @@
+/* walk.h - one walk of the conversation list into the mirror (SPEC 3, "The walk") */
+#ifndef DEXSYNC_WALK_H
+#define DEXSYNC_WALK_H
+
+#include <signal.h>
+#include <sqlite3.h>
+
+#include "api.h"
+#include "conf.h"
+
+/* Walk every configured status to the end, then fetch details.  Resumes an
+ * interrupted walk from its stored cursor.  Returns 0 when the walk
+ * completed, -1 when it failed or *stop was raised (a row in sync_runs says
+ * which, and the log says why). */
+int walk_run(sqlite3 *db, struct api *api, const struct conf *c,
+	     volatile sig_atomic_t *stop);
+
+/* Sleep up to secs seconds; returns early (nonzero) once *stop is set. */
+int walk_sleep(long secs, volatile sig_atomic_t *stop);
+
+#endif

@@ -1,0 +1,106 @@
+"""Shared pieces of dexsync's end-to-end tests: a fake Dexra per test, a
+temporary directory with a config and a key file, the real dexsyncd run as a
+subprocess, and a check that the API key never shows up in anything we saw."""
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fakedexra import FakeDexra  # noqa: E402
+
+KEY = "dx_test_k3y_SECRET_7f3a9"
+DEXSYNCD = os.environ.get("DEXSYNCD", "dexsyncd")
+VALGRIND = os.environ.get("DEXSYNC_VALGRIND", "").split()
+
+
+class DexTest(unittest.TestCase):
+    conversations = 0
+    server_kwargs = {}
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="dexsync-e2e-")
+        self.srv = FakeDexra(conversations=self.conversations, key=KEY, **self.server_kwargs).start()
+        self.db = os.path.join(self.dir, "mirror.db")
+        self.keyfile = os.path.join(self.dir, "api-key")
+        with open(os.open(self.keyfile, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+            f.write(KEY + "\n")
+        self.outputs = []
+        self.conf = self.write_conf()
+
+    def tearDown(self):
+        self.srv.stop()
+        try:
+            for text in self.outputs:
+                self.assertNotIn(KEY, text, "the API key leaked into output")
+            for name in os.listdir(self.dir):
+                if name.startswith("mirror.db"):
+                    with open(os.path.join(self.dir, name), "rb") as f:
+                        self.assertNotIn(KEY.encode(), f.read(), "the API key leaked into " + name)
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def write_conf(self, name="dexsyncd.conf", top="", api="", sync="", outbox="", base_url=None):
+        path = os.path.join(self.dir, name)
+        with open(path, "w") as f:
+            f.write('database = "%s"\n%s\n' % (self.db, top))
+            f.write('api {\n base-url = "%s"\n api-key-file = "%s"\n max-rate = 0\n'
+                    ' connect-timeout = 5s\n timeout = 20s\n%s\n}\n'
+                    % (base_url or self.srv.url, self.keyfile, api))
+            f.write("sync {\n fetch-details = false\n%s\n}\n" % sync)
+            f.write("outbox {\n%s\n}\n" % outbox)
+        os.chmod(path, 0o600)
+        return path
+
+    def env(self, extra=None):
+        env = {k: v for k, v in os.environ.items() if k not in ("DEXRA_API_KEY", "CREDENTIALS_DIRECTORY")}
+        env.update(extra or {})
+        return env
+
+    def dexsyncd(self, *args, conf=None, timeout=120, env=None):
+        """Run dexsyncd to completion; returns the CompletedProcess (text)."""
+        cmd = VALGRIND + [DEXSYNCD, "-f", conf or self.conf] + list(args)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=self.env(env))
+        self.outputs += [p.stdout, p.stderr]
+        return p
+
+    def once(self, *args, **kw):
+        return self.dexsyncd("-n", "-1", *args, **kw)
+
+    def spawn(self, *args, conf=None, env=None):
+        """Start dexsyncd in the background; returns the Popen."""
+        cmd = VALGRIND + [DEXSYNCD, "-f", conf or self.conf] + list(args)
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=self.env(env))
+
+    def finish(self, proc, timeout=30):
+        out, err = proc.communicate(timeout=timeout)
+        self.outputs += [out, err]
+        return out, err
+
+    def sql(self, query, *params):
+        con = sqlite3.connect(self.db, timeout=10)
+        try:
+            return con.execute(query, params).fetchall()
+        finally:
+            con.close()
+
+    def scalar(self, query, *params):
+        return self.sql(query, *params)[0][0]
+
+    def wait_for(self, predicate, timeout=10, what="condition"):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if predicate():
+                return
+            time.sleep(0.05)
+        self.fail("timed out waiting for " + what)
+
+    def kill(self, proc, sig=signal.SIGKILL):
+        proc.send_signal(sig)
+        self.finish(proc)
