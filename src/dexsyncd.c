@@ -11,6 +11,7 @@
 #include "conf.h"
 #include "db.h"
 #include "log.h"
+#include "outbox.h"
 #include "walk.h"
 
 #define DEFAULT_CONF SYSCONFDIR "/dexsyncd.conf"
@@ -112,9 +113,12 @@ static void install_signals(void)
 	signal(SIGPIPE, SIG_IGN);
 }
 
-/* One walk (and one outbox drain): the whole of --once. */
+/* One walk and one outbox drain: the whole of --once.  0 when both went
+ * well. */
 static int run_once(const struct conf *c, char *key)
 {
+	struct drain_counts n;
+	struct outbox *ob = NULL;
 	struct api *api;
 	sqlite3 *db;
 	int rc = 1;
@@ -123,11 +127,14 @@ static int run_once(const struct conf *c, char *key)
 	if (!db)
 		return 1;
 	api = api_new(c, key);
-	if (!api) {
+	if (!api)
 		log_err("cannot set up the HTTP client: out of memory");
-	} else if (walk_run(db, api, c, &stop_requested) == 0) {
-		rc = 0;
+	else if ((ob = outbox_open(db, api, c)) && outbox_recover(ob) >= 0) {
+		rc = walk_run(db, api, c, &stop_requested) < 0;
+		if (!stop_requested && outbox_drain(ob, &stop_requested, &n) < 0)
+			rc = 1;
 	}
+	outbox_close(ob);
 	api_free(api);
 	db_close(db);
 	return rc;

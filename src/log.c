@@ -91,7 +91,7 @@ void log_vmsg(int prio, const char *fmt, va_list ap)
 		va_list aq;
 
 		va_copy(aq, ap);
-		fprintf(stderr, "%s: %s: ", log_ident, level_name(prio));
+		fprintf(stderr, "%s: %s: ", log_ident, prio == LOG_ERR ? "error" : level_name(prio));
 		vfprintf(stderr, fmt, aq);
 		fputc('\n', stderr);
 		va_end(aq);

@@ -93,6 +93,7 @@ class FakeDexra:
         self.endless = False        # answer every page with a new cursor, forever
         self.huge_cursor = 0        # pad cursors to this many bytes
         self.on_page = None         # callback(server, page_number) between pages
+        self.write_delay = 0        # seconds each POST/PATCH takes
         self.next_id = 1
         self.pages_served = 0
         self.httpd = None
@@ -234,6 +235,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             doc = json.loads(body) if body else None
         except ValueError:
             return self.send_json(400, {"error": "body is not JSON"})
+        if method != "GET" and s.write_delay:
+            time.sleep(s.write_delay)
         code, obj = self.route(method, path, query, doc)
         if fault and fault.kind == "ack_lost" and code < 300:
             if fault.opts.get("drop"):

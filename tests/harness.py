@@ -1,6 +1,7 @@
 """Shared pieces of dexsync's end-to-end tests: a fake Dexra per test, a
 temporary directory with a config and a key file, the real dexsyncd run as a
 subprocess, and a check that the API key never shows up in anything we saw."""
+import json
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ from fakedexra import FakeDexra  # noqa: E402
 
 KEY = "dx_test_k3y_SECRET_7f3a9"
 DEXSYNCD = os.environ.get("DEXSYNCD", "dexsyncd")
+DEXSYNC = os.environ.get("DEXSYNC", "dexsync")
 VALGRIND = os.environ.get("DEXSYNC_VALGRIND", "").split()
 
 
@@ -104,3 +106,43 @@ class DexTest(unittest.TestCase):
     def kill(self, proc, sig=signal.SIGKILL):
         proc.send_signal(sig)
         self.finish(proc)
+
+
+class OutboxTest(DexTest):
+    """A DexTest with a database made by a first walk, and outbox helpers."""
+    conversations = 20
+
+    def setUp(self):
+        super().setUp()
+        self.conf = self.write_conf(outbox="min-backoff = 1s\nmax-backoff = 1s")
+        p = self.once()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.srv.requests.clear()
+
+    def dexsync(self, *args, stdin=None, db=True):
+        cmd = [DEXSYNC] + (["-d", self.db] if db else []) + list(args)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=30, input=stdin)
+        self.outputs += [p.stdout, p.stderr]
+        return p
+
+    def queue(self, kind, target, payload):
+        con = sqlite3.connect(self.db, timeout=10)
+        with con:
+            cur = con.execute("INSERT INTO outbox(kind, target, payload) VALUES (?, ?, ?)",
+                              (kind, target, json.dumps(payload)))
+        con.close()
+        return cur.lastrowid
+
+    def drain_until_done(self, timeout=60, conf=None):
+        """Run dexsyncd -1 until nothing is pending or sending."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            p = self.once(conf=conf)
+            self.assertIn(p.returncode, (0, 1), p.stderr)
+            if self.scalar("SELECT count(*) FROM outbox WHERE state IN ('pending', 'sending')") == 0:
+                return
+            time.sleep(0.2)
+        self.fail("outbox not drained in %d s" % timeout)
+
+    def posts(self, path="/messages"):
+        return [r for r in self.srv.requests if r["method"] != "GET" and r["path"] == path]

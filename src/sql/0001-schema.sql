@@ -55,6 +55,7 @@ CREATE TABLE users (
 -- The outbox is written by people and scripts as well as by dexsync, so it
 -- guards itself: a plain INSERT INTO outbox(kind, target, payload) works,
 -- anything dexsyncd could not send is refused with a named constraint.
+-- (A CHECK that comes to NULL passes: hence IS, not =, on json_type.)
 CREATE TABLE outbox (
 	id              INTEGER PRIMARY KEY,
 	kind            TEXT NOT NULL
@@ -76,26 +77,30 @@ CREATE TABLE outbox (
 	remote_id       TEXT,
 	response        TEXT,
 	created_at      TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+	retried_at      TEXT,                       -- by dexsync retry: max-age counts from here
 	sent_at         TEXT,
 	CONSTRAINT outbox_message_content CHECK (kind <> 'message' OR (
-		json_type(payload, '$.content') = 'text' AND
+		json_type(payload, '$.content') IS 'text' AND
 		length(trim(json_extract(payload, '$.content'))) > 0)),
 	CONSTRAINT outbox_message_conversation CHECK (kind <> 'message' OR (
-		json_type(payload, '$.conversation_id') = 'text' AND
+		json_type(payload, '$.conversation_id') IS 'text' AND
 		(target IS NULL OR target = json_extract(payload, '$.conversation_id')))),
 	CONSTRAINT outbox_message_type CHECK (kind <> 'message' OR
 		json_type(payload, '$.type') IS NULL OR
 		json_extract(payload, '$.type') IN ('text', 'private_note')),
-	CONSTRAINT outbox_user_target CHECK (kind <> 'user_update' OR length(target) > 0),
+	CONSTRAINT outbox_user_target CHECK (kind <> 'user_update' OR coalesce(length(target), 0) > 0),
 	CONSTRAINT outbox_conversation_user CHECK (kind <> 'conversation' OR
-		json_type(payload, '$.user_id') = 'text')
+		json_type(payload, '$.user_id') IS 'text')
 );
 
 CREATE INDEX outbox_due
 	ON outbox(next_attempt_at)
 	WHERE state IN ('pending', 'sending');
 
-CREATE INDEX outbox_target ON outbox(target, id);
+-- The head of each target's queue, for per-target FIFO delivery.
+CREATE INDEX outbox_queue
+	ON outbox(target, id)
+	WHERE state IN ('pending', 'sending');
 
 -- A row queued without a target gets it from its payload.
 CREATE TRIGGER outbox_fill_target
