@@ -171,6 +171,7 @@ class FakeDexra:
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go as two writes: no 40 ms stall
     srv = None
 
     def log_message(self, fmt, *args):
