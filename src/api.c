@@ -15,6 +15,7 @@
 
 #include "api.h"
 #include "log.h"
+#include "notify.h"
 
 #define MAX_BODY	(64u << 20)	/* a larger answer is an error, not an OOM */
 #define MAX_SHOWN	160		/* bytes of a path or body quoted in errors */
@@ -32,6 +33,7 @@ struct api {
 	long min_gap_ns;                /* from max-rate; 0 = no cap */
 	struct timespec last_start;
 	unsigned long requests;
+	volatile sig_atomic_t *stop;    /* abort in-flight requests when set */
 	char curl_err[CURL_ERROR_SIZE];
 };
 
@@ -81,6 +83,23 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *userdata)
 	return n;
 }
 
+/* Called by libcurl about once a second and while data moves: the place to
+ * notice a stop request during a slow answer, and to keep the watchdog fed. */
+static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow,
+		       curl_off_t ultotal, curl_off_t ulnow)
+{
+	struct api *api = userdata;
+
+	(void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+	notify_watchdog();
+	return api->stop && *api->stop;
+}
+
+void api_set_stop(struct api *api, volatile sig_atomic_t *stop)
+{
+	api->stop = stop;
+}
+
 struct api *api_new(const struct conf *c, const char *key)
 {
 	struct api *api = calloc(1, sizeof(*api));
@@ -124,6 +143,9 @@ struct api *api_new(const struct conf *c, const char *key)
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, api);
 	curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
+	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+	curl_easy_setopt(h, CURLOPT_XFERINFODATA, api);
 	/* An extra bundle adds to the system's CA directory, it does not replace it. */
 	if (*c->ca_file)
 		curl_easy_setopt(h, CURLOPT_CAINFO, c->ca_file);
@@ -265,6 +287,8 @@ static void describe_failure(struct api *api, const char *method, const char *pa
 	if (api->too_big)
 		snprintf(r->error, sizeof(r->error), "%s %s: answer larger than %u MiB",
 			 method, where, MAX_BODY >> 20);
+	else if (cc == CURLE_ABORTED_BY_CALLBACK)
+		snprintf(r->error, sizeof(r->error), "%s %s: stopped by a signal", method, where);
 	else if (cc != CURLE_OK)
 		snprintf(r->error, sizeof(r->error), "%s %s: %s", method, where,
 			 *api->curl_err ? api->curl_err : curl_easy_strerror(cc));

@@ -4,6 +4,7 @@
 
 #include <curl/curl.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stddef.h>
 #include <time.h>
 
@@ -38,6 +39,9 @@ void api_free(struct api *api);
 enum api_outcome api_request(struct api *api, const char *method, const char *path,
 			     const char *body, const char *idempotency_key,
 			     struct api_response *r);
+
+/* Abort a request in flight (as a transient failure) once *stop is set. */
+void api_set_stop(struct api *api, volatile sig_atomic_t *stop);
 
 /* Requests made since api_new(). */
 unsigned long api_requests(const struct api *api);

@@ -1,28 +1,19 @@
 /* dexsyncd.c - the daemon: options, configuration, one cycle or the service loop */
 #include "config.h"
 
+#include <curl/curl.h>
+
 #include <getopt.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
-#include "api.h"
 #include "conf.h"
-#include "db.h"
 #include "log.h"
-#include "outbox.h"
-#include "walk.h"
+#include "service.h"
 
 #define DEFAULT_CONF SYSCONFDIR "/dexsyncd.conf"
-
-static volatile sig_atomic_t stop_requested;
-
-static void on_stop(int sig)
-{
-	(void)sig;
-	stop_requested = 1;
-}
 
 static void usage(FILE *out)
 {
@@ -101,45 +92,6 @@ static int parse_options(int argc, char **argv, struct options *o)
 	return -1;
 }
 
-static void install_signals(void)
-{
-	struct sigaction sa;
-
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_stop;    /* no SA_RESTART: a sleep wakes up at once */
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
-}
-
-/* One walk and one outbox drain: the whole of --once.  0 when both went
- * well. */
-static int run_once(const struct conf *c, char *key)
-{
-	struct drain_counts n;
-	struct outbox *ob = NULL;
-	struct api *api;
-	sqlite3 *db;
-	int rc = 1;
-
-	db = db_open(c->database, DB_DAEMON);
-	if (!db)
-		return 1;
-	api = api_new(c, key);
-	if (!api)
-		log_err("cannot set up the HTTP client: out of memory");
-	else if ((ob = outbox_open(db, api, c)) && outbox_recover(ob) >= 0) {
-		rc = walk_run(db, api, c, &stop_requested) < 0;
-		if (!stop_requested && outbox_drain(ob, &stop_requested, &n) < 0)
-			rc = 1;
-	}
-	outbox_close(ob);
-	api_free(api);
-	db_close(db);
-	return rc;
-}
-
 int main(int argc, char **argv)
 {
 	struct options o = { 0 };
@@ -150,34 +102,37 @@ int main(int argc, char **argv)
 	rc = parse_options(argc, argv, &o);
 	if (rc >= 0)
 		return rc;
-	/* Until the config names a facility, errors go to stderr and daemon. */
-	log_open("dexsyncd", LOG_DAEMON, o.foreground || o.check || o.once, !o.check);
+	/* Until the config names a facility, errors go to daemon. */
+	log_open("dexsyncd", LOG_DAEMON, 1, !o.check);
 	if (conf_load(o.conf_path, &c) < 0)
 		return 1;
 	log_close();
 	log_open("dexsyncd", c.syslog_facility, o.foreground || o.check || o.once, !o.check);
 	log_set_level(o.level >= 0 ? o.level : c.log_level);
 
+	if (o.check) {
+		key = conf_api_key(&c);
+		if (key)
+			printf("%s: configuration ok\n", c.path);
+		rc = key ? 0 : 1;
+		conf_key_free(key);
+		conf_free(&c);
+		return rc;
+	}
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		log_err("cannot initialise libcurl");
 		conf_free(&c);
 		return 1;
 	}
-	key = conf_api_key(&c);
-	if (!key) {
+	if (o.once) {
+		rc = service_once(&c);
+	} else if (!o.foreground && daemon(0, 0) < 0) {
+		log_err("cannot detach: %m");
+		conf_free(&c);
 		rc = 1;
-	} else if (o.check) {
-		printf("%s: configuration ok\n", c.path);
-		rc = 0;
-	} else if (o.once) {
-		install_signals();
-		rc = run_once(&c, key);
 	} else {
-		log_err("the service loop is not built yet: run with -1 (see issue 4)");
-		rc = 1;
+		rc = service_loop(&c, o.conf_path, o.level);
 	}
-	conf_key_free(key);
-	conf_free(&c);
 	curl_global_cleanup();
 	log_close();
 	return rc;

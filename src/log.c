@@ -2,7 +2,9 @@
 #include "config.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "log.h"
 
@@ -33,10 +35,21 @@ static const struct {
 	{ "local7", LOG_LOCAL7 },
 };
 
+/* Is stderr the systemd journal ($JOURNAL_STREAM is its device:inode)? */
+static int stderr_is_journal(void)
+{
+	const char *js = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	return js && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && fstat(2, &st) == 0 &&
+	       (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
 void log_open(const char *ident, int facility, int to_stderr, int use_syslog)
 {
 	log_ident = ident;
-	log_to_stderr = to_stderr;
+	log_to_stderr = to_stderr && !(use_syslog && stderr_is_journal());
 	log_to_syslog = use_syslog;
 	if (use_syslog)
 		openlog(ident, LOG_PID | LOG_NDELAY, facility);
@@ -47,6 +60,14 @@ void log_close(void)
 	if (log_to_syslog)
 		closelog();
 	log_to_syslog = 0;
+}
+
+void log_set_facility(int facility)
+{
+	if (log_to_syslog) {
+		closelog();
+		openlog(log_ident, LOG_PID | LOG_NDELAY, facility);
+	}
 }
 
 void log_set_level(int level)

@@ -6,10 +6,13 @@
 #include <syslog.h>
 
 /* Open the log.  ident is the program name, facility a LOG_* facility;
- * to_stderr copies every line to standard error, use_syslog sends them to
+ * to_stderr copies every line to standard error (unless stderr is the
+ * journal, which has the syslog copy already), use_syslog sends them to
  * syslog(3) (the command-line tool speaks to stderr only). */
 void log_open(const char *ident, int facility, int to_stderr, int use_syslog);
 void log_close(void);
+/* Reopen syslog with another facility (after a reload). */
+void log_set_facility(int facility);
 
 /* Lines with a priority above level (LOG_ERR..LOG_DEBUG) are dropped. */
 void log_set_level(int level);

@@ -14,13 +14,14 @@
 #include "backoff.h"
 #include "db.h"
 #include "log.h"
+#include "notify.h"
 #include "outbox.h"
 
 #define REF_PREFIX "outbox:"
 
 enum {
 	S_RECOVER, S_NEXT_TARGET, S_HEAD, S_REF, S_SENDING, S_SENT, S_RETRY, S_FAIL,
-	S_MSG, S_USER, S_CONV, S_NEXT_DUE, S_BEGIN, S_COMMIT, S_ROLLBACK,
+	S_MSG, S_USER, S_CONV, S_BEGIN, S_COMMIT, S_ROLLBACK,
 	S_COUNT
 };
 
@@ -75,10 +76,6 @@ static const char *const sql[S_COUNT] = {
 		"VALUES (?1, ?2, ?3, ?4, ?5, ?6, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'),\n"
 		"	strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))\n"
 		"ON CONFLICT(id) DO NOTHING",
-	[S_NEXT_DUE] =
-		"SELECT max(0, min(coalesce(unixepoch(next_attempt_at), 0)) - unixepoch('now'))\n"
-		"FROM outbox\n"
-		"WHERE state = 'pending'",
 	[S_BEGIN] = "BEGIN IMMEDIATE",
 	[S_COMMIT] = "COMMIT",
 	[S_ROLLBACK] = "ROLLBACK",
@@ -159,17 +156,6 @@ int outbox_recover(struct outbox *ob)
 		log_notice("outbox: %d item%s left in 'sending' by an earlier run go back to pending",
 			   n, n == 1 ? "" : "s");
 	return n;
-}
-
-long outbox_next_due(struct outbox *ob)
-{
-	sqlite3_stmt *st = ob->st[S_NEXT_DUE];
-	long v = -1;
-
-	if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
-		v = (long)sqlite3_column_int64(st, 0);
-	sqlite3_reset(st);
-	return v;
 }
 
 /* Mark an item failed for good; attempted says whether this try counts. */
@@ -309,8 +295,10 @@ out:
 }
 
 /* A transient failure: back to pending with a backoff, or failed when the
- * attempts or the age are used up.  Returns 0, or -1 on a database error. */
-static int item_retry(struct outbox *ob, struct item *it, const struct api_response *r)
+ * attempts or the age are used up.  n->wait learns when the retry is due.
+ * Returns 0, or -1 on a database error. */
+static int item_retry(struct outbox *ob, struct item *it, const struct api_response *r,
+		      struct drain_counts *n)
 {
 	sqlite3_stmt *st = ob->st[S_RETRY];
 	long attempts = it->attempts + 1, delay;
@@ -337,6 +325,8 @@ static int item_retry(struct outbox *ob, struct item *it, const struct api_respo
 	sqlite3_bind_int64(st, 4, (sqlite3_int64)at);
 	if (step_done(ob, S_RETRY) < 0)
 		return -1;
+	if (n->wait < 0 || delay + 1 < n->wait)
+		n->wait = delay + 1;
 	gmtime_r(&at, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
 	log_notice("outbox: %s: %s; attempt %ld of %ld, retrying in %ld s (at %s)", it->label,
@@ -405,7 +395,7 @@ static int item_send(struct outbox *ob, struct item *it, struct drain_counts *n)
 		rc = rc < 0 ? -1 : 1;
 		break;
 	case API_TRANSIENT:
-		rc = item_retry(ob, it, &r) < 0 ? -1 : 0;
+		rc = item_retry(ob, it, &r, n) < 0 ? -1 : 0;
 		n->retried++;
 		break;
 	default:
@@ -418,9 +408,11 @@ static int item_send(struct outbox *ob, struct item *it, struct drain_counts *n)
 }
 
 /* Load the head of target's queue.  Returns 1 (loaded, due), 0 (none, or
- * not due yet), -1 on error. */
-static int head_load(struct outbox *ob, const char *target, struct item *it)
+ * not due yet: n->wait learns when), -1 on error. */
+static int head_load(struct outbox *ob, const char *target, struct item *it,
+		     struct drain_counts *n)
 {
+	time_t now = time(NULL), due;
 	sqlite3_stmt *st = ob->st[S_HEAD];
 	int rc;
 
@@ -447,8 +439,10 @@ static int head_load(struct outbox *ob, const char *target, struct item *it)
 	it->age = (long)sqlite3_column_int64(st, 7);
 	it->target = target;
 	snprintf(it->label, sizeof(it->label), "item %lld (%s to %.120s)", it->id, it->kind, target);
-	rc = strcmp((const char *)sqlite3_column_text(st, 5), "pending") == 0 &&
-	     sqlite3_column_int64(st, 6) <= (sqlite3_int64)time(NULL);
+	due = (time_t)sqlite3_column_int64(st, 6);
+	rc = strcmp((const char *)sqlite3_column_text(st, 5), "pending") == 0 && due <= now;
+	if (!rc && due > now && (n->wait < 0 || due - now < n->wait))
+		n->wait = (long)(due - now);
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
 	if (!it->payload)
@@ -468,11 +462,12 @@ static int drain_target(struct outbox *ob, const char *target, volatile sig_atom
 	int rc;
 
 	while (!*stop) {
-		rc = head_load(ob, target, &it);
+		rc = head_load(ob, target, &it, n);
 		if (rc <= 0)
 			return rc;
 		rc = item_send(ob, &it, n);
 		free(it.payload);
+		notify_watchdog();
 		if (rc <= 0)
 			return rc;
 	}
@@ -527,11 +522,13 @@ int outbox_drain(struct outbox *ob, volatile sig_atomic_t *stop, struct drain_co
 	 * the same pass has sent (or failed) it: then take another pass. */
 	do {
 		memset(&pass, 0, sizeof(pass));
+		pass.wait = -1;
 		rc = drain_pass(ob, stop, &pass);
 		n->sent += pass.sent;
 		n->retried += pass.retried;
 		n->failed += pass.failed;
 		n->held = pass.held;
+		n->wait = pass.wait;
 	} while (rc == 0 && !*stop && pass.held && (pass.sent || pass.failed));
 	if (n->sent || n->retried || n->failed)
 		log_info("outbox: %ld sent, %ld to retry, %ld failed, %ld held back", n->sent,

@@ -12,6 +12,7 @@ struct outbox;
 
 struct drain_counts {
 	long sent, retried, failed, held;
+	long wait;              /* seconds until the first waiting head is due, -1: none */
 };
 
 /* Prepare the outbox statements on db. */
@@ -27,8 +28,5 @@ int outbox_recover(struct outbox *ob);
  * target whose head waits for a retry holds back its later items.  Stops
  * early when *stop is set.  Returns 0, or -1 on a database error. */
 int outbox_drain(struct outbox *ob, volatile sig_atomic_t *stop, struct drain_counts *n);
-
-/* Seconds until the next pending item is due (0 = now), or -1 if none. */
-long outbox_next_due(struct outbox *ob);
 
 #endif

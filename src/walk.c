@@ -17,6 +17,7 @@
 #include "db.h"
 #include "log.h"
 #include "mirror.h"
+#include "notify.h"
 #include "page.h"
 #include "walk.h"
 
@@ -231,6 +232,7 @@ static int walk_status(struct walk *w, const char *status)
 		}
 		if (store_page(w, &p, key) < 0)
 			break;
+		notify_watchdog();
 		free(cursor);
 		cursor = p.next_cursor ? strdup(p.next_cursor) : NULL;
 		if (p.next_cursor && !cursor) {
@@ -339,7 +341,8 @@ static int walk_all(struct walk *w)
 	return 0;
 }
 
-int walk_run(sqlite3 *db, struct api *api, const struct conf *c, volatile sig_atomic_t *stop)
+int walk_run(sqlite3 *db, struct api *api, const struct conf *c, volatile sig_atomic_t *stop,
+	     struct walk_counts *counts)
 {
 	struct walk w = { .db = db, .api = api, .c = c, .stop = stop };
 	struct timespec t0, t1;
@@ -381,6 +384,8 @@ int walk_run(sqlite3 *db, struct api *api, const struct conf *c, volatile sig_at
 			"resuming from the last stored page next cycle",
 			w.n.pages, w.n.seen, w.n.inserted, w.n.changed, secs, w.error);
 	sqlite3_exec(db, "DELETE FROM temp.walk_seen; DELETE FROM temp.walk_cursors", NULL, NULL, NULL);
+	if (counts)
+		*counts = w.n;
 	free(w.raw);
 	mirror_close(w.m);
 	return rc;

@@ -7,13 +7,15 @@
 
 #include "api.h"
 #include "conf.h"
+#include "mirror.h"
 
 /* Walk every configured status to the end, then fetch details.  Resumes an
- * interrupted walk from its stored cursor.  Returns 0 when the walk
+ * interrupted walk from its stored cursor; *counts gets the figures of the
+ * walk (counts may be NULL).  Returns 0 when the walk
  * completed, -1 when it failed or *stop was raised (a row in sync_runs says
  * which, and the log says why). */
 int walk_run(sqlite3 *db, struct api *api, const struct conf *c,
-	     volatile sig_atomic_t *stop);
+	     volatile sig_atomic_t *stop, struct walk_counts *counts);
 
 /* Sleep up to secs seconds; returns early (nonzero) once *stop is set. */
 int walk_sleep(long secs, volatile sig_atomic_t *stop);
