@@ -290,7 +290,8 @@ static int conf_copy(cfg_t *cfg, const char *path, struct conf *c)
 	return 0;
 }
 
-int conf_load(const char *path, struct conf *c)
+/* Parse path, or the empty text when path is NULL (the defaults). */
+static int conf_read(const char *path, struct conf *c)
 {
 	cfg_t *cfg;
 	struct stat st;
@@ -299,15 +300,17 @@ int conf_load(const char *path, struct conf *c)
 	memset(c, 0, sizeof(*c));
 	cfg = cfg_init(top_opts, CFGF_NONE);
 	if (!cfg) {
-		log_err("%s: out of memory", path);
+		log_err("%s: out of memory", path ? path : "defaults");
 		return -1;
 	}
 	cfg_set_error_function(cfg, conf_errfunc);
 	set_validators(cfg);
 
 	parsing_path = path;
-	rc = cfg_parse(cfg, path);
+	rc = path ? cfg_parse(cfg, path) : cfg_parse_buf(cfg, "");
 	parsing_path = NULL;
+	if (!path)
+		path = "(defaults)";
 	if (rc == CFG_FILE_ERROR) {
 		log_err("%s: cannot read: %s", path, strerror(errno));
 	} else if (rc == CFG_SUCCESS) {
@@ -325,6 +328,16 @@ int conf_load(const char *path, struct conf *c)
 		return -1;
 	}
 	return 0;
+}
+
+int conf_load(const char *path, struct conf *c)
+{
+	return conf_read(path, c);
+}
+
+int conf_defaults(struct conf *c)
+{
+	return conf_read(NULL, c);
 }
 
 void conf_free(struct conf *c)

@@ -39,6 +39,9 @@ struct conf {
 int conf_load(const char *path, struct conf *c);
 void conf_free(struct conf *c);
 
+/* Every key at its default, as if read from an empty file. */
+int conf_defaults(struct conf *c);
+
 /* Parse a duration: whole seconds, or a number with a suffix s, m, h or d.
  * Returns 0 and the seconds in *secs, or -1 for anything else (negative,
  * empty, trailing garbage, overflow). */

@@ -14,6 +14,8 @@
 #include "db.h"
 #include "log.h"
 #include "queue.h"
+#include "report.h"
+#include "status.h"
 
 #define DEFAULT_CONF	SYSCONFDIR "/dexsyncd.conf"
 #define MAX_TEXT	(1u << 20)
@@ -30,9 +32,13 @@ static const char usage_text[] =
 	"  outbox [--state STATE]                list items\n"
 	"  retry ID... | retry --failed          failed -> pending\n"
 	"  cancel ID...                          pending -> cancelled\n"
+	"  status                                last walk, counts, outbox; exit 2 when unhealthy\n"
+	"  report [NAME] [--format table|csv|json|html] [--since DATE] [--until DATE]\n"
+	"         [--attribute KEY]              built-in reports; alone, lists them\n"
 	"\n"
-	"  -f, --config FILE     configuration naming the database (default " DEFAULT_CONF ")\n"
-	"  -d, --database FILE   the database itself\n"
+	"  -f, --config FILE     configuration: the database and the intervals status\n"
+	"                        judges by (default " DEFAULT_CONF ")\n"
+	"  -d, --database FILE   the database itself (then the defaults, unless -f)\n"
 	"  -V, --version         print the version\n"
 	"  -h, --help            print this help\n";
 
@@ -130,8 +136,9 @@ static int queued_conversation(sqlite3 *db, const char *ref)
 	return ok;
 }
 
-static int cmd_send(sqlite3 *db, int argc, char **argv)
+static int cmd_send(sqlite3 *db, const struct conf *c, int argc, char **argv)
 {
+	(void)c;
 	static const struct option opts[] = { { "note", no_argument, NULL, 'n' }, { NULL, 0, NULL, 0 } };
 	char err[256], *text;
 	const char *conv;
@@ -170,8 +177,9 @@ static int cmd_send(sqlite3 *db, int argc, char **argv)
 	return rc;
 }
 
-static int cmd_update_user(sqlite3 *db, int argc, char **argv)
+static int cmd_update_user(sqlite3 *db, const struct conf *c, int argc, char **argv)
 {
+	(void)c;
 	static const struct option opts[] = { { "email", required_argument, NULL, 'e' },
 					      { NULL, 0, NULL, 0 } };
 	json_t *payload = json_object(), *attrs = json_object(), *value;
@@ -222,8 +230,9 @@ out:
 	return rc;
 }
 
-static int cmd_new_conversation(sqlite3 *db, int argc, char **argv)
+static int cmd_new_conversation(sqlite3 *db, const struct conf *c, int argc, char **argv)
 {
+	(void)c;
 	static const struct option opts[] = { { "subject", required_argument, NULL, 's' },
 					      { "tag", required_argument, NULL, 't' },
 					      { NULL, 0, NULL, 0 } };
@@ -260,8 +269,9 @@ out:
 	return rc;
 }
 
-static int cmd_outbox(sqlite3 *db, int argc, char **argv)
+static int cmd_outbox(sqlite3 *db, const struct conf *c, int argc, char **argv)
 {
+	(void)c;
 	static const struct option opts[] = { { "state", required_argument, NULL, 's' },
 					      { NULL, 0, NULL, 0 } };
 	const char *state = NULL;
@@ -368,8 +378,9 @@ out:
 	return rc;
 }
 
-static int cmd_retry(sqlite3 *db, int argc, char **argv)
+static int cmd_retry(sqlite3 *db, const struct conf *c, int argc, char **argv)
 {
+	(void)c;
 	if (argc == 2 && !strcmp(argv[1], "--failed")) {
 		if (db_exec(db, "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = NULL,\n"
 				"	retried_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now')\n"
@@ -381,14 +392,70 @@ static int cmd_retry(sqlite3 *db, int argc, char **argv)
 	return change_state(db, argc - 1, argv + 1, "failed", "pending", "retry");
 }
 
-static int cmd_cancel(sqlite3 *db, int argc, char **argv)
+static int cmd_cancel(sqlite3 *db, const struct conf *c, int argc, char **argv)
 {
+	(void)c;
 	return change_state(db, argc - 1, argv + 1, "pending", "cancelled", "cancel");
+}
+
+static int cmd_status(sqlite3 *db, const struct conf *c, int argc, char **argv)
+{
+	if (argc > 1)
+		return usage_error("status takes no argument '%.40s'", argv[1]);
+	return status_run(db, c, stdout);
+}
+
+static int cmd_report(sqlite3 *db, const struct conf *c, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "format", required_argument, NULL, 'F' },
+		{ "since", required_argument, NULL, 's' },
+		{ "until", required_argument, NULL, 'u' },
+		{ "attribute", required_argument, NULL, 'a' },
+		{ NULL, 0, NULL, 0 }
+	};
+	struct report_query q = { NULL, NULL, NULL };
+	const struct report_def *r = NULL;
+	int ch, fmt = REPORT_TABLE;
+
+	(void)c;
+	while ((ch = getopt_long(argc, argv, "F:s:u:a:", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'F':
+			if ((fmt = report_format_from_name(optarg)) < 0) {
+				log_err("unknown format '%.40s' (table, csv, json, html)", optarg);
+				return 1;
+			}
+			break;
+		case 's':
+			q.since = optarg;
+			break;
+		case 'u':
+			q.until = optarg;
+			break;
+		case 'a':
+			q.attribute = optarg;
+			break;
+		default:
+			return EXIT_USAGE;
+		}
+	}
+	if (argc - optind > 1)
+		return usage_error("report takes one NAME, not '%.40s'", argv[optind + 1]);
+	if (optind < argc && !(r = report_find(argv[optind]))) {
+		log_err("unknown report '%.40s' (dexsync report lists them)", argv[optind]);
+		return 1;
+	}
+	if (!r && fmt != REPORT_HTML) {
+		report_list(stdout);
+		return 0;
+	}
+	return report_run(db, r, (enum report_format)fmt, &q, stdout) < 0 ? 1 : 0;
 }
 
 static const struct command {
 	const char *name;
-	int (*run)(sqlite3 *db, int argc, char **argv);
+	int (*run)(sqlite3 *db, const struct conf *c, int argc, char **argv);
 } commands[] = {
 	{ "send", cmd_send },
 	{ "update-user", cmd_update_user },
@@ -396,21 +463,19 @@ static const struct command {
 	{ "outbox", cmd_outbox },
 	{ "retry", cmd_retry },
 	{ "cancel", cmd_cancel },
+	{ "status", cmd_status },
+	{ "report", cmd_report },
 };
 
-/* The database path: -d, else the config's. Returns malloc'd or NULL. */
-static char *database_path(const char *database, const char *conf_path)
+/* The configuration: -f, else the default file unless -d names the
+ * database, else the defaults. */
+static int load_conf(const char *conf_path, const char *database, struct conf *c)
 {
-	struct conf c;
-	char *path;
-
-	if (database)
-		return strdup(database);
-	if (conf_load(conf_path, &c) < 0)
-		return NULL;
-	path = strdup(c.database);
-	conf_free(&c);
-	return path;
+	if (conf_path)
+		return conf_load(conf_path, c);
+	if (!database)
+		return conf_load(DEFAULT_CONF, c);
+	return conf_defaults(c);
 }
 
 int main(int argc, char **argv)
@@ -422,9 +487,9 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
-	const char *conf_path = DEFAULT_CONF, *database = NULL;
+	const char *conf_path = NULL, *database = NULL;
 	const struct command *cmd = NULL;
-	char *path;
+	struct conf c;
 	sqlite3 *db;
 	int ch, rc;
 
@@ -457,16 +522,18 @@ int main(int argc, char **argv)
 	if (!cmd)
 		return usage_error("unknown command '%.40s'", argv[optind]);
 
-	if (!(path = database_path(database, conf_path)))
+	if (load_conf(conf_path, database, &c) < 0)
 		return 1;
-	db = db_open(path, DB_CLIENT);
-	free(path);
-	if (!db)
+	db = db_open(database ? database : c.database, DB_CLIENT);
+	if (!db) {
+		conf_free(&c);
 		return 1;
+	}
 	argc -= optind;
 	argv += optind;
 	optind = 0;     /* glibc: 0 re-initialises getopt for the command's options */
-	rc = cmd->run(db, argc, argv);
+	rc = cmd->run(db, &c, argc, argv);
 	db_close(db);
+	conf_free(&c);
 	return rc;
 }

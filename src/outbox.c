@@ -57,7 +57,7 @@ static const char *const sql[S_COUNT] = {
 	[S_FAIL] =
 		"UPDATE outbox\n"
 		"SET state = 'failed', attempts = attempts + ?4, last_status = ?2, last_error = ?3,\n"
-		"	next_attempt_at = NULL\n"
+		"	next_attempt_at = NULL, failed_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now')\n"
 		"WHERE id = ?1",
 	[S_MSG] =
 		"INSERT INTO messages(id, conversation_id, text, type, timestamp, origin, raw)\n"

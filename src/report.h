@@ -1,0 +1,33 @@
+/* report.h - dexsync report: the reporting views in four formats */
+#ifndef DEXSYNC_REPORT_H
+#define DEXSYNC_REPORT_H
+
+#include <sqlite3.h>
+#include <stdio.h>
+
+enum report_format { REPORT_TABLE, REPORT_CSV, REPORT_JSON, REPORT_HTML };
+
+struct report_query {
+	const char *since;      /* YYYY-MM-DD or NULL */
+	const char *until;      /* inclusive */
+	const char *attribute;  /* user-attribute: only this attribute */
+};
+
+struct report_def;
+
+/* The report called name, or NULL. */
+const struct report_def *report_find(const char *name);
+/* One line per report: its name and what it shows. */
+void report_list(FILE *out);
+/* "table", "csv", "json", "html" to a format; -1 if unknown. */
+int report_format_from_name(const char *name);
+
+/* Print report r (or, with r NULL and REPORT_HTML, every report on one
+ * page).  Returns 0, or -1 after logging a one-line error. */
+int report_run(sqlite3 *db, const struct report_def *r, enum report_format fmt,
+	       const struct report_query *q, FILE *out);
+
+/* Display width of UTF-8 text in a terminal (wide characters count 2). */
+size_t report_text_width(const char *s);
+
+#endif
