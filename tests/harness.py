@@ -40,6 +40,8 @@ class DexTest(unittest.TestCase):
         try:
             for text in self.outputs:
                 self.assertNotIn(KEY, text, "the API key leaked into output")
+                for report in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+                    self.assertNotIn(report, text, "a sanitizer report")
             for name in os.listdir(self.dir):
                 if name.startswith("mirror.db"):
                     with open(os.path.join(self.dir, name), "rb") as f:
