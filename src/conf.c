@@ -50,7 +50,7 @@ static cfg_opt_t outbox_opts[] = {
 	CFG_INT("max-attempts", 12, CFGF_NONE),
 	CFG_INT_CB("min-backoff", 10, CFGF_NONE, cb_duration),
 	CFG_INT_CB("max-backoff", 3600, CFGF_NONE, cb_duration),
-	CFG_INT_CB("max-age", 3 * 86400, CFGF_NONE, cb_duration),  /* then failed */
+	CFG_INT_CB("max-age", 3 * 86400L, CFGF_NONE, cb_duration),  /* then failed */
 	CFG_END()
 };
 

@@ -41,8 +41,15 @@ static int stderr_is_journal(void)
 	const char *js = getenv("JOURNAL_STREAM");
 	unsigned long long dev, ino;
 	struct stat st;
+	char *end;
 
-	return js && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && fstat(2, &st) == 0 &&
+	if (!js)
+		return 0;
+	dev = strtoull(js, &end, 10);
+	if (*end != ':')
+		return 0;
+	ino = strtoull(end + 1, &end, 10);
+	return *end == '\0' && fstat(2, &st) == 0 &&
 	       (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
 }
 

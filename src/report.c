@@ -87,7 +87,7 @@ int report_format_from_name(const char *name)
 
 static void result_free(struct result *res)
 {
-	for (int i = 0; i < res->ncols; i++)
+	for (int i = 0; res->names && i < res->ncols; i++)
 		free(res->names[i]);
 	for (int i = 0; i < res->ncols * res->nrows; i++)
 		free(res->cells[i].text);
@@ -112,9 +112,12 @@ static int result_read(sqlite3 *db, const struct report_def *r, const struct rep
 	if (sqlite3_bind_parameter_count(st) >= 3)
 		sqlite3_bind_text(st, 3, q->attribute, -1, SQLITE_STATIC);
 	res->ncols = sqlite3_column_count(st);
-	res->names = calloc((size_t)res->ncols, sizeof(char *));
-	for (int i = 0; res->names && i < res->ncols; i++)
-		res->names[i] = strdup(sqlite3_column_name(st, i));
+	res->names = res->ncols > 0 ? calloc((size_t)res->ncols, sizeof(char *)) : NULL;
+	if (!res->names)
+		goto fail;
+	for (int i = 0; i < res->ncols; i++)
+		if (!(res->names[i] = strdup(sqlite3_column_name(st, i))))
+			goto fail;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		if ((size_t)(res->nrows + 1) * (size_t)res->ncols > cap) {
 			size_t want = cap ? cap * 2 : 64u * (size_t)res->ncols;
@@ -122,6 +125,7 @@ static int result_read(sqlite3 *db, const struct report_def *r, const struct rep
 
 			if (!p)
 				goto fail;
+			memset(p + cap, 0, (want - cap) * sizeof(*p));
 			res->cells = p;
 			cap = want;
 		}
@@ -131,6 +135,8 @@ static int result_read(sqlite3 *db, const struct report_def *r, const struct rep
 
 			c->type = sqlite3_column_type(st, i);
 			c->text = t ? strdup((const char *)t) : NULL;
+			if (t && !c->text)
+				c->type = SQLITE_NULL;  /* out of memory: shown empty */
 		}
 		res->nrows++;
 	}
@@ -281,9 +287,9 @@ static json_t *text_json(const char *s)
 
 static json_t *cell_json(const struct cell *c)
 {
-	switch (c->type) {
-	case SQLITE_NULL:
+	if (!c->text)
 		return json_null();
+	switch (c->type) {
 	case SQLITE_INTEGER:
 		return json_integer(strtoll(c->text, NULL, 10));
 	case SQLITE_FLOAT:
@@ -482,6 +488,10 @@ int report_run(sqlite3 *db, const struct report_def *r, enum report_format fmt,
 	}
 	if (fmt == REPORT_HTML)
 		return print_html(db, r, q, out);
+	if (!r) {
+		log_err("which report? (dexsync report lists them)");
+		return -1;
+	}
 	if (result_read(db, r, q, &res) < 0)
 		return -1;
 	if (fmt == REPORT_TABLE)

@@ -54,12 +54,13 @@ int status_run(sqlite3 *db, const struct conf *c, FILE *out)
 {
 	sqlite3_stmt *st = NULL;
 	char problem[256] = "";
-	long long age = -1, overdue = -1, oldest = -1;
+	long long overdue = -1;
 
 	if (query(db, last_walk_sql, &st) < 0)
 		return 1;
 	if (sqlite3_step(st) == SQLITE_ROW) {
-		age = sqlite3_column_int64(st, 8);
+		long long age = sqlite3_column_int64(st, 8);
+
 		fprintf(out, "last walk:     %s, %s, %lld s: %lld pages, %lld seen, %lld inserted, "
 			"%lld changed, %lld gone%s%s\n", col(st, 0), col(st, 1),
 			sqlite3_column_int64(st, 7), sqlite3_column_int64(st, 2),
@@ -94,9 +95,8 @@ int status_run(sqlite3 *db, const struct conf *c, FILE *out)
 	if (query(db, pending_sql, &st) < 0)
 		return 1;
 	if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) {
-		oldest = sqlite3_column_int64(st, 0);
 		overdue = sqlite3_column_int64(st, 1);
-		fprintf(out, "; oldest pending %lld s", oldest);
+		fprintf(out, "; oldest pending %lld s", sqlite3_column_int64(st, 0));
 	}
 	fputc('\n', out);
 	sqlite3_finalize(st);

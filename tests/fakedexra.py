@@ -269,7 +269,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 pass
             self.close_connection = True
         elif f.kind == "malformed":
-            self.send_json(200, None, raw=o.get("body", '{"data": [{"id": "x"').encode())
+            body = o.get("body", '{"data": [{"id": "x"')
+            self.send_json(200, None, raw=body if isinstance(body, bytes) else body.encode())
         elif f.kind == "drop":
             self.drop()
         elif f.kind == "reset":
