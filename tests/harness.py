@@ -38,6 +38,12 @@ class DexTest(unittest.TestCase):
     def tearDown(self):
         self.srv.stop()
         try:
+            # What the server saw, but the Authorization header itself.
+            for r in self.srv.requests:
+                seen = dict(r["headers"])
+                seen.pop("Authorization", None)
+                self.assertNotIn(KEY, json.dumps(seen) + r["path"] + json.dumps(r["query"]), "key in a request")
+                self.assertNotIn(KEY.encode(), r["body"], "key in a request body")
             for text in self.outputs:
                 self.assertNotIn(KEY, text, "the API key leaked into output")
                 for report in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):

@@ -258,6 +258,14 @@ class WalkTest(DexTest):
         self.assertIn("Failed to connect", p.stderr)
         self.assertIn("retrying in 1 s", p.stderr)
 
+    def test_debug_log_names_requests_but_no_header(self):
+        conf = self.write_conf("details.conf", sync="fetch-details = true\nmax-details = 5")
+        p = self.walk_ok("-l", "debug", conf=conf)
+        self.assertIn("debug: GET /conversations?limit=100: HTTP 200", p.stderr)
+        self.assertIn("debug: GET /conversations/conv_0000001: HTTP 200", p.stderr)
+        for word in ("Authorization", "Bearer", KEY):
+            self.assertNotIn(word, p.stderr)
+
     def test_wrong_key_is_refused_and_not_logged(self):
         with open(self.keyfile, "w") as f:
             f.write("not-the-key\n")

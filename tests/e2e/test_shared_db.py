@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""The database as a shared resource: locks held by others, a full disk,
+power loss after a queue insert, and SIGKILL at any moment."""
+import collections
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import tap  # noqa: E402
+from harness import DEXSYNC, OutboxTest  # noqa: E402
+
+HOLD = ("import sqlite3, sys, time\n"
+        "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "c.execute('BEGIN IMMEDIATE')\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(float(sys.argv[2]))\n"
+        "c.execute('COMMIT')\n")
+
+
+class SharedDbTest(OutboxTest):
+    conversations = 300
+
+    def hold_lock(self, seconds):
+        p = subprocess.Popen([sys.executable, "-c", HOLD, self.db, str(seconds)], stdout=subprocess.PIPE, text=True)
+        self.assertEqual(p.stdout.readline().strip(), "locked")
+        return p
+
+    def test_lock_held_longer_than_busy_timeout(self):
+        self.dexsync("send", "conv_0000001", "waits for the lock")
+        self.srv.change("conv_0000005", subject="changed while locked")
+        holder = self.hold_lock(12)
+        p = self.once(timeout=60)
+        holder.wait(30)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("database is locked", p.stderr)
+        self.assertEqual(self.scalar("SELECT state FROM outbox"), "pending")
+        self.assertEqual(self.srv.messages, [])
+        p = self.once()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.scalar("SELECT state FROM outbox"), "sent")
+        self.assertEqual(self.scalar("SELECT subject FROM conversations WHERE id = 'conv_0000005'"),
+                         "changed while locked")
+
+    def test_queue_insert_is_synced(self):
+        if not shutil.which("strace"):
+            self.skipTest("strace not installed")
+        p = subprocess.run(["strace", "-f", "-e", "trace=fsync,fdatasync", DEXSYNC, "-d", self.db, "send",
+                            "conv_0000001", "durable"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        syncs = [l for l in p.stderr.splitlines() if "sync(" in l]
+        self.assertGreaterEqual(len(syncs), 1, "synchronous=FULL: the WAL is synced at commit")
+
+    def test_full_disk(self):
+        small = os.path.join(self.dir, "small")
+        os.mkdir(small)
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1536k", "tmpfs", small],
+                          capture_output=True).returncode != 0:
+            self.skipTest("cannot mount a small tmpfs here")
+        try:
+            self.db = os.path.join(small, "mirror.db")
+            conf = self.write_conf("small.conf")
+            self.assertEqual(self.once(conf=conf).returncode, 0)
+            self.dexsync("send", "conv_0000001", "queued before the disk filled")
+            for n in range(1000, 1600):
+                self.srv.add({"id": "conv_fill_%d" % n, "status": "open", "subject": "s" * 2000,
+                              "created_at": "2026-01-01T00:00:00Z", "user_id": "u",
+                              "last_message": {"id": "m_fill_%d" % n, "text": "t" * 2000}})
+            p = self.once(conf=conf)
+            self.assertEqual(p.returncode, 1)
+            self.assertIn("database or disk is full", p.stderr)
+            self.assertEqual(self.scalar("PRAGMA integrity_check"), "ok")
+            self.assertIn(self.scalar("SELECT state FROM outbox"), ("pending", "sent"))
+            self.assertGreaterEqual(self.scalar("SELECT count(*) FROM conversations"), 300)
+            subprocess.run(["mount", "-o", "remount,size=64m", small], check=True)
+            p = self.once(conf=conf)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertEqual(self.scalar("SELECT count(*) FROM conversations"), 300 + 600)
+            self.assertEqual(self.scalar("SELECT state FROM outbox"), "sent")
+            self.assertEqual(len(self.srv.messages), 1)
+        finally:
+            self.db = os.path.join(self.dir, "mirror.db")
+            subprocess.run(["umount", "-l", small])
+
+    def test_sigkill_at_random_points_20_times(self):
+        rnd = random.Random(7)
+        for n in range(2000, 2600):
+            self.srv.add(n)
+        con = sqlite3.connect(self.db)
+        with con:
+            for i in range(300):
+                con.execute("INSERT INTO outbox(kind, payload) VALUES ('message', json_object("
+                            "'conversation_id', ?, 'content', ?))", ("conv_%07d" % (i % 30 + 1), "m %d" % i))
+        con.close()
+        self.srv.on_page = lambda s, i: time.sleep(0.02)
+        self.srv.write_delay = 0.003
+        for round_ in range(20):
+            if round_ % 5 == 0:
+                self.srv.change("conv_%07d" % (round_ + 1), subject="round %d" % round_)
+            proc = self.spawn("-n", "-1")
+            time.sleep(rnd.uniform(0.05, 0.6))
+            proc.send_signal(signal.SIGKILL)
+            self.finish(proc)
+            self.assertEqual(self.scalar("PRAGMA integrity_check"), "ok", "round %d" % round_)
+            self.assertEqual(self.scalar("SELECT count(*) FROM outbox"), 300, "no item lost")
+        self.srv.on_page = None
+        self.srv.write_delay = 0
+        self.drain_until_done()
+        p = self.once()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        got = collections.defaultdict(set)
+        for m in self.srv.messages:
+            got[m["doc"]["content"]].add(m["key"])
+        self.assertEqual(len(got), 300, "every item delivered")
+        self.assertTrue(all(len(k) == 1 for k in got.values()), "a repeat carries the same key")
+        expected = sorted((c["id"], c["subject"]) for c in self.srv.convs.values())
+        self.assertEqual(self.sql("SELECT id, subject FROM conversations WHERE gone_at IS NULL ORDER BY id"), expected)
+
+
+if __name__ == "__main__":
+    tap.main()
