@@ -30,7 +30,6 @@ static int wake_pipe[2] = { -1, -1 };
 /* Everything built from one configuration; a reload builds a new one. */
 struct runtime {
 	struct conf c;
-	char *key;
 	sqlite3 *db;
 	struct api *api;
 	struct outbox *ob;
@@ -73,25 +72,31 @@ static int install_signals(void)
 static void runtime_close(struct runtime *rt)
 {
 	outbox_close(rt->ob);
-	api_free(rt->api);
+	api_free(rt->api);      /* wipes the key */
 	db_close(rt->db);
-	conf_key_free(rt->key);
 	conf_free(&rt->c);
 	memset(rt, 0, sizeof(*rt));
 }
 
-/* Build a runtime from c, which it takes over (also on failure). */
+/* Build a runtime from c, which it takes over (also on failure).  The key
+ * is read once and kept only inside the HTTP client's header. */
 static int runtime_open(struct runtime *rt, struct conf *c)
 {
+	char *key;
+
 	memset(rt, 0, sizeof(*rt));
 	rt->c = *c;
 	memset(c, 0, sizeof(*c));
-	if (!(rt->key = conf_api_key(&rt->c)) || !(rt->db = db_open(rt->c.database, DB_DAEMON)))
+	if (!(key = conf_api_key(&rt->c)))
 		goto fail;
-	if (!(rt->api = api_new(&rt->c, rt->key))) {
+	rt->api = api_new(&rt->c, key);
+	conf_key_free(key);
+	if (!rt->api) {
 		log_err("cannot set up the HTTP client: out of memory");
 		goto fail;
 	}
+	if (!(rt->db = db_open(rt->c.database, DB_DAEMON)))
+		goto fail;
 	api_set_stop(rt->api, &stop_requested);
 	if (!(rt->ob = outbox_open(rt->db, rt->api, &rt->c)))
 		goto fail;

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """dexsyncd as a service: the loop, signals, reload, sd_notify."""
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import tap  # noqa: E402
@@ -182,6 +184,28 @@ class ServiceTest(DexTest):
         until("STOPPING=1")
         self.assertEqual(d.proc.wait(10), 0)
         sock.close()
+
+    @unittest.skipUnless(shutil.which("gcore"), "gcore (gdb) not installed")
+    def test_old_key_wiped_from_memory_on_reload(self):
+        d = self.start()
+        self.wait_for(lambda: self.runs() == 1, 10, "the first walk")
+        new = "dx_rotated_key_for_the_wipe_test_0001"
+        with open(self.keyfile, "w") as f:
+            f.write(new + "\n")
+        self.srv.key = new
+        n = len(d.lines)
+        os.kill(d.proc.pid, signal.SIGHUP)
+        d.wait_log("configuration reloaded", start=n)
+        os.kill(d.proc.pid, signal.SIGUSR1)
+        self.wait_for(lambda: self.runs() == 2, 10, "a walk with the new key")
+        core = os.path.join(self.dir, "core")
+        subprocess.run(["gcore", "-o", core, str(d.proc.pid)], capture_output=True, timeout=60)
+        with open("%s.%d" % (core, d.proc.pid), "rb") as f:
+            image = f.read()
+        os.remove("%s.%d" % (core, d.proc.pid))
+        self.assertEqual(image.count(KEY.encode()), 0, "the old key is wiped")
+        self.assertGreaterEqual(image.count(new.encode()), 1)
+        d.stop()
 
     def test_detaches_without_n(self):
         p = subprocess.run([os.environ.get("DEXSYNCD", "dexsyncd"), "-f", self.conf], capture_output=True,
