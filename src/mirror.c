@@ -44,7 +44,7 @@ static const char *const sql[S_COUNT] = {
 		"ON CONFLICT(id) DO UPDATE\n"
 		"SET text = excluded.text, raw = excluded.raw\n"
 		"WHERE origin = 'listed' AND raw IS NOT excluded.raw",
-	[S_SEEN] = "INSERT OR IGNORE INTO temp.walk_seen(id) VALUES (?1)",
+	[S_SEEN] = "INSERT INTO temp.walk_seen(id) VALUES (?1)",
 	[S_SEEN_RESET] = "DELETE FROM temp.walk_seen",
 	[S_GONE] =
 		"UPDATE conversations\n"
@@ -111,7 +111,13 @@ struct mirror *mirror_open(sqlite3 *db)
 	if (!m)
 		return NULL;
 	m->db = db;
-	if (db_exec(db, "CREATE TEMP TABLE IF NOT EXISTS walk_seen(id TEXT PRIMARY KEY) WITHOUT ROWID;"
+	/* The ids a walk saw, appended in list order: a keyless table grows at
+	 * its end, so a page's commit writes a page or two of it, where a keyed
+	 * one would rewrite a random page per id.  The set is built once, by
+	 * the gone step.  The temp journal is kept in memory: nothing in TEMP
+	 * has to survive a crash. */
+	if (db_exec(db, "PRAGMA temp.journal_mode = MEMORY;"
+			"CREATE TEMP TABLE IF NOT EXISTS walk_seen(id TEXT);"
 			"CREATE TEMP TABLE IF NOT EXISTS walk_cursors(cursor TEXT PRIMARY KEY) WITHOUT ROWID") < 0)
 		goto fail;
 	for (int i = 0; i < S_COUNT; i++)

@@ -24,6 +24,18 @@
 #define WALK_RETRIES		3	/* transient failures retried per request */
 #define WALK_MAX_WAIT		60	/* longer Retry-After: leave it to the next cycle */
 #define WALK_NO_TOTAL_PAGES	1000000	/* page guard when meta.total is absent */
+#define WALK_BATCH_PAGES	10	/* pages stored per transaction ... */
+#define WALK_BATCH_BYTES	(1u << 20)	/* ... or this much JSON, whichever first */
+
+/* Pages fetched but not stored yet.  Storing several pages per transaction
+ * divides the rewriting of index pages that each commit costs; the pages
+ * wait in memory, not in an open transaction, so no lock is held while we
+ * talk to the server. */
+struct batch {
+	struct page page[WALK_BATCH_PAGES];
+	int n;
+	size_t bytes;
+};
 
 struct walk {
 	sqlite3 *db;
@@ -101,20 +113,15 @@ static long item_raw(struct walk *w, json_t *item)
 	return (long)need;
 }
 
-/* Store one page and the cursor reached, in one transaction. */
-static int store_page(struct walk *w, const struct page *p, const char *key)
+/* Store one page's items inside the open transaction. */
+static int store_items(struct walk *w, const struct page *p, const char *now)
 {
-	char now[32], err[160];
+	char err[160];
 	struct conv_row row;
 	size_t i;
 	json_t *item;
 	long len;
 
-	db_now(now, sizeof(now));
-	if (mirror_begin(w->m) < 0) {
-		walk_fail(w, "cannot start a transaction: %s", sqlite3_errmsg(w->db));
-		return -1;
-	}
 	json_array_foreach(p->data, i, item) {
 		if (conv_row_map(item, &row, err, sizeof(err)) < 0) {
 			log_warning("page %ld, item %zu skipped: %s", w->n.pages + 1, i, err);
@@ -122,7 +129,7 @@ static int store_page(struct walk *w, const struct page *p, const char *key)
 		}
 		len = item_raw(w, item);
 		if (len < 0)
-			goto fail;
+			return -1;
 		switch (mirror_upsert(w->m, &row, w->raw, (size_t)len, now)) {
 		case UPSERT_INSERTED:
 			w->n.inserted++;
@@ -134,20 +141,51 @@ static int store_page(struct walk *w, const struct page *p, const char *key)
 			w->n.unchanged++;
 			break;
 		case UPSERT_ERROR:
-			goto fail;
+			return -1;
 		}
 		w->n.seen++;
 		if (w->track_seen && mirror_seen(w->m, row.id) < 0)
-			goto fail;
+			return -1;
 	}
-	if (mirror_cursor_set(w->m, key, p->next_cursor) < 0 || mirror_commit(w->m) < 0)
-		goto fail;
-	w->n.pages++;
 	return 0;
+}
+
+/* Store the batched pages and the cursor the last one leads to, in one
+ * transaction, and empty the batch.  On failure the counts are as before. */
+static int store_batch(struct walk *w, struct batch *b, const char *key)
+{
+	struct walk_counts before = w->n;
+	char now[32];
+	int rc = -1;
+
+	if (b->n == 0)
+		return 0;
+	db_now(now, sizeof(now));
+	if (mirror_begin(w->m) < 0) {
+		walk_fail(w, "cannot start a transaction: %s", sqlite3_errmsg(w->db));
+		goto out;
+	}
+	for (int i = 0; i < b->n; i++) {
+		if (store_items(w, &b->page[i], now) < 0)
+			goto fail;
+		w->n.pages++;
+	}
+	if (mirror_cursor_set(w->m, key, b->page[b->n - 1].next_cursor) < 0 || mirror_commit(w->m) < 0)
+		goto fail;
+	rc = 0;
+	goto out;
 fail:
 	walk_fail(w, "storing page %ld failed: %s", w->n.pages + 1, sqlite3_errmsg(w->db));
 	mirror_rollback(w->m);
-	return -1;
+	before.requests = w->n.requests;
+	before.retries = w->n.retries;
+	w->n = before;
+out:
+	for (int i = 0; i < b->n; i++)
+		page_free(&b->page[i]);
+	b->n = 0;
+	b->bytes = 0;
+	return rc;
 }
 
 /* "/conversations?limit=N[&status=S][&cursor=C]", malloc'd. */
@@ -176,7 +214,8 @@ static int walk_status(struct walk *w, const char *status)
 	char key[64], err[256];
 	char *cursor = NULL, *path = NULL;
 	struct api_response r;
-	struct page p = { 0 };
+	struct batch b = { .n = 0 };
+	struct page *p;
 	long pages = 0, limit = WALK_NO_TOTAL_PAGES;
 	int restarted = 0, rc = -1;
 
@@ -201,6 +240,8 @@ static int walk_status(struct walk *w, const char *status)
 				log_notice("%s; the server rejected the cursor, starting the walk over",
 					   r.error);
 				restarted = 1;
+				if (store_batch(w, &b, key) < 0)
+					break;
 				mirror_cursors_reset(w->m);
 				free(cursor);
 				cursor = NULL;
@@ -209,19 +250,24 @@ static int walk_status(struct walk *w, const char *status)
 			walk_fail(w, "%s", r.error);
 			break;
 		}
-		if (page_parse(r.body, r.len, &p, err, sizeof(err)) < 0) {
+		p = &b.page[b.n];
+		if (page_parse(r.body, r.len, p, err, sizeof(err)) < 0) {
 			walk_fail(w, "GET %.120s: %s", path, err);
 			break;
 		}
-		if (p.total >= 0)
-			limit = 2 * p.total / w->c->page_size + 10;
+		b.n++;
+		b.bytes += r.len;
+		if (p->total >= 0)
+			limit = 2 * p->total / w->c->page_size + 10;
 		if (++pages > limit) {
 			walk_fail(w, "more than %ld pages for %ld conversations: the server is looping",
-				  limit, p.total);
+				  limit, p->total);
+			b.n--;
+			page_free(p);
 			break;
 		}
-		if (p.next_cursor) {
-			int seen = mirror_cursor_repeated(w->m, p.next_cursor);
+		if (p->next_cursor) {
+			int seen = mirror_cursor_repeated(w->m, p->next_cursor);
 
 			if (seen) {
 				walk_fail(w, seen > 0 ? "the server repeated a cursor: it is looping"
@@ -230,22 +276,24 @@ static int walk_status(struct walk *w, const char *status)
 				break;
 			}
 		}
-		if (store_page(w, &p, key) < 0)
-			break;
-		notify_watchdog();
 		free(cursor);
-		cursor = p.next_cursor ? strdup(p.next_cursor) : NULL;
-		if (p.next_cursor && !cursor) {
+		cursor = p->next_cursor ? strdup(p->next_cursor) : NULL;
+		if (p->next_cursor && !cursor) {
 			walk_fail(w, "out of memory");
 			break;
 		}
-		page_free(&p);
+		if ((b.n == WALK_BATCH_PAGES || b.bytes >= WALK_BATCH_BYTES || !cursor) &&
+		    store_batch(w, &b, key) < 0)
+			break;
+		notify_watchdog();
 		if (!cursor) {
 			rc = 0;
 			break;
 		}
 	}
-	page_free(&p);
+	/* Pages fetched before a failure are good: keep them. */
+	if (store_batch(w, &b, key) < 0)
+		rc = -1;
 	free(path);
 	free(cursor);
 	return rc;

@@ -132,24 +132,30 @@ class ServiceTest(DexTest):
         self.assertEqual(d.stop()[0], 0)
 
     def test_sigterm_mid_walk_with_slow_server_then_resume(self):
-        self.srv.on_page = lambda s, n: time.sleep(0.7)
+        self.srv.stop()
+        self.srv = type(self.srv)(conversations=2500, key=KEY).start()
+        self.conf = self.write_conf(sync="interval = 1h", outbox="poll-interval = 1s")
+        self.srv.on_page = lambda s, n: time.sleep(0.25)
         d = self.start()
-        self.wait_for(lambda: self.scalar_or_zero("SELECT count(*) FROM conversations") >= 100, 20, "a page stored")
-        time.sleep(0.3)   # now inside a slow request
+        # Pages are stored ten at a time: wait for the first batch.
+        self.wait_for(lambda: self.scalar_or_zero("SELECT count(*) FROM conversations") >= 1000, 20,
+                      "a batch stored")
+        time.sleep(0.1)   # now inside a slow request
         rc, took = d.stop()
         self.assertEqual(rc, 0)
         self.assertLess(took, 2.0)
         self.assertEqual(self.scalar("SELECT outcome FROM sync_runs"), "interrupted")
         self.assertEqual(self.scalar("PRAGMA integrity_check"), "ok")
         stored = self.scalar("SELECT count(*) FROM conversations")
-        self.assertLess(stored, 250)
+        self.assertLess(stored, 2500)
+        self.assertEqual(stored % 100, 0, "whole pages only")
         self.srv.on_page = None
         self.srv.requests.clear()
         d = self.start()
-        self.wait_for(lambda: self.runs() == 1, 10, "the resumed walk")
+        self.wait_for(lambda: self.runs() == 1, 20, "the resumed walk")
         self.assertIn("cursor", self.srv.requests[0]["query"])
         self.assertEqual(self.scalar("SELECT resumed FROM sync_runs ORDER BY id DESC LIMIT 1"), 1)
-        self.assertEqual(self.scalar("SELECT count(*) FROM conversations"), 250)
+        self.assertEqual(self.scalar("SELECT count(*) FROM conversations"), 2500)
         d.stop()
 
     def scalar_or_zero(self, q):

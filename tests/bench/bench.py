@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""dexsync's benchmark: the real dexsyncd against the floors of this machine.
+
+    python3 tests/bench/bench.py BUILD_DIR [--sizes 100000,1000000] [--runs 3]
+
+For each size N it generates N conversations as pages (once, kept in the
+work directory), serves them with its own nginx on 127.0.0.1 (the cursor is
+the page's file name, so the server is never the bottleneck), and measures,
+as medians of --runs runs:
+  fetch floor    one curl fetching every page over one keep-alive connection
+  store floor    store_floor.c: Jansson parse + one prepared INSERT, one transaction
+  parse          the same without SQLite (the parse part of the floor)
+  reference      reference.py: http.client + json + sqlite3 upsert per page
+  dexsyncd -1    into an empty database; then again over unchanged data
+                 (rows written, bytes written from rusage = /proc/PID/io)
+plus, once: the outbox drain of 20,000 messages over nginx (and the TCP
+connections it used), and the detail-fetch rate of 10,000 details."""
+import argparse
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid %(work)s/nginx.pid;
+error_log %(work)s/nginx-error.log;
+events { worker_connections 64; }
+http {
+    access_log off;
+    log_format conn '$connection';
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+    default_type application/json;
+    server {
+        listen 127.0.0.1:%(port)d;
+        root %(work)s;
+        location ~ ^/n(?<size>[0-9]+)/v1/conversations$ {
+            set $page p0;
+            if ($arg_cursor != "") { set $page $arg_cursor; }
+            rewrite ^ /pages-$size/$page.json break;
+        }
+        location ~ ^/n[0-9]+/v1/conversations/(?<cid>[^/]+)$ {
+            return 200 '{"id":"$cid","status":"open","participants":[{"type":"user","id":"u_1"},{"type":"admin","id":"admin_1"}]}';
+        }
+        location = /empty/v1/conversations {
+            return 200 '{"data":[],"meta":{"total":0,"next_cursor":null}}';
+        }
+        location ~ ^/(n[0-9]+|empty)/v1/messages$ {
+            access_log %(work)s/messages.log conn;
+            return 201 '{"id":"msg_$request_id","conversation_id":"c","status":"sent","timestamp":1698228000}';
+        }
+    }
+}
+"""
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+def timed(cmd, **kw):
+    """Wall seconds, peak RSS KiB and bytes written (rusage) of cmd."""
+    t = time.time()
+    p = subprocess.run(["/usr/bin/time", "-f", "@@ %M %O"] + cmd, capture_output=True, text=True, **kw)
+    wall = time.time() - t
+    if p.returncode:
+        sys.exit("failed: %s\n%s" % (" ".join(cmd), p.stderr[-2000:]))
+    rss, out = p.stderr.rsplit("@@ ", 1)[1].split()[:2]
+    return wall, int(rss), int(out) * 512
+
+
+def conf(work, base, db, details=False, max_details=1000):
+    path = os.path.join(work, "dexsyncd.conf")
+    with open(path, "w") as f:
+        f.write('database = "%s"\nlog-level = warning\n'
+                'api { base-url = "%s" api-key = "bench" max-rate = 0 }\n'
+                'sync { fetch-details = %s max-details = %d }\n'
+                % (db, base, "true" if details else "false", max_details))
+    os.chmod(path, 0o600)
+    return path
+
+
+def fresh(path):
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("build")
+    ap.add_argument("--sizes", default="100000,1000000")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--work", default="/tmp/dexsync-bench")
+    ap.add_argument("--port", type=int, default=18089)
+    a = ap.parse_args()
+    build = os.path.abspath(a.build)
+    dexsyncd = os.path.join(build, "dexsyncd")
+    work = a.work
+    os.makedirs(work, exist_ok=True)
+    floor_bin = os.path.join(work, "store_floor")
+    sh(["sh", "-c", "cc -O2 -o %s %s/store_floor.c $(pkg-config --cflags --libs jansson sqlite3)"
+        % (floor_bin, HERE)])
+    with open(os.path.join(work, "nginx.conf"), "w") as f:
+        f.write(NGINX_CONF % {"work": work, "port": a.port})
+    nginx = subprocess.Popen(["nginx", "-c", os.path.join(work, "nginx.conf"), "-p", work])
+    time.sleep(0.5)
+    rows = []
+    try:
+        for n in [int(s) for s in a.sizes.split(",")]:
+            rows += bench_size(a, n, work, dexsyncd, floor_bin)
+        rows += bench_drain(a, work, dexsyncd)
+    finally:
+        nginx.terminate()
+        nginx.wait()
+    print()
+    print("%-44s %12s %14s %10s" % ("what", "median", "per second", "peak RSS"))
+    for r in rows:
+        print("%-44s %12s %14s %10s" % r)
+
+
+def bench_size(a, n, work, dexsyncd, floor_bin):
+    pages_dir = os.path.join(work, "pages-%d" % n)
+    pages = (n + 99) // 100
+    if not os.path.exists(os.path.join(pages_dir, "p%d.json" % (pages - 1))):
+        print("generating %d conversations ..." % n, flush=True)
+        sh([sys.executable, os.path.join(HERE, "gen_pages.py"), str(n), pages_dir])
+    mb = sum(os.path.getsize(os.path.join(pages_dir, f)) for f in os.listdir(pages_dir)) / 1e6
+    base = "http://127.0.0.1:%d/n%d/v1" % (a.port, n)
+    curl_cfg = os.path.join(work, "curl-%d.cfg" % n)
+    with open(curl_cfg, "w") as f:
+        for p in range(pages):
+            f.write('url = "%s/conversations?limit=100%s"\noutput = "/dev/null"\n'
+                    % (base, "&cursor=p%d" % p if p else ""))
+    db = os.path.join(work, "bench.db")
+    res = {k: [] for k in ("fetch", "store", "parse", "ref", "ref2", "d1", "d2", "rss1", "rss2", "bytes2")}
+    for run in range(a.runs):
+        print("N=%d run %d ..." % (n, run + 1), flush=True)
+        res["fetch"].append(timed(["curl", "-s", "--http1.1", "-K", curl_cfg])[0])
+        fresh(db)
+        res["store"].append(timed([floor_bin, db, pages_dir, str(pages)])[0])
+        res["parse"].append(timed([floor_bin, "--parse-only", db, pages_dir, str(pages)])[0])
+        fresh(db)
+        res["ref"].append(timed([sys.executable, os.path.join(HERE, "reference.py"), base, db])[0])
+        res["ref2"].append(timed([sys.executable, os.path.join(HERE, "reference.py"), base, db])[0])
+        fresh(db)
+        c = conf(work, base, db)
+        wall, rss, _ = timed([dexsyncd, "-f", c, "-1"])
+        res["d1"].append(wall)
+        res["rss1"].append(rss)
+        wall, rss, written = timed([dexsyncd, "-f", c, "-1"])
+        res["d2"].append(wall)
+        res["rss2"].append(rss)
+        res["bytes2"].append(written)
+        con = sqlite3.connect(db)
+        last = con.execute("SELECT inserted, changed, unchanged FROM sync_runs ORDER BY id DESC LIMIT 1").fetchone()
+        count = con.execute("SELECT count(*) FROM conversations").fetchone()[0]
+        con.close()
+        assert count == n and last[0] == 0 and last[1] == 0 and last[2] == n, (count, last)
+    m = {k: statistics.median(v) for k, v in res.items()}
+    fmt = lambda s: "%.2f s" % s  # noqa: E731
+    rate = lambda s: "%.0f conv/s" % (n / s)  # noqa: E731
+    rows = [
+        ("N=%d (%.0f MB of pages)" % (n, mb), "", "", ""),
+        ("  fetch floor (curl, keep-alive)", fmt(m["fetch"]), rate(m["fetch"]), ""),
+        ("  store floor (Jansson + 1 INSERT, 1 txn)", fmt(m["store"]), rate(m["store"]), ""),
+        ("    of which parsing", fmt(m["parse"]), "", ""),
+        ("  python reference, empty db", fmt(m["ref"]), rate(m["ref"]), ""),
+        ("  python reference, unchanged", fmt(m["ref2"]), rate(m["ref2"]), ""),
+        ("  dexsyncd -1, empty db", fmt(m["d1"]), rate(m["d1"]), "%.1f MiB" % (m["rss1"] / 1024)),
+        ("    / store floor, / reference", "%.2f x" % (m["d1"] / m["store"]), "%.2f x" % (m["d1"] / m["ref"]), ""),
+        ("  dexsyncd -1, unchanged (0 rows written)", fmt(m["d2"]), rate(m["d2"]), "%.1f MiB" % (m["rss2"] / 1024)),
+        ("    bytes written (rusage)", "%.1f MB" % (m["bytes2"] / 1e6), "", ""),
+        ("    / (fetch + parse)", "%.2f x" % (m["d2"] / (m["fetch"] + m["parse"])), "", ""),
+    ]
+    if n <= 100000:
+        rows += bench_details(a, n, work, dexsyncd, base, db, m["d1"])
+    return rows
+
+
+def bench_details(a, n, work, dexsyncd, base, db, walk):
+    times = []
+    for run in range(a.runs):
+        fresh(db)
+        times.append(timed([dexsyncd, "-f", conf(work, base, db, True, 10000), "-1"])[0])
+    d = statistics.median(times) - walk
+    return [("  detail fetch, 10,000 (keep-alive)", "%.2f s" % d, "%.0f req/s" % (10000 / d), "")]
+
+
+def bench_drain(a, work, dexsyncd):
+    db = os.path.join(work, "drain.db")
+    base = "http://127.0.0.1:%d/empty/v1" % a.port
+    c = conf(work, base, db)
+    times, conns, rss = [], [], []
+    for run in range(a.runs):
+        fresh(db)
+        timed([dexsyncd, "-f", c, "-1"])
+        con = sqlite3.connect(db)
+        with con:
+            con.executemany("INSERT INTO outbox(kind, payload) VALUES ('message', json_object("
+                            "'conversation_id', ?, 'content', ?))",
+                            (("conv_%d" % (i % 500), "message %d" % i) for i in range(20000)))
+        con.close()
+        log = os.path.join(work, "messages.log")
+        open(log, "w").close()
+        wall, r, _ = timed([dexsyncd, "-f", c, "-1"])
+        times.append(wall)
+        rss.append(r)
+        with open(log) as f:
+            conns.append(len(set(f.read().split())))
+        con = sqlite3.connect(db)
+        sent = con.execute("SELECT count(*) FROM outbox WHERE state = 'sent'").fetchone()[0]
+        con.close()
+        assert sent == 20000, sent
+    t = statistics.median(times)
+    return [("outbox drain, 20,000 messages", "%.2f s" % t, "%.0f msg/s" % (20000 / t),
+             "%.1f MiB" % (statistics.median(rss) / 1024)),
+            ("  TCP connections used", "%d" % max(conns), "", "")]
+
+
+if __name__ == "__main__":
+    main()
