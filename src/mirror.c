@@ -12,7 +12,7 @@
 enum {
 	S_BEGIN, S_COMMIT, S_ROLLBACK,
 	S_LOOKUP, S_INSERT, S_UPDATE, S_MESSAGE,
-	S_SEEN, S_SEEN_RESET, S_GONE, S_LOOP_ADD, S_LOOP_RESET,
+	S_SEEN, S_SEEN_RESET, S_SEEN_INDEX, S_GONE, S_LOOP_ADD, S_LOOP_RESET,
 	S_CURSOR_GET, S_CURSOR_SET, S_CURSOR_DEL,
 	S_DUE, S_DETAIL, S_DETAIL_DONE, S_PART_DEL, S_PART_ADD,
 	S_RUN_START, S_RUN_FINISH,
@@ -46,11 +46,12 @@ static const char *const sql[S_COUNT] = {
 		"WHERE origin = 'listed' AND raw IS NOT excluded.raw",
 	[S_SEEN] = "INSERT INTO temp.walk_seen(id) VALUES (?1)",
 	[S_SEEN_RESET] = "DELETE FROM temp.walk_seen",
+	[S_SEEN_INDEX] = "CREATE INDEX IF NOT EXISTS temp.walk_seen_id ON walk_seen(id)",
 	[S_GONE] =
 		"UPDATE conversations\n"
 		"SET gone_at = ?1\n"
 		"WHERE gone_at IS NULL\n"
-		"	AND id NOT IN (SELECT id FROM temp.walk_seen)",
+		"	AND NOT EXISTS (SELECT 1 FROM temp.walk_seen AS s WHERE s.id = conversations.id)",
 	[S_LOOP_ADD] = "INSERT INTO temp.walk_cursors(cursor) VALUES (?1)",
 	[S_LOOP_RESET] = "DELETE FROM temp.walk_cursors",
 	[S_CURSOR_GET] = "SELECT value FROM sync_state WHERE key = ?1",
@@ -256,6 +257,10 @@ int mirror_cursors_reset(struct mirror *m)
 
 int mirror_mark_gone(struct mirror *m, const char *now, long *gone)
 {
+	/* Index the ids now, once: SQLite's sorter does it in bounded memory,
+	 * where NOT IN (SELECT ...) would build a million-entry set in RAM. */
+	if (run(m, S_SEEN_INDEX) < 0)
+		return -1;
 	bind_text(m->st[S_GONE], 1, now);
 	if (run(m, S_GONE) < 0)
 		return -1;
