@@ -73,6 +73,116 @@ static int user_version(sqlite3 *db)
 	return v;
 }
 
+/* The first row of a query with one or two text columns, as malloc'd
+ * strings; 1 with a row, 0 without, -1 on error. */
+static int first_row(sqlite3 *db, const char *sql, char **a, char **b)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	*a = *b = NULL;
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+		log_err("database %s: %s", sqlite3_db_filename(db, "main"), sqlite3_errmsg(db));
+		return -1;
+	}
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*a = sqlite3_mprintf("%s", sqlite3_column_text(st, 0));
+		*b = sqlite3_mprintf("%s", sqlite3_column_text(st, 1));
+		rc = *a && *b ? 1 : -1;
+	} else
+		rc = rc == SQLITE_DONE ? 0 : -1;
+	if (rc < 0)
+		log_err("database %s: %s", sqlite3_db_filename(db, "main"), sqlite3_errmsg(db));
+	sqlite3_finalize(st);
+	if (rc <= 0) {
+		sqlite3_free(*a);
+		sqlite3_free(*b);
+		*a = *b = NULL;
+	}
+	return rc;
+}
+
+/* One at a time: a schema change must not run under an open SELECT. */
+static int indexes_defer(sqlite3 *db, int *n)
+{
+	char *name, *sql, *stmt;
+	int rc;
+
+	while ((rc = first_row(db,
+			"SELECT name, sql FROM sqlite_schema\n"
+			"WHERE type = 'index' AND sql IS NOT NULL\n"
+			"	AND tbl_name IN ('conversations', 'messages', 'participants')\n"
+			"LIMIT 1", &name, &sql)) > 0) {
+		stmt = sqlite3_mprintf("INSERT INTO sync_state(key, value) VALUES ('" DB_DEFERRED "%q', %Q);"
+				       "DROP INDEX \"%w\"", name, sql, name);
+		rc = stmt ? db_exec(db, stmt) : -1;
+		sqlite3_free(stmt);
+		sqlite3_free(name);
+		sqlite3_free(sql);
+		if (rc < 0)
+			return -1;
+		(*n)++;
+	}
+	return rc;
+}
+
+int db_indexes_defer(sqlite3 *db)
+{
+	char *empty, *unused;
+	int n = 0, initial;
+
+	if (db_exec(db, "BEGIN IMMEDIATE") < 0)
+		return -1;
+	if (first_row(db, "SELECT NOT EXISTS (SELECT 1 FROM conversations), 0",
+		      &empty, &unused) < 0 ||
+	    (!strcmp(empty, "1") && indexes_defer(db, &n) < 0) ||
+	    db_exec(db, "COMMIT") < 0) {
+		sqlite3_free(empty);
+		sqlite3_free(unused);
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+		return -1;
+	}
+	initial = !strcmp(empty, "1");
+	sqlite3_free(empty);
+	sqlite3_free(unused);
+	if (n > 0)
+		log_info("database %s: an initial mirror: %d indexes are built at its end",
+			 sqlite3_db_filename(db, "main"), n);
+	return initial;
+}
+
+/* Inside the caller's transaction. */
+static int indexes_restore(sqlite3 *db)
+{
+	char *key, *sql, *stmt;
+	int rc;
+
+	while ((rc = first_row(db,
+			"SELECT key, value FROM sync_state WHERE key GLOB '" DB_DEFERRED "*' LIMIT 1",
+			&key, &sql)) > 0) {
+		stmt = sqlite3_mprintf("%s; DELETE FROM sync_state WHERE key = %Q", sql, key);
+		rc = stmt ? db_exec(db, stmt) : -1;
+		sqlite3_free(stmt);
+		sqlite3_free(key);
+		sqlite3_free(sql);
+		if (rc < 0)
+			return -1;
+	}
+	return rc;
+}
+
+int db_indexes_restore(sqlite3 *db)
+{
+	if (db_exec(db, "BEGIN IMMEDIATE") < 0)
+		return -1;
+	if (indexes_restore(db) < 0 || db_exec(db, "COMMIT") < 0) {
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+		return -1;
+	}
+	return 0;
+}
+
 /* Apply every migration newer than the database, all in one transaction,
  * so that a crash leaves the old schema or the new one, never a mix. */
 static int migrate(sqlite3 *db, const char *path)
@@ -92,6 +202,9 @@ static int migrate(sqlite3 *db, const char *path)
 			path, have, db_schema_version());
 		goto fail;
 	}
+	/* A migration may alter a deferred index: put them back first. */
+	if (have < db_schema_version() && have >= 1 && indexes_restore(db) < 0)
+		goto fail;
 	for (size_t i = 0; i < N_MIGRATIONS; i++) {
 		if (migrations[i].version <= have)
 			continue;

@@ -378,6 +378,10 @@ static int walk_all(struct walk *w)
 	for (unsigned i = 0; i < n; i++)
 		if (walk_status(w, w->c->nstatus ? w->c->status[i] : NULL) < 0)
 			return -1;
+	if (db_indexes_restore(w->db) < 0) {
+		walk_fail(w, "building the deferred indexes failed: %s", sqlite3_errmsg(w->db));
+		return -1;
+	}
 	if (w->track_seen) {
 		db_now(now, sizeof(now));
 		if (mirror_mark_gone(w->m, now, &w->n.gone) < 0) {
@@ -397,7 +401,7 @@ int walk_run(sqlite3 *db, struct api *api, const struct conf *c, volatile sig_at
 	unsigned long req0 = api_requests(api);
 	long long run_id;
 	char now[32];
-	int resumed, rc = -1;
+	int resumed, initial, rc = -1;
 	double secs;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -410,8 +414,12 @@ int walk_run(sqlite3 *db, struct api *api, const struct conf *c, volatile sig_at
 		mirror_close(w.m);
 		return -1;
 	}
-	w.track_seen = !resumed && walks_everything(c);
-	if (w.track_seen && mirror_seen_reset(w.m) < 0)
+	/* Nothing can be gone from an empty mirror: no seen set to keep. */
+	initial = resumed ? 0 : db_indexes_defer(db);
+	w.track_seen = !resumed && !initial && walks_everything(c);
+	if (initial < 0)
+		walk_fail(&w, "cannot defer the indexes: %s", sqlite3_errmsg(db));
+	else if (w.track_seen && mirror_seen_reset(w.m) < 0)
 		walk_fail(&w, "cannot reset the seen set: %s", sqlite3_errmsg(db));
 	else
 		rc = walk_all(&w);

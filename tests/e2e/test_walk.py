@@ -11,6 +11,9 @@ import tap  # noqa: E402
 from harness import KEY, DexTest  # noqa: E402
 
 COLUMNS = "id, status, subject, created_at, last_message_id, last_message_text, user_id"
+# The secondary indexes an initial mirror builds at its end.
+MIRROR_INDEXES = {"conversations_detail_needed", "conversations_live_status", "conversations_live_day",
+                  "messages_conversation_id", "participants_user_id"}
 
 
 def expected_rows(srv):
@@ -32,17 +35,25 @@ class WalkTest(DexTest):
         row = self.sql("SELECT %s FROM sync_runs ORDER BY id DESC LIMIT 1" % ", ".join(con_cols))[0]
         return dict(zip(con_cols, row))
 
+    def indexes(self):
+        return {r[0] for r in self.sql("SELECT name FROM sqlite_schema WHERE type = 'index'")}
+
     def test_mirror_row_for_row(self):
         p = self.walk_ok()
         self.assertEqual(self.sql("SELECT %s FROM conversations ORDER BY id" % COLUMNS),
                          expected_rows(self.srv))
         self.assertEqual(self.scalar("SELECT count(*) FROM messages WHERE origin = 'listed'"), 250)
         self.assertEqual(self.scalar("SELECT count(*) FROM conversations WHERE json_valid(raw)"), 250)
+        self.assertIn("indexes are built at its end", p.stderr)
+        self.assertEqual(self.indexes() & MIRROR_INDEXES, MIRROR_INDEXES)
+        self.assertEqual(self.scalar("SELECT count(*) FROM sync_state"), 0)
+        self.assertEqual(self.scalar("PRAGMA integrity_check"), "ok")
         run = self.last_run()
         self.assertEqual((run["outcome"], run["pages"], run["seen"], run["inserted"]), ("ok", 3, 250, 250))
         self.assertIn("walk completed: 3 pages, 250 seen, 250 inserted, 0 changed, 0 unchanged, 0 gone", p.stderr)
         self.assertEqual(self.scalar("PRAGMA journal_mode"), "wal")
         self.assertGreater(self.scalar("PRAGMA user_version"), 0)
+        self.assertNotIn("indexes are built", self.walk_ok().stderr, "a walk over rows keeps its indexes")
 
     def test_requests_carry_auth_agent_and_reuse_one_connection(self):
         self.walk_ok()
@@ -181,7 +192,9 @@ class WalkTest(DexTest):
         self.srv.on_page = lambda s, n: n == 0 and s.fault("malformed", prefix="/conversations")
         self.assertEqual(self.once().returncode, 1)
         self.assertEqual(self.scalar("SELECT count(*) FROM conversations"), 100)
-        self.assertEqual(self.scalar("SELECT count(*) FROM sync_state"), 1)
+        self.assertEqual(self.scalar("SELECT count(*) FROM sync_state WHERE key GLOB 'walk_cursor:*'"), 1)
+        # An initial mirror builds its indexes at its end: not yet.
+        self.assertEqual(self.indexes() & MIRROR_INDEXES, set())
         self.srv.on_page = None
         self.srv.requests.clear()
         self.srv.delete("conv_0000003")
@@ -191,6 +204,7 @@ class WalkTest(DexTest):
         run = self.last_run()
         self.assertEqual((run["resumed"], run["pages"], run["gone"]), (1, 2, 0))
         self.assertEqual(self.scalar("SELECT count(*) FROM sync_state"), 0)
+        self.assertEqual(self.indexes() & MIRROR_INDEXES, MIRROR_INDEXES)
         # A stored cursor the server no longer accepts starts the walk over.
         self.srv.pages_served = 0
         self.srv.on_page = lambda s, n: n == 0 and s.fault("malformed", prefix="/conversations")
