@@ -21,7 +21,7 @@ struct walk_counts {
 	long pages, seen, inserted, changed, unchanged, gone, details, requests, retries;
 };
 
-/* Prepare the statements and the TEMP table of ids seen by this walk. */
+/* Prepare the statements and the TEMP table of rows seen by this walk. */
 struct mirror *mirror_open(sqlite3 *db);
 void mirror_close(struct mirror *m);
 
@@ -30,12 +30,14 @@ int mirror_commit(struct mirror *m);
 void mirror_rollback(struct mirror *m);
 
 /* Store one listed conversation and its last message.  raw is its compact
- * JSON; a row whose raw equals the stored one is not written at all. */
+ * JSON; a row whose raw equals the stored one is not written at all.
+ * *rowid gets the row's rowid. */
 enum upsert_result mirror_upsert(struct mirror *m, const struct conv_row *row,
-				 const char *raw, size_t rawlen, const char *now);
+				 const char *raw, size_t rawlen, const char *now,
+				 sqlite3_int64 *rowid);
 
-/* Remember id as listed in this walk (for gone_at); forget all with reset. */
-int mirror_seen(struct mirror *m, const char *id);
+/* Remember a row as listed in this walk (for gone_at); forget all with reset. */
+int mirror_seen(struct mirror *m, sqlite3_int64 rowid);
 int mirror_seen_reset(struct mirror *m);
 /* Set gone_at on live rows this walk did not list; *gone gets the count. */
 int mirror_mark_gone(struct mirror *m, const char *now, long *gone);

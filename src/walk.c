@@ -3,7 +3,7 @@
  * Each page is stored in one transaction together with the cursor it leads
  * to, so a walk cut short by a crash, a signal or a failed request resumes
  * from the last committed page.  Unchanged rows cost a lookup and no write.
- * Ids listed by a walk that started from the first page are kept in a TEMP
+ * Rows listed by a walk that started from the first page are kept in a TEMP
  * table (temp_store=FILE: it does not grow our memory) for gone_at. */
 #include "config.h"
 
@@ -118,6 +118,7 @@ static int store_items(struct walk *w, const struct page *p, const char *now)
 {
 	char err[160];
 	struct conv_row row;
+	sqlite3_int64 rowid;
 	size_t i;
 	json_t *item;
 	long len;
@@ -130,7 +131,7 @@ static int store_items(struct walk *w, const struct page *p, const char *now)
 		len = item_raw(w, item);
 		if (len < 0)
 			return -1;
-		switch (mirror_upsert(w->m, &row, w->raw, (size_t)len, now)) {
+		switch (mirror_upsert(w->m, &row, w->raw, (size_t)len, now, &rowid)) {
 		case UPSERT_INSERTED:
 			w->n.inserted++;
 			break;
@@ -144,7 +145,7 @@ static int store_items(struct walk *w, const struct page *p, const char *now)
 			return -1;
 		}
 		w->n.seen++;
-		if (w->track_seen && mirror_seen(w->m, row.id) < 0)
+		if (w->track_seen && mirror_seen(w->m, rowid) < 0)
 			return -1;
 	}
 	return 0;
@@ -443,7 +444,7 @@ int walk_run(sqlite3 *db, struct api *api, const struct conf *c, volatile sig_at
 	 * memory journal, freeing a million-row table would copy every page of
 	 * it into RAM first, for a rollback nobody needs. */
 	sqlite3_exec(db, "PRAGMA temp.journal_mode = OFF;"
-		     "DROP INDEX IF EXISTS temp.walk_seen_id; DELETE FROM temp.walk_seen;"
+		     "DROP INDEX IF EXISTS temp.walk_seen_rid; DELETE FROM temp.walk_seen;"
 		     "DELETE FROM temp.walk_cursors;"
 		     "PRAGMA temp.journal_mode = MEMORY", NULL, NULL, NULL);
 	if (counts)
