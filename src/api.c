@@ -34,6 +34,7 @@ struct api {
 	struct timespec last_start;
 	unsigned long requests;
 	volatile sig_atomic_t *stop;    /* abort in-flight requests when set */
+	atomic_int *cancel;             /* ... or when this is set */
 	char curl_err[CURL_ERROR_SIZE];
 };
 
@@ -92,12 +93,17 @@ static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow,
 
 	(void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
 	notify_watchdog();
-	return api->stop && *api->stop;
+	return (api->stop && *api->stop) || (api->cancel && atomic_load(api->cancel));
 }
 
 void api_set_stop(struct api *api, volatile sig_atomic_t *stop)
 {
 	api->stop = stop;
+}
+
+void api_set_cancel(struct api *api, atomic_int *cancel)
+{
+	api->cancel = cancel;
 }
 
 struct api *api_new(const struct conf *c, const char *key)
@@ -288,7 +294,8 @@ static void describe_failure(struct api *api, const char *method, const char *pa
 		snprintf(r->error, sizeof(r->error), "%s %s: answer larger than %u MiB",
 			 method, where, MAX_BODY >> 20);
 	else if (cc == CURLE_ABORTED_BY_CALLBACK)
-		snprintf(r->error, sizeof(r->error), "%s %s: stopped by a signal", method, where);
+		snprintf(r->error, sizeof(r->error), "%s %s: %s", method, where,
+			 api->stop && *api->stop ? "stopped by a signal" : "cancelled");
 	else if (cc != CURLE_OK)
 		snprintf(r->error, sizeof(r->error), "%s %s: %s", method, where,
 			 *api->curl_err ? api->curl_err : curl_easy_strerror(cc));

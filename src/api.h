@@ -5,6 +5,7 @@
 #include <curl/curl.h>
 #include <jansson.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <time.h>
 
@@ -42,6 +43,8 @@ enum api_outcome api_request(struct api *api, const char *method, const char *pa
 
 /* Abort a request in flight (as a transient failure) once *stop is set. */
 void api_set_stop(struct api *api, volatile sig_atomic_t *stop);
+/* The same for a flag set by another thread; NULL: none. */
+void api_set_cancel(struct api *api, atomic_int *cancel);
 
 /* Requests made since api_new(). */
 unsigned long api_requests(const struct api *api);

@@ -119,9 +119,11 @@ void log_vmsg(int prio, const char *fmt, va_list ap)
 		va_list aq;
 
 		va_copy(aq, ap);
+		flockfile(stderr);      /* one line, whichever thread logs */
 		fprintf(stderr, "%s: %s: ", log_ident, prio == LOG_ERR ? "error" : level_name(prio));
 		vfprintf(stderr, fmt, aq);
 		fputc('\n', stderr);
+		funlockfile(stderr);
 		va_end(aq);
 	}
 	if (log_to_syslog)

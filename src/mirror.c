@@ -121,8 +121,9 @@ struct mirror *mirror_open(sqlite3 *db)
 	 * at its end, so a page's commit writes a page or two of it, where a
 	 * keyed one would rewrite a random page per entry.  The set is indexed
 	 * once, by the gone step.  The temp journal is kept in memory: nothing
-	 * in TEMP has to survive a crash. */
-	if (db_exec(db, "PRAGMA temp.journal_mode = MEMORY;"
+	 * in TEMP has to survive a crash.  The set is only ever appended to and
+	 * sorted once, so its cache can be small (SQLite's default is 2 MiB). */
+	if (db_exec(db, "PRAGMA temp.journal_mode = MEMORY; PRAGMA temp.cache_size = -256;"
 			"CREATE TEMP TABLE IF NOT EXISTS walk_seen(rid INTEGER);"
 			"CREATE TEMP TABLE IF NOT EXISTS walk_cursors(cursor TEXT PRIMARY KEY) WITHOUT ROWID") < 0)
 		goto fail;

@@ -12,7 +12,7 @@
 #include "notify.h"
 
 static long watchdog_ms = -1;           /* half of WatchdogSec */
-static struct timespec last_ping;
+static _Thread_local struct timespec last_ping;   /* per thread: the walk lists in one */
 
 static void notify_send(const char *state)
 {

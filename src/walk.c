@@ -1,8 +1,9 @@
 /* walk.c - the cursor walk of GET /conversations into the mirror
  *
- * Each page is stored in one transaction together with the cursor it leads
- * to, so a walk cut short by a crash, a signal or a failed request resumes
- * from the last committed page.  Unchanged rows cost a lookup and no write.
+ * A lister thread fetches and parses the pages ahead (lister.c); this side
+ * stores them, each transaction with the cursor its last page leads to, so
+ * a walk cut short by a crash, a signal or a failed request resumes from
+ * the last committed page.  Unchanged rows cost a lookup and no write.
  * Rows listed by a walk that started from the first page are kept in a TEMP
  * table (temp_store=FILE: it does not grow our memory) for gone_at. */
 #include "config.h"
@@ -15,27 +16,15 @@
 #include <time.h>
 
 #include "db.h"
+#include "lister.h"
 #include "log.h"
 #include "mirror.h"
 #include "notify.h"
 #include "page.h"
 #include "walk.h"
 
-#define WALK_RETRIES		3	/* transient failures retried per request */
-#define WALK_MAX_WAIT		60	/* longer Retry-After: leave it to the next cycle */
 #define WALK_NO_TOTAL_PAGES	1000000	/* page guard when meta.total is absent */
-#define WALK_BATCH_PAGES	10	/* pages stored per transaction ... */
-#define WALK_BATCH_BYTES	(1u << 20)	/* ... or this much JSON, whichever first */
-
-/* Pages fetched but not stored yet.  Storing several pages per transaction
- * divides the rewriting of index pages that each commit costs; the pages
- * wait in memory, not in an open transaction, so no lock is held while we
- * talk to the server. */
-struct batch {
-	struct page page[WALK_BATCH_PAGES];
-	int n;
-	size_t bytes;
-};
+#define WALK_TX_MS		1000	/* longest a transaction of pages stays open */
 
 struct walk {
 	sqlite3 *db;
@@ -47,17 +36,13 @@ struct walk {
 	int track_seen;             /* this walk may set gone_at at its end */
 	char *raw;                  /* reused buffer for each item's JSON */
 	size_t raw_size;
+	/* The open transaction of pages, if any. */
+	int in_tx;
+	struct timespec tx_start;
+	struct walk_counts before;  /* the counts at its start */
+	char *reached;              /* the cursor its last page leads to */
 	char error[512];
 };
-
-int walk_sleep(long secs, volatile sig_atomic_t *stop)
-{
-	struct timespec ts = { secs, 0 };
-
-	while (!(stop && *stop) && nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-	return stop && *stop;
-}
 
 static void walk_fail(struct walk *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -68,29 +53,6 @@ static void walk_fail(struct walk *w, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(w->error, sizeof(w->error), fmt, ap);
 	va_end(ap);
-}
-
-/* GET path, retrying transient failures with a growing pause (1, 2, 4 s,
- * or the server's Retry-After when longer).  Returns the final outcome. */
-static enum api_outcome walk_get(struct walk *w, const char *path, struct api_response *r)
-{
-	enum api_outcome o;
-	long wait;
-
-	for (int attempt = 0;; attempt++) {
-		o = api_request(w->api, "GET", path, NULL, NULL, r);
-		if (o != API_TRANSIENT || attempt == WALK_RETRIES || *w->stop)
-			return o;
-		wait = 1L << attempt;
-		if (r->retry_after > wait)
-			wait = r->retry_after;
-		if (wait > WALK_MAX_WAIT)
-			return o;
-		log_notice("%s; retrying in %ld s", r->error, wait);
-		w->n.retries++;
-		if (walk_sleep(wait, w->stop))
-			return o;
-	}
 }
 
 /* The compact JSON of item into w->raw; returns its length or -1. */
@@ -151,78 +113,111 @@ static int store_items(struct walk *w, const struct page *p, const char *now)
 	return 0;
 }
 
-/* Store the batched pages and the cursor the last one leads to, in one
- * transaction, and empty the batch.  On failure the counts are as before. */
-static int store_batch(struct walk *w, struct batch *b, const char *key)
+/* Roll back the open transaction: its pages are listed again next time. */
+static void walk_abandon(struct walk *w)
 {
-	struct walk_counts before = w->n;
-	char now[32];
-	int rc = -1;
+	struct walk_counts now = w->n;
 
-	if (b->n == 0)
-		return 0;
-	db_now(now, sizeof(now));
-	if (mirror_begin(w->m) < 0) {
-		walk_fail(w, "cannot start a transaction: %s", sqlite3_errmsg(w->db));
-		goto out;
-	}
-	for (int i = 0; i < b->n; i++) {
-		if (store_items(w, &b->page[i], now) < 0)
-			goto fail;
-		w->n.pages++;
-	}
-	if (mirror_cursor_set(w->m, key, b->page[b->n - 1].next_cursor) < 0 || mirror_commit(w->m) < 0)
-		goto fail;
-	rc = 0;
-	goto out;
-fail:
-	walk_fail(w, "storing page %ld failed: %s", w->n.pages + 1, sqlite3_errmsg(w->db));
 	mirror_rollback(w->m);
-	before.requests = w->n.requests;
-	before.retries = w->n.retries;
-	w->n = before;
-out:
-	for (int i = 0; i < b->n; i++)
-		page_free(&b->page[i]);
-	b->n = 0;
-	b->bytes = 0;
-	return rc;
+	w->in_tx = 0;
+	w->n = w->before;
+	w->n.requests = now.requests;
+	w->n.retries = now.retries;
 }
 
-/* "/conversations?limit=N[&status=S][&cursor=C]", malloc'd. */
-static char *list_path(struct walk *w, const char *status, const char *cursor)
+/* Commit the open transaction with the cursor its last page leads to (none
+ * after the last page: the walk is complete). */
+static int walk_commit(struct walk *w, const char *key)
 {
-	char *esc = cursor ? api_escape(w->api, cursor) : NULL;
-	size_t size = 64 + (status ? strlen(status) : 0) + (esc ? strlen(esc) : 0);
-	char *path = malloc(size);
-
-	if (path && (!cursor || esc))
-		snprintf(path, size, "/conversations?limit=%ld%s%s%s%s", w->c->page_size,
-			 status ? "&status=" : "", status ? status : "",
-			 esc ? "&cursor=" : "", esc ? esc : "");
-	else {
-		free(path);
-		path = NULL;
+	if (!w->in_tx)
+		return 0;
+	if (mirror_cursor_set(w->m, key, w->reached) < 0 || mirror_commit(w->m) < 0) {
+		walk_fail(w, "storing page %ld failed: %s", w->n.pages, sqlite3_errmsg(w->db));
+		walk_abandon(w);
+		return -1;
 	}
-	curl_free(esc);
-	return path;
+	w->in_tx = 0;
+	return 0;
+}
+
+static long ms_since(const struct timespec *t0)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+/* Store a page in the open transaction, opening one if needed.  Pages share
+ * a transaction while the next one is already here, up to WALK_TX_MS: each
+ * commit rewrites every index page it touched, and the ids are random, so
+ * a commit per page would write the id index again for every page. */
+static int store_page(struct walk *w, struct listed *p)
+{
+	char now[32];
+
+	if (!w->in_tx) {
+		if (mirror_begin(w->m) < 0) {
+			walk_fail(w, "cannot start a transaction: %s", sqlite3_errmsg(w->db));
+			return -1;
+		}
+		w->in_tx = 1;
+		w->before = w->n;
+		clock_gettime(CLOCK_MONOTONIC, &w->tx_start);
+	}
+	db_now(now, sizeof(now));
+	if (store_items(w, &p->page, now) < 0) {
+		walk_fail(w, "storing page %ld failed: %s", w->n.pages + 1, sqlite3_errmsg(w->db));
+		walk_abandon(w);
+		return -1;
+	}
+	w->n.pages++;
+	free(w->reached);
+	w->reached = p->next_cursor;
+	p->next_cursor = NULL;
+	return 0;
+}
+
+/* The guards against a server that lists forever: more pages than its own
+ * total allows, or a cursor it gave before in this walk. */
+static int walk_guard(struct walk *w, const struct listed *p, long *pages, long *limit)
+{
+	int seen;
+
+	if (p->page.total >= 0)
+		*limit = 2 * p->page.total / w->c->page_size + 10;
+	if (++*pages > *limit) {
+		walk_fail(w, "more than %ld pages for %ld conversations: the server is looping",
+			  *limit, p->page.total);
+		return -1;
+	}
+	if (p->next_cursor && (seen = mirror_cursor_repeated(w->m, p->next_cursor)) != 0) {
+		walk_fail(w, seen > 0 ? "the server repeated a cursor: it is looping"
+				      : "cannot record the cursor: %s", sqlite3_errmsg(w->db));
+		return -1;
+	}
+	return 0;
 }
 
 /* Walk one status filter (NULL: everything) from its stored cursor or the
  * first page to the end.  Returns 0 when the end was reached. */
 static int walk_status(struct walk *w, const char *status)
 {
-	char key[64], err[256];
-	char *cursor = NULL, *path = NULL;
-	struct api_response r;
-	struct batch b = { .n = 0 };
-	struct page *p;
+	char key[64], *cursor = NULL;
+	struct lister *l;
+	struct listed p;
 	long pages = 0, limit = WALK_NO_TOTAL_PAGES;
-	int restarted = 0, rc = -1;
+	int rc = -1, next;
 
 	snprintf(key, sizeof(key), "walk_cursor:%s", status ? status : "*");
 	if (mirror_cursors_reset(w->m) < 0 || mirror_cursor_get(w->m, key, &cursor) < 0) {
 		walk_fail(w, "cannot read the stored cursor: %s", sqlite3_errmsg(w->db));
+		return -1;
+	}
+	l = lister_start(w->api, w->c, status, cursor, w->stop);
+	free(cursor);
+	if (!l) {
+		walk_fail(w, "cannot start listing");
 		return -1;
 	}
 	for (;;) {
@@ -230,73 +225,32 @@ static int walk_status(struct walk *w, const char *status)
 			walk_fail(w, "stopped by a signal");
 			break;
 		}
-		free(path);
-		if (!(path = list_path(w, status, cursor))) {
-			walk_fail(w, "out of memory");
+		/* No lock held while the next page is on its way, nor for long. */
+		if (w->in_tx && (!lister_ready(l) || ms_since(&w->tx_start) >= WALK_TX_MS) &&
+		    walk_commit(w, key) < 0)
+			break;
+		next = lister_next(l, &p);
+		if (next <= 0) {
+			if (next == 0)
+				rc = 0;
+			else
+				walk_fail(w, "%s", lister_error(l));
 			break;
 		}
-		if (walk_get(w, path, &r) != API_OK) {
-			/* An expired or rejected cursor: start over, once. */
-			if (r.outcome == API_PERMANENT && cursor && !restarted) {
-				log_notice("%s; the server rejected the cursor, starting the walk over",
-					   r.error);
-				restarted = 1;
-				if (store_batch(w, &b, key) < 0)
-					break;
-				mirror_cursors_reset(w->m);
-				free(cursor);
-				cursor = NULL;
-				continue;
-			}
-			walk_fail(w, "%s", r.error);
-			break;
+		if (p.restart && mirror_cursors_reset(w->m) < 0)
+			walk_fail(w, "cannot reset the cursors: %s", sqlite3_errmsg(w->db));
+		else if (walk_guard(w, &p, &pages, &limit) == 0 && store_page(w, &p) == 0) {
+			listed_free(&p);
+			notify_watchdog();
+			continue;
 		}
-		p = &b.page[b.n];
-		if (page_parse(r.body, r.len, p, err, sizeof(err)) < 0) {
-			walk_fail(w, "GET %.120s: %s", path, err);
-			break;
-		}
-		b.n++;
-		b.bytes += r.len;
-		if (p->total >= 0)
-			limit = 2 * p->total / w->c->page_size + 10;
-		if (++pages > limit) {
-			walk_fail(w, "more than %ld pages for %ld conversations: the server is looping",
-				  limit, p->total);
-			b.n--;
-			page_free(p);
-			break;
-		}
-		if (p->next_cursor) {
-			int seen = mirror_cursor_repeated(w->m, p->next_cursor);
-
-			if (seen) {
-				walk_fail(w, seen > 0 ? "the server repeated a cursor: it is looping"
-						      : "cannot record the cursor: %s",
-					  sqlite3_errmsg(w->db));
-				break;
-			}
-		}
-		free(cursor);
-		cursor = p->next_cursor ? strdup(p->next_cursor) : NULL;
-		if (p->next_cursor && !cursor) {
-			walk_fail(w, "out of memory");
-			break;
-		}
-		if ((b.n == WALK_BATCH_PAGES || b.bytes >= WALK_BATCH_BYTES || !cursor) &&
-		    store_batch(w, &b, key) < 0)
-			break;
-		notify_watchdog();
-		if (!cursor) {
-			rc = 0;
-			break;
-		}
+		listed_free(&p);
+		break;
 	}
-	/* Pages fetched before a failure are good: keep them. */
-	if (store_batch(w, &b, key) < 0)
+	/* Pages stored before a failure are good: keep them. */
+	if (walk_commit(w, key) < 0)
 		rc = -1;
-	free(path);
-	free(cursor);
+	lister_finish(l, &w->n.retries);
 	return rc;
 }
 
@@ -320,7 +274,7 @@ static void walk_details(struct walk *w)
 			break;
 		snprintf(path, sizeof(path), "/conversations/%.400s", esc);
 		curl_free(esc);
-		if (walk_get(w, path, &r) != API_OK) {
+		if (lister_get(w->api, path, &r, w->stop, &w->n.retries) != API_OK) {
 			if (r.status == 404 || r.status == 410)
 				mirror_detail_done(w->m, ids[i]);
 			log_warning("conversation detail: %s", r.error);
@@ -450,6 +404,7 @@ int walk_run(sqlite3 *db, struct api *api, const struct conf *c, volatile sig_at
 	if (counts)
 		*counts = w.n;
 	free(w.raw);
+	free(w.reached);
 	mirror_close(w.m);
 	return rc;
 }

@@ -17,7 +17,4 @@
 int walk_run(sqlite3 *db, struct api *api, const struct conf *c,
 	     volatile sig_atomic_t *stop, struct walk_counts *counts);
 
-/* Sleep up to secs seconds; returns early (nonzero) once *stop is set. */
-int walk_sleep(long secs, volatile sig_atomic_t *stop);
-
 #endif

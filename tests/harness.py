@@ -46,7 +46,8 @@ class DexTest(unittest.TestCase):
                 self.assertNotIn(KEY.encode(), r["body"], "key in a request body")
             for text in self.outputs:
                 self.assertNotIn(KEY, text, "the API key leaked into output")
-                for report in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+                for report in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                               "WARNING: ThreadSanitizer"):
                     self.assertNotIn(report, text, "a sanitizer report")
             for name in os.listdir(self.dir):
                 if name.startswith("mirror.db"):

@@ -48,6 +48,21 @@ class SharedDbTest(OutboxTest):
         self.assertEqual(self.scalar("SELECT subject FROM conversations WHERE id = 'conv_0000005'"),
                          "changed while locked")
 
+    def test_no_lock_held_while_a_page_is_on_its_way(self):
+        # Each page takes 0.5 s to come: a writer never waits on the network.
+        self.srv.on_page = lambda s, n: time.sleep(0.5)
+        proc = self.spawn("-n", "-1")
+        waits = []
+        for _ in range(4):
+            time.sleep(0.2)
+            t = time.time()
+            self.assertEqual(self.dexsync("send", "conv_0000001", "queued mid-walk").returncode, 0)
+            waits.append(time.time() - t)
+        self.finish(proc)
+        self.assertEqual(proc.returncode, 0)
+        self.assertLess(max(waits), 0.45, "dexsync waited on the walk's lock: %r" % waits)
+        self.assertEqual(self.scalar("SELECT pages FROM sync_runs ORDER BY id DESC LIMIT 1"), 3)
+
     def test_queue_insert_is_synced(self):
         if not shutil.which("strace"):
             self.skipTest("strace not installed")

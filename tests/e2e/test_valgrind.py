@@ -16,7 +16,7 @@ from harness import DEXSYNC, DEXSYNCD, OutboxTest  # noqa: E402
 VALGRIND = ["valgrind", "-q", "--leak-check=full", "--errors-for-leak-kinds=definite,indirect",
             "--error-exitcode=99"]
 SKIP = (not shutil.which("valgrind") and "valgrind not installed") or \
-       (os.environ.get("SANITIZERS") == "yes" and "built with sanitizers")
+       (os.environ.get("SANITIZERS", "no") != "no" and "built with sanitizers")
 
 
 @unittest.skipIf(SKIP, SKIP or "")

@@ -1,0 +1,315 @@
+/* lister.c - the pages of one list walk, fetched and parsed ahead in a thread
+ *
+ * Fetching a page and parsing it cost about as much as storing it, and need
+ * no database: a thread of its own does them while the walk's thread stores
+ * the pages before, so on two cores a walk takes the longer of the two, not
+ * their sum.  The thread owns the API handle until lister_finish(); pages
+ * pass through a queue of LISTER_DEPTH, which bounds the memory.  Signals
+ * are blocked in the thread: they reach the walk's thread, which alone
+ * reads the flag they set and ends the lister through its cancel flag. */
+#include "config.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lister.h"
+#include "log.h"
+
+#define LISTER_DEPTH		2	/* parsed pages waiting for the store */
+#define LISTER_RETRIES		3	/* transient failures retried per request */
+#define LISTER_MAX_WAIT		60	/* longer Retry-After: leave it to the next cycle */
+#define LISTER_SLICE_MS		100	/* how often a wait looks at the flags */
+
+struct lister {
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;            /* the queue changed or the thread ended */
+	struct listed queue[LISTER_DEPTH];
+	int head, count;
+	int ended, failed;              /* set by the thread as it ends */
+	atomic_int cancel;              /* set by lister_finish */
+	long retries;
+	char error[768];                /* as long as an api_response's */
+	volatile sig_atomic_t *stop;    /* the walk's thread's */
+	/* The thread's own, from lister_start on. */
+	struct api *api;
+	const struct conf *c;
+	char *status, *cursor;
+};
+
+static int stopped(volatile sig_atomic_t *stop, atomic_int *cancel)
+{
+	return (stop && *stop) || (cancel && atomic_load(cancel));
+}
+
+/* Sleep up to secs, in slices, until a flag is raised; nonzero if one was. */
+static int pause_for(long secs, volatile sig_atomic_t *stop, atomic_int *cancel)
+{
+	struct timespec slice = { 0, LISTER_SLICE_MS * 1000000L };
+
+	for (long ms = secs * 1000; ms > 0 && !stopped(stop, cancel); ms -= LISTER_SLICE_MS)
+		nanosleep(&slice, NULL);
+	return stopped(stop, cancel);
+}
+
+static enum api_outcome get(struct api *api, const char *path, struct api_response *r,
+			    volatile sig_atomic_t *stop, atomic_int *cancel, long *retries)
+{
+	enum api_outcome o;
+	long wait;
+
+	for (int attempt = 0;; attempt++) {
+		o = api_request(api, "GET", path, NULL, NULL, r);
+		if (o != API_TRANSIENT || attempt == LISTER_RETRIES || stopped(stop, cancel))
+			return o;
+		wait = 1L << attempt;
+		if (r->retry_after > wait)
+			wait = r->retry_after;
+		if (wait > LISTER_MAX_WAIT)
+			return o;
+		log_notice("%s; retrying in %ld s", r->error, wait);
+		(*retries)++;
+		if (pause_for(wait, stop, cancel))
+			return o;
+	}
+}
+
+enum api_outcome lister_get(struct api *api, const char *path, struct api_response *r,
+			    volatile sig_atomic_t *stop, long *retries)
+{
+	return get(api, path, r, stop, NULL, retries);
+}
+
+void listed_free(struct listed *p)
+{
+	page_free(&p->page);
+	free(p->next_cursor);
+	p->next_cursor = NULL;
+}
+
+/* "/conversations?limit=N[&status=S][&cursor=C]", malloc'd. */
+static char *list_path(struct lister *l)
+{
+	char *esc = l->cursor ? api_escape(l->api, l->cursor) : NULL;
+	size_t size = 64 + (l->status ? strlen(l->status) : 0) + (esc ? strlen(esc) : 0);
+	char *path = malloc(size);
+
+	if (path && (!l->cursor || esc))
+		snprintf(path, size, "/conversations?limit=%ld%s%s%s%s", l->c->page_size,
+			 l->status ? "&status=" : "", l->status ? l->status : "",
+			 esc ? "&cursor=" : "", esc ? esc : "");
+	else {
+		free(path);
+		path = NULL;
+	}
+	curl_free(esc);
+	return path;
+}
+
+/* Queue a page, waiting for room; 0, or -1 when cancelled (page freed). */
+static int push(struct lister *l, struct listed *p)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&l->lock);
+	while (l->count == LISTER_DEPTH && !atomic_load(&l->cancel))
+		pthread_cond_wait(&l->cond, &l->lock);
+	if (atomic_load(&l->cancel))
+		rc = -1;
+	else {
+		l->queue[(l->head + l->count) % LISTER_DEPTH] = *p;
+		l->count++;
+		pthread_cond_broadcast(&l->cond);
+	}
+	pthread_mutex_unlock(&l->lock);
+	if (rc < 0)
+		listed_free(p);
+	return rc;
+}
+
+/* Fetch and parse the next page into *p; 1 with a page, 0 to go round
+ * again (starting over), -1 with l->error set. */
+static int fetch(struct lister *l, struct listed *p, int *restarted)
+{
+	char *path = list_path(l), err[256];
+	struct api_response r;
+	int rc = -1;
+
+	p->next_cursor = NULL;
+	if (!path) {
+		snprintf(l->error, sizeof(l->error), "out of memory");
+		return -1;
+	}
+	if (get(l->api, path, &r, NULL, &l->cancel, &l->retries) != API_OK) {
+		/* An expired or rejected cursor: start over, once. */
+		if (r.outcome == API_PERMANENT && l->cursor && !*restarted) {
+			log_notice("%s; the server rejected the cursor, starting the walk over", r.error);
+			*restarted = p->restart = 1;
+			free(l->cursor);
+			l->cursor = NULL;
+			rc = 0;
+		} else
+			snprintf(l->error, sizeof(l->error), "%s", r.error);
+	} else if (page_parse(r.body, r.len, &p->page, err, sizeof(err)) < 0)
+		snprintf(l->error, sizeof(l->error), "GET %.120s: %s", path, err);
+	else if (p->page.next_cursor && !(p->next_cursor = strdup(p->page.next_cursor))) {
+		snprintf(l->error, sizeof(l->error), "out of memory");
+		page_free(&p->page);
+	} else
+		rc = 1;
+	free(path);
+	return rc;
+}
+
+static void *run(void *arg)
+{
+	struct lister *l = arg;
+	struct listed p = { .restart = 0 };
+	int restarted = 0, rc = 0;
+
+	while (!atomic_load(&l->cancel)) {
+		rc = fetch(l, &p, &restarted);
+		if (rc == 0)
+			continue;
+		if (rc < 0)
+			break;
+		free(l->cursor);
+		l->cursor = p.next_cursor ? strdup(p.next_cursor) : NULL;
+		if (p.next_cursor && !l->cursor) {
+			snprintf(l->error, sizeof(l->error), "out of memory");
+			listed_free(&p);
+			rc = -1;
+			break;
+		}
+		if (push(l, &p) < 0 || !l->cursor)
+			break;
+		p.restart = 0;
+	}
+	if (rc >= 0 && atomic_load(&l->cancel) && l->cursor) {
+		snprintf(l->error, sizeof(l->error), "cancelled");
+		rc = -1;
+	}
+	pthread_mutex_lock(&l->lock);
+	l->ended = 1;
+	l->failed = rc < 0;
+	pthread_cond_broadcast(&l->cond);
+	pthread_mutex_unlock(&l->lock);
+	return NULL;
+}
+
+static void lister_free(struct lister *l)
+{
+	pthread_mutex_destroy(&l->lock);
+	pthread_cond_destroy(&l->cond);
+	free(l->status);
+	free(l->cursor);
+	free(l);
+}
+
+struct lister *lister_start(struct api *api, const struct conf *c, const char *status,
+			    const char *cursor, volatile sig_atomic_t *stop)
+{
+	struct lister *l = calloc(1, sizeof(*l));
+	sigset_t all, old;
+	int rc;
+
+	if (!l)
+		return NULL;
+	atomic_init(&l->cancel, 0);
+	l->api = api;
+	l->c = c;
+	l->stop = stop;
+	pthread_mutex_init(&l->lock, NULL);
+	pthread_cond_init(&l->cond, NULL);
+	if ((status && !(l->status = strdup(status))) || (cursor && !(l->cursor = strdup(cursor)))) {
+		lister_free(l);
+		return NULL;
+	}
+	/* The signal flag is not for the thread: the cancel flag stands in. */
+	api_set_stop(api, NULL);
+	api_set_cancel(api, &l->cancel);
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(&l->thread, NULL, run, l);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0) {
+		log_err("cannot start the lister thread: %s", strerror(rc));
+		api_set_cancel(api, NULL);
+		api_set_stop(api, stop);
+		lister_free(l);
+		return NULL;
+	}
+	return l;
+}
+
+int lister_ready(struct lister *l)
+{
+	int ready;
+
+	pthread_mutex_lock(&l->lock);
+	ready = l->count > 0;
+	pthread_mutex_unlock(&l->lock);
+	return ready;
+}
+
+int lister_next(struct lister *l, struct listed *out)
+{
+	struct timespec until;
+	int rc;
+
+	pthread_mutex_lock(&l->lock);
+	while (l->count == 0 && !l->ended && !(l->stop && *l->stop)) {
+		/* In slices: a signal raises *stop without waking us. */
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += LISTER_SLICE_MS * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&l->cond, &l->lock, &until);
+	}
+	if (l->count > 0) {
+		*out = l->queue[l->head];
+		l->head = (l->head + 1) % LISTER_DEPTH;
+		l->count--;
+		pthread_cond_broadcast(&l->cond);
+		rc = 1;
+	} else if (l->ended && !l->failed)
+		rc = 0;
+	else
+		rc = -1;
+	pthread_mutex_unlock(&l->lock);
+	return rc;
+}
+
+const char *lister_error(struct lister *l)
+{
+	int ended;
+
+	/* The thread writes error before it sets ended, under the lock. */
+	pthread_mutex_lock(&l->lock);
+	ended = l->ended;
+	pthread_mutex_unlock(&l->lock);
+	return ended ? l->error : "stopped by a signal";
+}
+
+void lister_finish(struct lister *l, long *retries)
+{
+	if (!l)
+		return;
+	pthread_mutex_lock(&l->lock);
+	atomic_store(&l->cancel, 1);
+	pthread_cond_broadcast(&l->cond);
+	pthread_mutex_unlock(&l->lock);
+	pthread_join(l->thread, NULL);
+	api_set_cancel(l->api, NULL);
+	api_set_stop(l->api, l->stop);
+	for (; l->count > 0; l->count--, l->head = (l->head + 1) % LISTER_DEPTH)
+		listed_free(&l->queue[l->head]);
+	*retries += l->retries;
+	lister_free(l);
+}
