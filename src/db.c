@@ -130,30 +130,26 @@ static int indexes_defer(sqlite3 *db, int *n)
 int db_indexes_defer(sqlite3 *db)
 {
 	char *empty, *unused;
-	int n = 0, initial;
+	int n = 0, initial, rc;
 
 	if (db_exec(db, "BEGIN IMMEDIATE") < 0)
 		return -1;
-	if (first_row(db, "SELECT NOT EXISTS (SELECT 1 FROM conversations), 0",
-		      &empty, &unused) < 0 ||
-	    (!strcmp(empty, "1") && indexes_defer(db, &n) < 0) ||
-	    db_exec(db, "COMMIT") < 0) {
-		sqlite3_free(empty);
-		sqlite3_free(unused);
+	rc = first_row(db, "SELECT NOT EXISTS (SELECT 1 FROM conversations), 0", &empty, &unused);
+	initial = rc > 0 && !strcmp(empty, "1");
+	sqlite3_free(empty);
+	sqlite3_free(unused);
+	if (rc < 0 || (initial && indexes_defer(db, &n) < 0) || db_exec(db, "COMMIT") < 0) {
 		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
 		return -1;
 	}
-	initial = !strcmp(empty, "1");
-	sqlite3_free(empty);
-	sqlite3_free(unused);
 	if (n > 0)
 		log_info("database %s: an initial mirror: %d indexes are built at its end",
 			 sqlite3_db_filename(db, "main"), n);
 	return initial;
 }
 
-/* Inside the caller's transaction. */
-static int indexes_restore(sqlite3 *db)
+/* Inside the caller's transaction; *n counts the indexes built. */
+static int indexes_restore(sqlite3 *db, int *n)
 {
 	char *key, *sql, *stmt;
 	int rc;
@@ -168,18 +164,27 @@ static int indexes_restore(sqlite3 *db)
 		sqlite3_free(sql);
 		if (rc < 0)
 			return -1;
+		(*n)++;
 	}
 	return rc;
 }
 
 int db_indexes_restore(sqlite3 *db)
 {
+	struct timespec t0, t1;
+	int n = 0;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	if (db_exec(db, "BEGIN IMMEDIATE") < 0)
 		return -1;
-	if (indexes_restore(db) < 0 || db_exec(db, "COMMIT") < 0) {
+	if (indexes_restore(db, &n) < 0 || db_exec(db, "COMMIT") < 0) {
 		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
 		return -1;
 	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	if (n > 0)
+		log_info("database %s: built the %d deferred indexes in %.1f s", sqlite3_db_filename(db, "main"),
+			 n, (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 	return 0;
 }
 
@@ -188,7 +193,7 @@ int db_indexes_restore(sqlite3 *db)
 static int migrate(sqlite3 *db, const char *path)
 {
 	char sql[64];
-	int have;
+	int have, deferred = 0;
 
 	if (db_exec(db, "BEGIN IMMEDIATE") < 0)
 		return -1;
@@ -203,7 +208,7 @@ static int migrate(sqlite3 *db, const char *path)
 		goto fail;
 	}
 	/* A migration may alter a deferred index: put them back first. */
-	if (have < db_schema_version() && have >= 1 && indexes_restore(db) < 0)
+	if (have < db_schema_version() && have >= 1 && indexes_restore(db, &deferred) < 0)
 		goto fail;
 	for (size_t i = 0; i < N_MIGRATIONS; i++) {
 		if (migrations[i].version <= have)
