@@ -4,7 +4,10 @@
  * no database: a thread of its own does them while the walk's thread stores
  * the pages before, so on two cores a walk takes the longer of the two, not
  * their sum.  The thread owns the API handle until lister_finish(); pages
- * pass through a queue of LISTER_DEPTH, which bounds the memory.  Signals
+ * pass through a queue of LISTER_DEPTH, which bounds the memory.  In an
+ * initial mirror, where storing is the slower side, the thread also renders
+ * the JSON the mirror stores; in a re-walk it leaves that to the store,
+ * which is then the one waiting.  Signals
  * are blocked in the thread: they reach the walk's thread, which alone
  * reads the flag they set and ends the lister through its cancel flag. */
 #include "config.h"
@@ -39,6 +42,7 @@ struct lister {
 	struct api *api;
 	const struct conf *c;
 	char *status, *cursor;
+	int render;
 };
 
 static int stopped(volatile sig_atomic_t *stop, atomic_int *cancel)
@@ -156,7 +160,8 @@ static int fetch(struct lister *l, struct listed *p, int *restarted)
 			snprintf(l->error, sizeof(l->error), "%s", r.error);
 	} else if (page_parse(r.body, r.len, &p->page, err, sizeof(err)) < 0)
 		snprintf(l->error, sizeof(l->error), "GET %.120s: %s", path, err);
-	else if (p->page.next_cursor && !(p->next_cursor = strdup(p->page.next_cursor))) {
+	else if ((l->render && page_dump(&p->page, r.len + r.len / 2) < 0) ||
+		 (p->page.next_cursor && !(p->next_cursor = strdup(p->page.next_cursor)))) {
 		snprintf(l->error, sizeof(l->error), "out of memory");
 		page_free(&p->page);
 	} else
@@ -211,7 +216,7 @@ static void lister_free(struct lister *l)
 }
 
 struct lister *lister_start(struct api *api, const struct conf *c, const char *status,
-			    const char *cursor, volatile sig_atomic_t *stop)
+			    const char *cursor, int render, volatile sig_atomic_t *stop)
 {
 	struct lister *l = calloc(1, sizeof(*l));
 	sigset_t all, old;
@@ -222,6 +227,7 @@ struct lister *lister_start(struct api *api, const struct conf *c, const char *s
 	atomic_init(&l->cancel, 0);
 	l->api = api;
 	l->c = c;
+	l->render = render;
 	l->stop = stop;
 	pthread_mutex_init(&l->lock, NULL);
 	pthread_cond_init(&l->cond, NULL);
@@ -246,11 +252,30 @@ struct lister *lister_start(struct api *api, const struct conf *c, const char *s
 	return l;
 }
 
-int lister_ready(struct lister *l)
+/* now + ms on the clock pthread_cond_timedwait uses. */
+static struct timespec deadline(long ms)
 {
+	struct timespec t;
+
+	clock_gettime(CLOCK_REALTIME, &t);
+	t.tv_sec += ms / 1000;
+	t.tv_nsec += (ms % 1000) * 1000000L;
+	if (t.tv_nsec >= 1000000000L) {
+		t.tv_sec++;
+		t.tv_nsec -= 1000000000L;
+	}
+	return t;
+}
+
+int lister_ready(struct lister *l, long wait_ms)
+{
+	struct timespec until = deadline(wait_ms);
 	int ready;
 
 	pthread_mutex_lock(&l->lock);
+	while (l->count == 0 && !l->ended && wait_ms > 0 &&
+	       pthread_cond_timedwait(&l->cond, &l->lock, &until) != ETIMEDOUT)
+		;
 	ready = l->count > 0;
 	pthread_mutex_unlock(&l->lock);
 	return ready;
@@ -264,12 +289,7 @@ int lister_next(struct lister *l, struct listed *out)
 	pthread_mutex_lock(&l->lock);
 	while (l->count == 0 && !l->ended && !(l->stop && *l->stop)) {
 		/* In slices: a signal raises *stop without waking us. */
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_nsec += LISTER_SLICE_MS * 1000000L;
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
-		}
+		until = deadline(LISTER_SLICE_MS);
 		pthread_cond_timedwait(&l->cond, &l->lock, &until);
 	}
 	if (l->count > 0) {

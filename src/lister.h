@@ -18,14 +18,15 @@ struct listed {
 };
 
 /* Start listing status (NULL: everything) from cursor (NULL: the first
- * page).  The lister's thread owns api until lister_finish().  A stored
- * cursor the server rejects (4xx) starts the list over, once.  NULL when
- * the thread cannot be started. */
+ * page); with render, the thread also renders each page's JSON (page_dump).
+ * The lister's thread owns api until lister_finish().  A stored cursor the
+ * server rejects (4xx) starts the list over, once.  NULL when the thread
+ * cannot be started. */
 struct lister *lister_start(struct api *api, const struct conf *c, const char *status,
-			    const char *cursor, volatile sig_atomic_t *stop);
+			    const char *cursor, int render, volatile sig_atomic_t *stop);
 
-/* Is a page waiting? */
-int lister_ready(struct lister *l);
+/* Is a page waiting, or does one come within wait_ms? */
+int lister_ready(struct lister *l, long wait_ms);
 
 /* The next page into *out (free with listed_free): 1, or 0 at the end of
  * the list, or -1 when listing failed or *stop was raised (lister_error

@@ -184,12 +184,17 @@ static int store_last_message(struct mirror *m, const struct conv_row *row)
 
 	if (!row->last_message_id)
 		return 0;
-	raw = json_dumps(row->last_message, JSON_COMPACT);
-	if (!raw)
-		return -1;
 	bind_text(st, 1, row->last_message_id);
 	bind_text(st, 2, row->id);
 	bind_text(st, 3, row->last_message_text);
+	if (row->message_json)
+		return sqlite3_bind_text(st, 4, row->message_json, (int)row->message_json_len,
+					 SQLITE_STATIC), run(m, S_MESSAGE);
+	raw = json_dumps(row->last_message, JSON_COMPACT);
+	if (!raw) {
+		sqlite3_clear_bindings(st);
+		return -1;
+	}
 	bind_text(st, 4, raw);
 	rc = run(m, S_MESSAGE);
 	free(raw);

@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "page.h"
 
@@ -14,6 +15,8 @@ int page_parse(const char *body, size_t len, struct page *p, char *err, size_t e
 	p->data = NULL;
 	p->next_cursor = NULL;
 	p->total = -1;
+	p->json = NULL;
+	p->at = NULL;
 	if (!p->root) {
 		snprintf(err, errlen, "invalid JSON at line %d, column %d (byte %d): %s",
 			 jerr.line, jerr.column, jerr.position, jerr.text);
@@ -46,12 +49,60 @@ fail:
 	return -1;
 }
 
+/* Append the compact JSON of v to *buf at *used, growing it as needed;
+ * its length, or 0 when out of memory. */
+static size_t dump(json_t *v, char **buf, size_t *size, size_t *used)
+{
+	const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
+	size_t need = json_dumpb(v, *buf + *used, *size - *used, flags);
+
+	if (need > *size - *used) {
+		size_t grown = *size * 2 > *used + need ? *size * 2 : *used + need;
+		char *p = realloc(*buf, grown);
+
+		if (!p)
+			return 0;
+		*buf = p;
+		*size = grown;
+		json_dumpb(v, *buf + *used, *size - *used, flags);
+	}
+	*used += need;
+	return need;
+}
+
+int page_dump(struct page *p, size_t size_hint)
+{
+	size_t n = json_array_size(p->data), size = size_hint + 1, used = 0, i;
+	json_t *item, *msg;
+
+	p->json = malloc(size);
+	p->at = calloc(n ? n : 1, sizeof(*p->at));
+	if (!p->json || !p->at)
+		return -1;
+	json_array_foreach(p->data, i, item) {
+		p->at[i].off = used;
+		if (!(p->at[i].len = dump(item, &p->json, &size, &used)))
+			return -1;
+		msg = json_object_get(item, "last_message");
+		if (json_is_object(msg)) {
+			p->at[i].msg_off = used;
+			if (!(p->at[i].msg_len = dump(msg, &p->json, &size, &used)))
+				return -1;
+		}
+	}
+	return 0;
+}
+
 void page_free(struct page *p)
 {
 	json_decref(p->root);
+	free(p->json);
+	free(p->at);
 	p->root = NULL;
 	p->data = NULL;
 	p->next_cursor = NULL;
+	p->json = NULL;
+	p->at = NULL;
 }
 
 /* The string value of key in obj, or NULL if absent or not a string. */
@@ -85,6 +136,8 @@ int conv_row_map(json_t *item, struct conv_row *row, char *err, size_t errlen)
 		row->last_message = NULL;
 	row->last_message_id = str(row->last_message, "id");
 	row->last_message_text = str(row->last_message, "text");
+	row->json = row->message_json = NULL;
+	row->json_len = row->message_json_len = 0;
 	return 0;
 }
 

@@ -25,6 +25,7 @@
 
 #define WALK_NO_TOTAL_PAGES	1000000	/* page guard when meta.total is absent */
 #define WALK_TX_MS		1000	/* longest a transaction of pages stays open */
+#define WALK_LINGER_MS		20	/* how long it waits open for a page */
 
 struct walk {
 	sqlite3 *db;
@@ -34,6 +35,7 @@ struct walk {
 	volatile sig_atomic_t *stop;
 	struct walk_counts n;
 	int track_seen;             /* this walk may set gone_at at its end */
+	int initial;                /* into an empty mirror */
 	char *raw;                  /* reused buffer for each item's JSON */
 	size_t raw_size;
 	/* The open transaction of pages, if any. */
@@ -90,10 +92,17 @@ static int store_items(struct walk *w, const struct page *p, const char *now)
 			log_warning("page %ld, item %zu skipped: %s", w->n.pages + 1, i, err);
 			continue;
 		}
-		len = item_raw(w, item);
-		if (len < 0)
+		if (p->json) {          /* rendered by the lister */
+			row.json = p->json + p->at[i].off;
+			row.json_len = p->at[i].len;
+			row.message_json = p->at[i].msg_len ? p->json + p->at[i].msg_off : NULL;
+			row.message_json_len = p->at[i].msg_len;
+		} else if ((len = item_raw(w, item)) >= 0) {
+			row.json = w->raw;
+			row.json_len = (size_t)len;
+		} else
 			return -1;
-		switch (mirror_upsert(w->m, &row, w->raw, (size_t)len, now, &rowid)) {
+		switch (mirror_upsert(w->m, &row, row.json, row.json_len, now, &rowid)) {
 		case UPSERT_INSERTED:
 			w->n.inserted++;
 			break;
@@ -214,7 +223,7 @@ static int walk_status(struct walk *w, const char *status)
 		walk_fail(w, "cannot read the stored cursor: %s", sqlite3_errmsg(w->db));
 		return -1;
 	}
-	l = lister_start(w->api, w->c, status, cursor, w->stop);
+	l = lister_start(w->api, w->c, status, cursor, w->initial, w->stop);
 	free(cursor);
 	if (!l) {
 		walk_fail(w, "cannot start listing");
@@ -225,8 +234,10 @@ static int walk_status(struct walk *w, const char *status)
 			walk_fail(w, "stopped by a signal");
 			break;
 		}
-		/* No lock held while the next page is on its way, nor for long. */
-		if (w->in_tx && (!lister_ready(l) || ms_since(&w->tx_start) >= WALK_TX_MS) &&
+		/* No lock held while the next page is on its way (beyond a moment:
+		 * the lister is often just behind), nor for long. */
+		if (w->in_tx && (ms_since(&w->tx_start) >= WALK_TX_MS ||
+				 !lister_ready(l, WALK_LINGER_MS)) &&
 		    walk_commit(w, key) < 0)
 			break;
 		next = lister_next(l, &p);
@@ -371,6 +382,7 @@ int walk_run(sqlite3 *db, struct api *api, const struct conf *c, volatile sig_at
 	}
 	/* Nothing can be gone from an empty mirror: no seen set to keep. */
 	initial = resumed ? 0 : db_indexes_defer(db);
+	w.initial = initial > 0;
 	w.track_seen = !resumed && !initial && walks_everything(c);
 	if (initial < 0)
 		walk_fail(&w, "cannot defer the indexes: %s", sqlite3_errmsg(db));

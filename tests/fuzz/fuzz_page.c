@@ -19,6 +19,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (page_parse((const char *)data, size, &p, err, sizeof(err)) < 0)
 		return 0;
+	/* A small hint: the buffer must grow. */
+	if (page_dump(&p, size / 8) < 0)
+		abort();
 	json_array_foreach(p.data, i, item) {
 		if (conv_row_map(item, &row, err, sizeof(err)) == 0) {
 			json_dumpb(item, buf, sizeof(buf), JSON_COMPACT);

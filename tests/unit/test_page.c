@@ -105,6 +105,38 @@ static void test_row_wrong_types(void **state)
 	page_free(&p);
 }
 
+static void assert_json(const struct page *p, size_t off, size_t len, const char *want)
+{
+	assert_int_equal(len, strlen(want));
+	assert_memory_equal(p->json + off, want, len);
+}
+
+/* Every item rendered compact whatever its type, and each last_message
+ * object, from a buffer that must grow many times. */
+static void test_dump(void **state)
+{
+	struct page p;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(parse("{\"data\": [ {\"id\": \"c1\", \"s\": \"a\\nb \\\"q\\\"\","
+			       " \"last_message\": {\"id\": \"m1\", \"text\": \"h\u00e9\"}},"
+			       " 7, null, {\"last_message\": \"no\"} ]}", &p, err), 0);
+	assert_int_equal(page_dump(&p, 1), 0);
+	assert_json(&p, p.at[0].off, p.at[0].len,
+		    "{\"id\":\"c1\",\"s\":\"a\\nb \\\"q\\\"\",\"last_message\":{\"id\":\"m1\",\"text\":\"h\xc3\xa9\"}}");
+	assert_json(&p, p.at[0].msg_off, p.at[0].msg_len, "{\"id\":\"m1\",\"text\":\"h\xc3\xa9\"}");
+	assert_json(&p, p.at[1].off, p.at[1].len, "7");
+	assert_json(&p, p.at[2].off, p.at[2].len, "null");
+	assert_json(&p, p.at[3].off, p.at[3].len, "{\"last_message\":\"no\"}");
+	assert_int_equal(p.at[1].msg_len, 0);
+	assert_int_equal(p.at[3].msg_len, 0);
+	page_free(&p);
+	assert_int_equal(parse("{\"data\": []}", &p, err), 0);
+	assert_int_equal(page_dump(&p, 0), 0);
+	page_free(&p);
+}
+
 static void test_participant(void **state)
 {
 	json_t *a = json_pack("{s:s}", "id", "u_1");
@@ -127,6 +159,7 @@ int main(void)
 		cmocka_unit_test(test_page_refused),
 		cmocka_unit_test(test_row_map),
 		cmocka_unit_test(test_row_wrong_types),
+		cmocka_unit_test(test_dump),
 		cmocka_unit_test(test_participant),
 	};
 
