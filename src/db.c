@@ -73,53 +73,40 @@ static int user_version(sqlite3 *db)
 	return v;
 }
 
-/* The first row of a query with one or two text columns, as malloc'd
- * strings; 1 with a row, 0 without, -1 on error. */
-static int first_row(sqlite3 *db, const char *sql, char **a, char **b)
+/* The first column of the first row of a query, as a string for
+ * sqlite3_free; 1 with a row, 0 without, -1 on error. */
+static int first_text(sqlite3 *db, const char *sql, char **text)
 {
 	sqlite3_stmt *st = NULL;
 	int rc;
 
-	*a = *b = NULL;
+	*text = NULL;
 	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
 		log_err("database %s: %s", sqlite3_db_filename(db, "main"), sqlite3_errmsg(db));
 		return -1;
 	}
 	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		*a = sqlite3_mprintf("%s", sqlite3_column_text(st, 0));
-		*b = sqlite3_mprintf("%s", sqlite3_column_text(st, 1));
-		rc = *a && *b ? 1 : -1;
-	} else
+	if (rc == SQLITE_ROW)
+		rc = (*text = sqlite3_mprintf("%s", sqlite3_column_text(st, 0))) ? 1 : -1;
+	else
 		rc = rc == SQLITE_DONE ? 0 : -1;
 	if (rc < 0)
 		log_err("database %s: %s", sqlite3_db_filename(db, "main"), sqlite3_errmsg(db));
 	sqlite3_finalize(st);
-	if (rc <= 0) {
-		sqlite3_free(*a);
-		sqlite3_free(*b);
-		*a = *b = NULL;
-	}
 	return rc;
 }
 
-/* One at a time: a schema change must not run under an open SELECT. */
-static int indexes_defer(sqlite3 *db, int *n)
+/* Run the statement that query builds, and again, until it builds none;
+ * *n counts them.  One at a time: a schema change must not run under an
+ * open SELECT. */
+static int run_each(sqlite3 *db, const char *query, int *n)
 {
-	char *name, *sql, *stmt;
+	char *stmt;
 	int rc;
 
-	while ((rc = first_row(db,
-			"SELECT name, sql FROM sqlite_schema\n"
-			"WHERE type = 'index' AND sql IS NOT NULL\n"
-			"	AND tbl_name IN ('conversations', 'messages', 'participants')\n"
-			"LIMIT 1", &name, &sql)) > 0) {
-		stmt = sqlite3_mprintf("INSERT INTO sync_state(key, value) VALUES ('" DB_DEFERRED "%q', %Q);"
-				       "DROP INDEX \"%w\"", name, sql, name);
-		rc = stmt ? db_exec(db, stmt) : -1;
+	while ((rc = first_text(db, query, &stmt)) > 0) {
+		rc = db_exec(db, stmt);
 		sqlite3_free(stmt);
-		sqlite3_free(name);
-		sqlite3_free(sql);
 		if (rc < 0)
 			return -1;
 		(*n)++;
@@ -127,18 +114,32 @@ static int indexes_defer(sqlite3 *db, int *n)
 	return rc;
 }
 
+/* Each secondary index of the mirror tables: its SQL into sync_state, then
+ * dropped. */
+#define DEFER_NEXT \
+	"SELECT printf('INSERT INTO sync_state(key, value) VALUES (%Q, %Q); DROP INDEX \"%w\"',\n" \
+	"	'" DB_DEFERRED "' || name, sql, name)\n" \
+	"FROM sqlite_schema\n" \
+	"WHERE type = 'index' AND sql IS NOT NULL\n" \
+	"	AND tbl_name IN ('conversations', 'messages', 'participants')\n" \
+	"LIMIT 1"
+
+/* Each deferred index: built, and its key deleted. */
+#define RESTORE_NEXT \
+	"SELECT printf('%s; DELETE FROM sync_state WHERE key = %Q', value, key)\n" \
+	"FROM sync_state WHERE key GLOB '" DB_DEFERRED "*' LIMIT 1"
+
 int db_indexes_defer(sqlite3 *db)
 {
-	char *empty, *unused;
+	char *empty;
 	int n = 0, initial, rc;
 
 	if (db_exec(db, "BEGIN IMMEDIATE") < 0)
 		return -1;
-	rc = first_row(db, "SELECT NOT EXISTS (SELECT 1 FROM conversations), 0", &empty, &unused);
+	rc = first_text(db, "SELECT NOT EXISTS (SELECT 1 FROM conversations)", &empty);
 	initial = rc > 0 && !strcmp(empty, "1");
 	sqlite3_free(empty);
-	sqlite3_free(unused);
-	if (rc < 0 || (initial && indexes_defer(db, &n) < 0) || db_exec(db, "COMMIT") < 0) {
+	if (rc < 0 || (initial && run_each(db, DEFER_NEXT, &n) < 0) || db_exec(db, "COMMIT") < 0) {
 		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
 		return -1;
 	}
@@ -146,27 +147,6 @@ int db_indexes_defer(sqlite3 *db)
 		log_info("database %s: an initial mirror: %d indexes are built at its end",
 			 sqlite3_db_filename(db, "main"), n);
 	return initial;
-}
-
-/* Inside the caller's transaction; *n counts the indexes built. */
-static int indexes_restore(sqlite3 *db, int *n)
-{
-	char *key, *sql, *stmt;
-	int rc;
-
-	while ((rc = first_row(db,
-			"SELECT key, value FROM sync_state WHERE key GLOB '" DB_DEFERRED "*' LIMIT 1",
-			&key, &sql)) > 0) {
-		stmt = sqlite3_mprintf("%s; DELETE FROM sync_state WHERE key = %Q", sql, key);
-		rc = stmt ? db_exec(db, stmt) : -1;
-		sqlite3_free(stmt);
-		sqlite3_free(key);
-		sqlite3_free(sql);
-		if (rc < 0)
-			return -1;
-		(*n)++;
-	}
-	return rc;
 }
 
 int db_indexes_restore(sqlite3 *db)
@@ -177,7 +157,7 @@ int db_indexes_restore(sqlite3 *db)
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	if (db_exec(db, "BEGIN IMMEDIATE") < 0)
 		return -1;
-	if (indexes_restore(db, &n) < 0 || db_exec(db, "COMMIT") < 0) {
+	if (run_each(db, RESTORE_NEXT, &n) < 0 || db_exec(db, "COMMIT") < 0) {
 		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
 		return -1;
 	}
@@ -208,7 +188,7 @@ static int migrate(sqlite3 *db, const char *path)
 		goto fail;
 	}
 	/* A migration may alter a deferred index: put them back first. */
-	if (have < db_schema_version() && have >= 1 && indexes_restore(db, &deferred) < 0)
+	if (have < db_schema_version() && have >= 1 && run_each(db, RESTORE_NEXT, &deferred) < 0)
 		goto fail;
 	for (size_t i = 0; i < N_MIGRATIONS; i++) {
 		if (migrations[i].version <= have)

@@ -23,10 +23,10 @@ static const char *const sql[S_COUNT] = {
 	[S_BEGIN] = "BEGIN IMMEDIATE",
 	[S_COMMIT] = "COMMIT",
 	[S_ROLLBACK] = "ROLLBACK",
-	/* Column 0: 1 when the stored copy differs or was gone; no row when
-	 * new.  PEEK tries the row after the previous one, by rowid. */
+	/* 1 when the stored copy differs or was gone, and the rowid; no row
+	 * when new.  PEEK tries the row after the previous one, by rowid. */
 	[S_PEEK] =
-		"SELECT raw IS NOT ?2 OR gone_at IS NOT NULL\n"
+		"SELECT raw IS NOT ?2 OR gone_at IS NOT NULL, rowid\n"
 		"FROM conversations\n"
 		"WHERE rowid = ?3 AND id = ?1",
 	[S_LOOKUP] =
@@ -161,8 +161,7 @@ void mirror_rollback(struct mirror *m)
 		run(m, S_ROLLBACK);
 }
 
-static void bind_row(sqlite3_stmt *st, const struct conv_row *row, const char *raw,
-		     size_t rawlen, const char *now)
+static void bind_row(sqlite3_stmt *st, const struct conv_row *row, const char *now)
 {
 	bind_text(st, 1, row->id);
 	bind_text(st, 2, row->status);
@@ -171,7 +170,7 @@ static void bind_row(sqlite3_stmt *st, const struct conv_row *row, const char *r
 	bind_text(st, 5, row->last_message_id);
 	bind_text(st, 6, row->last_message_text);
 	bind_text(st, 7, row->user_id);
-	sqlite3_bind_text(st, 8, raw, (int)rawlen, SQLITE_STATIC);
+	sqlite3_bind_text(st, 8, row->json, (int)row->json_len, SQLITE_STATIC);
 	bind_text(st, 9, now);
 }
 
@@ -187,24 +186,24 @@ static int store_last_message(struct mirror *m, const struct conv_row *row)
 	bind_text(st, 1, row->last_message_id);
 	bind_text(st, 2, row->id);
 	bind_text(st, 3, row->last_message_text);
-	if (row->message_json)
-		return sqlite3_bind_text(st, 4, row->message_json, (int)row->message_json_len,
-					 SQLITE_STATIC), run(m, S_MESSAGE);
-	raw = json_dumps(row->last_message, JSON_COMPACT);
-	if (!raw) {
+	raw = row->message_json ? NULL : json_dumps(row->last_message, JSON_COMPACT);
+	if (raw)
+		bind_text(st, 4, raw);
+	else if (row->message_json)
+		sqlite3_bind_text(st, 4, row->message_json, (int)row->message_json_len, SQLITE_STATIC);
+	else {
 		sqlite3_clear_bindings(st);
 		return -1;
 	}
-	bind_text(st, 4, raw);
 	rc = run(m, S_MESSAGE);
 	free(raw);
 	return rc;
 }
 
-static void bind_key(sqlite3_stmt *st, const struct conv_row *row, const char *raw, size_t rawlen)
+static void bind_key(sqlite3_stmt *st, const struct conv_row *row)
 {
 	bind_text(st, 1, row->id);
-	sqlite3_bind_text(st, 2, raw, (int)rawlen, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, row->json, (int)row->json_len, SQLITE_STATIC);
 }
 
 /* Step a lookup: 1 and *differs with a row, 0 without one, -1 on error. */
@@ -215,8 +214,7 @@ static int lookup(struct mirror *m, int which, int *differs, sqlite3_int64 *rowi
 
 	if (rc == SQLITE_ROW) {
 		*differs = sqlite3_column_int(st, 0);
-		if (which == S_LOOKUP)
-			*rowid = sqlite3_column_int64(st, 1);
+		*rowid = sqlite3_column_int64(st, 1);
 	}
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
@@ -231,30 +229,27 @@ static int lookup(struct mirror *m, int which, int *differs, sqlite3_int64 *rowi
  * row is most often the one after the previous: a look at the next rowid
  * reads table pages in order, where the lookup by id reads a random page of
  * the id index per row (at a million rows, most of an unchanged walk). */
-static int find(struct mirror *m, const struct conv_row *row, const char *raw, size_t rawlen,
-		int *differs, sqlite3_int64 *rowid)
+static int find(struct mirror *m, const struct conv_row *row, int *differs, sqlite3_int64 *rowid)
 {
 	int rc;
 
 	if (m->prev > 0) {
-		*rowid = m->prev + 1;
-		sqlite3_bind_int64(m->st[S_PEEK], 3, *rowid);
-		bind_key(m->st[S_PEEK], row, raw, rawlen);
+		sqlite3_bind_int64(m->st[S_PEEK], 3, m->prev + 1);
+		bind_key(m->st[S_PEEK], row);
 		if ((rc = lookup(m, S_PEEK, differs, rowid)) != 0)
 			return rc;
 	}
-	bind_key(m->st[S_LOOKUP], row, raw, rawlen);
+	bind_key(m->st[S_LOOKUP], row);
 	return lookup(m, S_LOOKUP, differs, rowid);
 }
 
-enum upsert_result mirror_upsert(struct mirror *m, const struct conv_row *row,
-				 const char *raw, size_t rawlen, const char *now,
+enum upsert_result mirror_upsert(struct mirror *m, const struct conv_row *row, const char *now,
 				 sqlite3_int64 *rowid)
 {
 	enum upsert_result res;
 	int differs = 0, which;
 
-	switch (find(m, row, raw, rawlen, &differs, rowid)) {
+	switch (find(m, row, &differs, rowid)) {
 	case 1:
 		res = differs ? UPSERT_CHANGED : UPSERT_UNCHANGED;
 		break;
@@ -266,7 +261,7 @@ enum upsert_result mirror_upsert(struct mirror *m, const struct conv_row *row,
 	}
 	if (res != UPSERT_UNCHANGED) {
 		which = res == UPSERT_INSERTED ? S_INSERT : S_UPDATE;
-		bind_row(m->st[which], row, raw, rawlen, now);
+		bind_row(m->st[which], row, now);
 		if (run(m, which) < 0)
 			return UPSERT_ERROR;
 		if (res == UPSERT_INSERTED)

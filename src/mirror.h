@@ -29,11 +29,10 @@ int mirror_begin(struct mirror *m);
 int mirror_commit(struct mirror *m);
 void mirror_rollback(struct mirror *m);
 
-/* Store one listed conversation and its last message.  raw is its compact
- * JSON; a row whose raw equals the stored one is not written at all.
- * *rowid gets the row's rowid. */
-enum upsert_result mirror_upsert(struct mirror *m, const struct conv_row *row,
-				 const char *raw, size_t rawlen, const char *now,
+/* Store one listed conversation and its last message.  row->json must be
+ * set (the item's compact JSON, stored as raw); a row whose raw equals the
+ * stored one is not written at all.  *rowid gets the row's rowid. */
+enum upsert_result mirror_upsert(struct mirror *m, const struct conv_row *row, const char *now,
 				 sqlite3_int64 *rowid);
 
 /* Remember a row as listed in this walk (for gone_at); forget all with reset. */

@@ -49,12 +49,10 @@ fail:
 	return -1;
 }
 
-/* Append the compact JSON of v to *buf at *used, growing it as needed;
- * its length, or 0 when out of memory. */
-static size_t dump(json_t *v, char **buf, size_t *size, size_t *used)
+size_t json_append(json_t *v, char **buf, size_t *size, size_t *used)
 {
 	const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
-	size_t need = json_dumpb(v, *buf + *used, *size - *used, flags);
+	size_t need = json_dumpb(v, *buf ? *buf + *used : NULL, *size - *used, flags);
 
 	if (need > *size - *used) {
 		size_t grown = *size * 2 > *used + need ? *size * 2 : *used + need;
@@ -81,12 +79,12 @@ int page_dump(struct page *p, size_t size_hint)
 		return -1;
 	json_array_foreach(p->data, i, item) {
 		p->at[i].off = used;
-		if (!(p->at[i].len = dump(item, &p->json, &size, &used)))
+		if (!(p->at[i].len = json_append(item, &p->json, &size, &used)))
 			return -1;
 		msg = json_object_get(item, "last_message");
 		if (json_is_object(msg)) {
 			p->at[i].msg_off = used;
-			if (!(p->at[i].msg_len = dump(msg, &p->json, &size, &used)))
+			if (!(p->at[i].msg_len = json_append(msg, &p->json, &size, &used)))
 				return -1;
 		}
 	}

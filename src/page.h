@@ -29,6 +29,10 @@ int page_parse(const char *body, size_t len, struct page *p, char *err, size_t e
 int page_dump(struct page *p, size_t size_hint);
 void page_free(struct page *p);
 
+/* Append the compact JSON of v to *buf at *used, growing *buf (of *size
+ * bytes) as needed.  Its length, or 0 when out of memory. */
+size_t json_append(json_t *v, char **buf, size_t *size, size_t *used);
+
 /* The columns of one conversation; pointers into the JSON item. */
 struct conv_row {
 	const char *id;

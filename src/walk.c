@@ -57,26 +57,6 @@ static void walk_fail(struct walk *w, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* The compact JSON of item into w->raw; returns its length or -1. */
-static long item_raw(struct walk *w, json_t *item)
-{
-	size_t need = json_dumpb(item, w->raw, w->raw_size, JSON_COMPACT);
-
-	if (need == 0)
-		return -1;
-	if (need > w->raw_size) {
-		size_t size = need * 2;
-		char *p = realloc(w->raw, size);
-
-		if (!p)
-			return -1;
-		w->raw = p;
-		w->raw_size = size;
-		need = json_dumpb(item, w->raw, w->raw_size, JSON_COMPACT);
-	}
-	return (long)need;
-}
-
 /* Store one page's items inside the open transaction. */
 static int store_items(struct walk *w, const struct page *p, const char *now)
 {
@@ -85,7 +65,6 @@ static int store_items(struct walk *w, const struct page *p, const char *now)
 	sqlite3_int64 rowid;
 	size_t i;
 	json_t *item;
-	long len;
 
 	json_array_foreach(p->data, i, item) {
 		if (conv_row_map(item, &row, err, sizeof(err)) < 0) {
@@ -97,12 +76,14 @@ static int store_items(struct walk *w, const struct page *p, const char *now)
 			row.json_len = p->at[i].len;
 			row.message_json = p->at[i].msg_len ? p->json + p->at[i].msg_off : NULL;
 			row.message_json_len = p->at[i].msg_len;
-		} else if ((len = item_raw(w, item)) >= 0) {
+		} else {                /* rendered here, into a reused buffer */
+			size_t used = 0;
+
+			if (!(row.json_len = json_append(item, &w->raw, &w->raw_size, &used)))
+				return -1;
 			row.json = w->raw;
-			row.json_len = (size_t)len;
-		} else
-			return -1;
-		switch (mirror_upsert(w->m, &row, row.json, row.json_len, now, &rowid)) {
+		}
+		switch (mirror_upsert(w->m, &row, now, &rowid)) {
 		case UPSERT_INSERTED:
 			w->n.inserted++;
 			break;
