@@ -1,6 +1,9 @@
 /* db.c - the mirror database: open, pragmas, forward-only migrations */
 #include "config.h"
 
+#ifdef HAVE_MALLOC_TRIM
+#include <malloc.h>
+#endif
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -147,6 +150,30 @@ int db_indexes_defer(sqlite3 *db)
 		log_info("database %s: an initial mirror: %d indexes are built at its end",
 			 sqlite3_db_filename(db, "main"), n);
 	return initial;
+}
+
+int db_cache_small(sqlite3 *db, char **old)
+{
+	if (first_text(db, "PRAGMA cache_size", old) <= 0)
+		return -1;
+	if (db_exec(db, "PRAGMA shrink_memory; PRAGMA cache_size = -1000") < 0) {
+		sqlite3_free(*old);
+		*old = NULL;
+		return -1;
+	}
+#ifdef HAVE_MALLOC_TRIM
+	malloc_trim(0);
+#endif
+	return 0;
+}
+
+int db_cache_restore(sqlite3 *db, char *old)
+{
+	char sql[64];
+
+	snprintf(sql, sizeof(sql), "PRAGMA cache_size = %s", old);
+	sqlite3_free(old);
+	return db_exec(db, sql);
 }
 
 int db_indexes_restore(sqlite3 *db)

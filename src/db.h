@@ -36,6 +36,17 @@ sqlite3_stmt *db_prepare(sqlite3 *db, const char *sql);
 int db_indexes_defer(sqlite3 *db);
 int db_indexes_restore(sqlite3 *db);
 
+/* Building an index sorts in memory as large as the page cache (SQLite's
+ * PMA size, 1 MiB at the least), and a walk ends with such sorts (the
+ * deferred indexes, the set of rows it saw) while the cache it filled is
+ * still held.  db_cache_small empties the cache, gives its memory back to
+ * the system and keeps it small, so that the sort takes its place instead
+ * of adding to it (building an index writes in order and needs little
+ * cache); *old gets the size db_cache_restore puts back (and frees).
+ * 0, or -1 on error. */
+int db_cache_small(sqlite3 *db, char **old);
+int db_cache_restore(sqlite3 *db, char *old);
+
 /* Current UTC time as YYYY-MM-DDTHH:MM:SSZ into buf (at least 21 bytes). */
 void db_now(char *buf, size_t size);
 

@@ -5,10 +5,11 @@
  * the pages before, so on two cores a walk takes the longer of the two, not
  * their sum.  The thread owns the API handle until lister_finish(); pages
  * pass through a queue of LISTER_DEPTH, which bounds the memory.  In an
- * initial mirror, where storing is the slower side, the thread also renders
- * the JSON the mirror stores; in a re-walk it leaves that to the store,
- * which is then the one waiting.  Signals
- * are blocked in the thread: they reach the walk's thread, which alone
+ * initial mirror, where storing is the slower side, the thread also turns
+ * the pages into rows (rendering the JSON the mirror stores, and freeing
+ * the parsed tree in the thread that allocated it); in a re-walk it leaves
+ * that to the store, which is then the one waiting.  Signals are blocked
+ * in the thread: they reach the walk's thread, which alone
  * reads the flag they set and ends the lister through its cancel flag. */
 #include "config.h"
 
@@ -42,7 +43,7 @@ struct lister {
 	struct api *api;
 	const struct conf *c;
 	char *status, *cursor;
-	int render;
+	int rows;
 };
 
 static int stopped(volatile sig_atomic_t *stop, atomic_int *cancel)
@@ -160,10 +161,10 @@ static int fetch(struct lister *l, struct listed *p, int *restarted)
 			snprintf(l->error, sizeof(l->error), "%s", r.error);
 	} else if (page_parse(r.body, r.len, &p->page, err, sizeof(err)) < 0)
 		snprintf(l->error, sizeof(l->error), "GET %.120s: %s", path, err);
-	else if ((l->render && page_dump(&p->page, r.len + r.len / 2) < 0) ||
-		 (p->page.next_cursor && !(p->next_cursor = strdup(p->page.next_cursor)))) {
+	else if ((p->page.next_cursor && !(p->next_cursor = strdup(p->page.next_cursor))) ||
+		 (l->rows && page_rows(&p->page) < 0)) {
 		snprintf(l->error, sizeof(l->error), "out of memory");
-		page_free(&p->page);
+		listed_free(p);
 	} else
 		rc = 1;
 	free(path);
@@ -216,7 +217,7 @@ static void lister_free(struct lister *l)
 }
 
 struct lister *lister_start(struct api *api, const struct conf *c, const char *status,
-			    const char *cursor, int render, volatile sig_atomic_t *stop)
+			    const char *cursor, int rows, volatile sig_atomic_t *stop)
 {
 	struct lister *l = calloc(1, sizeof(*l));
 	sigset_t all, old;
@@ -227,7 +228,7 @@ struct lister *lister_start(struct api *api, const struct conf *c, const char *s
 	atomic_init(&l->cancel, 0);
 	l->api = api;
 	l->c = c;
-	l->render = render;
+	l->rows = rows;
 	l->stop = stop;
 	pthread_mutex_init(&l->lock, NULL);
 	pthread_cond_init(&l->cond, NULL);

@@ -18,12 +18,12 @@ struct listed {
 };
 
 /* Start listing status (NULL: everything) from cursor (NULL: the first
- * page); with render, the thread also renders each page's JSON (page_dump).
+ * page); with rows, the thread also turns each page into rows (page_rows).
  * The lister's thread owns api until lister_finish().  A stored cursor the
  * server rejects (4xx) starts the list over, once.  NULL when the thread
  * cannot be started. */
 struct lister *lister_start(struct api *api, const struct conf *c, const char *status,
-			    const char *cursor, int render, volatile sig_atomic_t *stop);
+			    const char *cursor, int rows, volatile sig_atomic_t *stop);
 
 /* Is a page waiting, or does one come within wait_ms? */
 int lister_ready(struct lister *l, long wait_ms);

@@ -1,36 +1,66 @@
-/* notify.c - sd_notify(3) for Type=notify, with a paced watchdog */
+/* notify.c - sd_notify(3) for Type=notify, with a paced watchdog
+ *
+ * The protocol is done here, not through libsystemd: it is one datagram to
+ * the AF_UNIX socket $NOTIFY_SOCKET names, which systemd documents as the
+ * stable interface (sd_notify(3), "Notes", has a reference implementation
+ * and advises linking libsystemd for nothing else); the library would load
+ * six more shared libraries into every dexsyncd and dexsync process. */
 #include "config.h"
 
+#include <errno.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
-
-#ifdef HAVE_LIBSYSTEMD
-#include <systemd/sd-daemon.h>
-#endif
+#include <unistd.h>
 
 #include "notify.h"
 
 static long watchdog_ms = -1;           /* half of WatchdogSec */
 static _Thread_local struct timespec last_ping;   /* per thread: the walk lists in one */
 
+/* Send state to $NOTIFY_SOCKET, a path or, with a leading '@', an abstract
+ * name; nothing without one.  Best effort, as sd_notify: systemd notices a
+ * missing READY or WATCHDOG by itself. */
 static void notify_send(const char *state)
 {
-#ifdef HAVE_LIBSYSTEMD
-	sd_notify(0, state);
-#else
-	(void)state;
-#endif
+	const char *name = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	size_t len = name ? strlen(name) : 0;
+	int fd;
+
+	if (len < 2 || len >= sizeof(sa.sun_path) || (name[0] != '/' && name[0] != '@'))
+		return;
+	memcpy(sa.sun_path, name, len);
+	if (sa.sun_path[0] == '@')
+		sa.sun_path[0] = '\0';
+	if ((fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) < 0)
+		return;
+	(void)sendto(fd, state, strlen(state), MSG_NOSIGNAL, (const struct sockaddr *)&sa,
+		     (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len));
+	close(fd);
 }
 
+/* As sd_watchdog_enabled(3): $WATCHDOG_USEC, when $WATCHDOG_PID is unset
+ * or ours. */
 void notify_init(void)
 {
-#ifdef HAVE_LIBSYSTEMD
-	uint64_t usec;
+	const char *usec = getenv("WATCHDOG_USEC"), *pid = getenv("WATCHDOG_PID");
+	unsigned long long us;
+	char *end;
 
-	if (sd_watchdog_enabled(0, &usec) > 0)
-		watchdog_ms = (long)(usec / 2000);
-#endif
+	watchdog_ms = -1;
+	if (!usec || (pid && strtol(pid, NULL, 10) != (long)getpid()))
+		return;
+	errno = 0;
+	us = strtoull(usec, &end, 10);
+	if (errno || end == usec || *end || us == 0)
+		return;
+	watchdog_ms = (long)(us / 2000);
 }
 
 void notify_ready(void)

@@ -1,8 +1,8 @@
-/* notify.h - telling systemd how we are (sd_notify(3)); no-ops without libsystemd */
+/* notify.h - telling systemd how we are (sd_notify(3)); no-ops without $NOTIFY_SOCKET */
 #ifndef DEXSYNC_NOTIFY_H
 #define DEXSYNC_NOTIFY_H
 
-/* Read $WATCHDOG_USEC once; call at start-up. */
+/* Read $WATCHDOG_USEC (and $WATCHDOG_PID) once; call at start-up. */
 void notify_init(void);
 
 void notify_ready(void);

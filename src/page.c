@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "page.h"
 
@@ -15,8 +16,10 @@ int page_parse(const char *body, size_t len, struct page *p, char *err, size_t e
 	p->data = NULL;
 	p->next_cursor = NULL;
 	p->total = -1;
-	p->json = NULL;
-	p->at = NULL;
+	p->body_len = len;
+	p->rows = NULL;
+	p->nrows = 0;
+	p->mem = NULL;
 	if (!p->root) {
 		snprintf(err, errlen, "invalid JSON at line %d, column %d (byte %d): %s",
 			 jerr.line, jerr.column, jerr.position, jerr.text);
@@ -49,94 +52,138 @@ fail:
 	return -1;
 }
 
-size_t json_append(json_t *v, char **buf, size_t *size, size_t *used)
-{
-	const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
-	size_t need = json_dumpb(v, *buf ? *buf + *used : NULL, *size - *used, flags);
-
-	if (need > *size - *used) {
-		size_t grown = *size * 2 > *used + need ? *size * 2 : *used + need;
-		char *p = realloc(*buf, grown);
-
-		if (!p)
-			return 0;
-		*buf = p;
-		*size = grown;
-		json_dumpb(v, *buf + *used, *size - *used, flags);
-	}
-	*used += need;
-	return need;
-}
-
-int page_dump(struct page *p, size_t size_hint)
-{
-	size_t n = json_array_size(p->data), size = size_hint + 1, used = 0, i;
-	json_t *item, *msg;
-
-	p->json = malloc(size);
-	p->at = calloc(n ? n : 1, sizeof(*p->at));
-	if (!p->json || !p->at)
-		return -1;
-	json_array_foreach(p->data, i, item) {
-		p->at[i].off = used;
-		if (!(p->at[i].len = json_append(item, &p->json, &size, &used)))
-			return -1;
-		msg = json_object_get(item, "last_message");
-		if (json_is_object(msg)) {
-			p->at[i].msg_off = used;
-			if (!(p->at[i].msg_len = json_append(msg, &p->json, &size, &used)))
-				return -1;
-		}
-	}
-	return 0;
-}
-
-void page_free(struct page *p)
-{
-	json_decref(p->root);
-	free(p->json);
-	free(p->at);
-	p->root = NULL;
-	p->data = NULL;
-	p->next_cursor = NULL;
-	p->json = NULL;
-	p->at = NULL;
-}
-
 /* The string value of key in obj, or NULL if absent or not a string. */
 static const char *str(json_t *obj, const char *key)
 {
 	return json_string_value(json_object_get(obj, key));
 }
 
-int conv_row_map(json_t *item, struct conv_row *row, char *err, size_t errlen)
-{
-	json_t *user;
+/* A page's rows point into chunks that never move once written. */
+struct chunk {
+	struct chunk *next;
+	size_t size, used;
+	char data[];
+};
 
-	if (!json_is_object(item)) {
-		snprintf(err, errlen, "item is not an object");
-		return -1;
+/* Room for n bytes at the end of the page's memory, in a new chunk (about
+ * twice the page's size: its items' JSON and their strings) if need be. */
+static char *room(struct page *p, size_t n)
+{
+	struct chunk *c = p->mem;
+
+	if (!c || c->size - c->used < n) {
+		size_t size = 2 * p->body_len + 1024;
+
+		if (size < n)
+			size = n;
+		if (!(c = malloc(sizeof(*c) + size)))
+			return NULL;
+		c->next = p->mem;
+		c->size = size;
+		c->used = 0;
+		p->mem = c;
 	}
-	row->id = str(item, "id");
-	if (!row->id || !*row->id) {
-		snprintf(err, errlen, "item has no string \"id\"");
-		return -1;
+	return c->data + c->used;
+}
+
+/* A copy of s (NULL stays NULL) in the page's memory; *failed when out of it. */
+static const char *keep(struct page *p, const char *s, int *failed)
+{
+	size_t n;
+	char *d;
+
+	if (!s)
+		return NULL;
+	n = strlen(s) + 1;
+	if (!(d = room(p, n))) {
+		*failed = 1;
+		return NULL;
 	}
-	row->status = str(item, "status");
-	row->subject = str(item, "subject");
-	row->created_at = str(item, "created_at");
-	row->user_id = str(item, "user_id");
-	user = json_object_get(item, "user");
-	if (!row->user_id && json_is_object(user))
-		row->user_id = str(user, "id");
-	row->last_message = json_object_get(item, "last_message");
-	if (!json_is_object(row->last_message))
-		row->last_message = NULL;
-	row->last_message_id = str(row->last_message, "id");
-	row->last_message_text = str(row->last_message, "text");
-	row->json = row->message_json = NULL;
-	row->json_len = row->message_json_len = 0;
+	memcpy(d, s, n);
+	p->mem->used += n;
+	return d;
+}
+
+/* v as compact JSON in the page's memory (not NUL-terminated), its length
+ * in *len; *failed when out of memory. */
+static const char *render(struct page *p, json_t *v, size_t *len, int *failed)
+{
+	const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
+	struct chunk *c = p->mem;
+	size_t need = json_dumpb(v, c ? c->data + c->used : NULL, c ? c->size - c->used : 0, flags);
+	char *d = c ? c->data + c->used : NULL;
+
+	if (need == 0 || !c || need > c->size - c->used) {
+		if (need == 0 || !(d = room(p, need))) {
+			*failed = 1;
+			return NULL;
+		}
+		json_dumpb(v, d, need, flags);
+	}
+	p->mem->used += need;
+	*len = need;
+	return d;
+}
+
+/* One item as a row; 0, or -1 when out of memory. */
+static int row_map(struct page *p, json_t *item, struct conv_row *row)
+{
+	const char *id = str(item, "id");
+	json_t *msg;
+	int failed = 0;
+
+	if (!json_is_object(item) || !id || !*id) {
+		row->skip = json_is_object(item) ? "item has no string \"id\"" : "item is not an object";
+		return 0;
+	}
+	row->id = keep(p, id, &failed);
+	row->status = keep(p, str(item, "status"), &failed);
+	row->subject = keep(p, str(item, "subject"), &failed);
+	row->created_at = keep(p, str(item, "created_at"), &failed);
+	id = str(item, "user_id");
+	row->user_id = keep(p, id ? id : str(json_object_get(item, "user"), "id"), &failed);
+	msg = json_object_get(item, "last_message");
+	if (json_is_object(msg)) {
+		row->last_message_id = keep(p, str(msg, "id"), &failed);
+		row->last_message_text = keep(p, str(msg, "text"), &failed);
+		row->message_json = render(p, msg, &row->message_json_len, &failed);
+	}
+	row->json = render(p, item, &row->json_len, &failed);
+	return failed ? -1 : 0;
+}
+
+int page_rows(struct page *p)
+{
+	size_t n = json_array_size(p->data), i;
+	json_t *item;
+
+	if (!(p->rows = calloc(n ? n : 1, sizeof(*p->rows))))
+		return -1;
+	p->nrows = n;
+	json_array_foreach(p->data, i, item)
+		if (row_map(p, item, &p->rows[i]) < 0)
+			return -1;
+	json_decref(p->root);
+	p->root = p->data = NULL;
+	p->next_cursor = NULL;
 	return 0;
+}
+
+void page_free(struct page *p)
+{
+	json_decref(p->root);
+	free(p->rows);
+	while (p->mem) {
+		struct chunk *next = p->mem->next;
+
+		free(p->mem);
+		p->mem = next;
+	}
+	p->root = NULL;
+	p->data = NULL;
+	p->next_cursor = NULL;
+	p->rows = NULL;
+	p->nrows = 0;
 }
 
 const char *participant_user_id(json_t *participant)

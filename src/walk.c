@@ -36,8 +36,6 @@ struct walk {
 	struct walk_counts n;
 	int track_seen;             /* this walk may set gone_at at its end */
 	int initial;                /* into an empty mirror */
-	char *raw;                  /* reused buffer for each item's JSON */
-	size_t raw_size;
 	/* The open transaction of pages, if any. */
 	int in_tx;
 	struct timespec tx_start;
@@ -57,33 +55,19 @@ static void walk_fail(struct walk *w, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* Store one page's items inside the open transaction. */
-static int store_items(struct walk *w, const struct page *p, const char *now)
+/* Store one page's rows inside the open transaction. */
+static int store_rows(struct walk *w, const struct page *p, const char *now)
 {
-	char err[160];
-	struct conv_row row;
 	sqlite3_int64 rowid;
-	size_t i;
-	json_t *item;
 
-	json_array_foreach(p->data, i, item) {
-		if (conv_row_map(item, &row, err, sizeof(err)) < 0) {
-			log_warning("page %ld, item %zu skipped: %s", w->n.pages + 1, i, err);
+	for (size_t i = 0; i < p->nrows; i++) {
+		const struct conv_row *row = &p->rows[i];
+
+		if (!row->id) {
+			log_warning("page %ld, item %zu skipped: %s", w->n.pages + 1, i, row->skip);
 			continue;
 		}
-		if (p->json) {          /* rendered by the lister */
-			row.json = p->json + p->at[i].off;
-			row.json_len = p->at[i].len;
-			row.message_json = p->at[i].msg_len ? p->json + p->at[i].msg_off : NULL;
-			row.message_json_len = p->at[i].msg_len;
-		} else {                /* rendered here, into a reused buffer */
-			size_t used = 0;
-
-			if (!(row.json_len = json_append(item, &w->raw, &w->raw_size, &used)))
-				return -1;
-			row.json = w->raw;
-		}
-		switch (mirror_upsert(w->m, &row, now, &rowid)) {
+		switch (mirror_upsert(w->m, row, now, &rowid)) {
 		case UPSERT_INSERTED:
 			w->n.inserted++;
 			break;
@@ -146,6 +130,10 @@ static int store_page(struct walk *w, struct listed *p)
 {
 	char now[32];
 
+	if (!p->page.rows && page_rows(&p->page) < 0) {
+		walk_fail(w, "page %ld: out of memory", w->n.pages + 1);
+		return -1;
+	}
 	if (!w->in_tx) {
 		if (mirror_begin(w->m) < 0) {
 			walk_fail(w, "cannot start a transaction: %s", sqlite3_errmsg(w->db));
@@ -156,7 +144,7 @@ static int store_page(struct walk *w, struct listed *p)
 		clock_gettime(CLOCK_MONOTONIC, &w->tx_start);
 	}
 	db_now(now, sizeof(now));
-	if (store_items(w, &p->page, now) < 0) {
+	if (store_rows(w, &p->page, now) < 0) {
 		walk_fail(w, "storing page %ld failed: %s", w->n.pages + 1, sqlite3_errmsg(w->db));
 		walk_abandon(w);
 		return -1;
@@ -317,27 +305,45 @@ static int walk_resumes(struct walk *w)
 	return resumes;
 }
 
-static int walk_all(struct walk *w)
+/* What ends a complete walk: the deferred indexes and gone_at, both built
+ * by sorting, in the place of the page cache (db_cache_small). */
+static int walk_end(struct walk *w)
 {
 	char now[32];
-	unsigned n = w->c->nstatus ? w->c->nstatus : 1;
 
-	for (unsigned i = 0; i < n; i++)
-		if (walk_status(w, w->c->nstatus ? w->c->status[i] : NULL) < 0)
-			return -1;
 	if (db_indexes_restore(w->db) < 0) {
 		walk_fail(w, "building the deferred indexes failed: %s", sqlite3_errmsg(w->db));
 		return -1;
 	}
-	if (w->track_seen) {
-		db_now(now, sizeof(now));
-		if (mirror_mark_gone(w->m, now, &w->n.gone) < 0) {
-			walk_fail(w, "marking gone conversations failed: %s", sqlite3_errmsg(w->db));
-			return -1;
-		}
+	db_now(now, sizeof(now));
+	if (w->track_seen && mirror_mark_gone(w->m, now, &w->n.gone) < 0) {
+		walk_fail(w, "marking gone conversations failed: %s", sqlite3_errmsg(w->db));
+		return -1;
 	}
-	walk_details(w);
 	return 0;
+}
+
+static int walk_all(struct walk *w)
+{
+	unsigned n = w->c->nstatus ? w->c->nstatus : 1;
+	char *cache;
+	int rc;
+
+	for (unsigned i = 0; i < n; i++)
+		if (walk_status(w, w->c->nstatus ? w->c->status[i] : NULL) < 0)
+			return -1;
+	if (db_cache_small(w->db, &cache) < 0) {
+		walk_fail(w, "cannot shrink the page cache: %s", sqlite3_errmsg(w->db));
+		return -1;
+	}
+	rc = walk_end(w);
+	if (db_cache_restore(w->db, cache) < 0 && rc == 0) {
+		walk_fail(w, "cannot restore the page cache: %s", sqlite3_errmsg(w->db));
+		rc = -1;
+	}
+	if (rc == 0)
+		walk_details(w);
+	return rc;
 }
 
 int walk_run(sqlite3 *db, struct api *api, const struct conf *c, volatile sig_atomic_t *stop,
@@ -396,7 +402,6 @@ int walk_run(sqlite3 *db, struct api *api, const struct conf *c, volatile sig_at
 		     "PRAGMA temp.journal_mode = MEMORY", NULL, NULL, NULL);
 	if (counts)
 		*counts = w.n;
-	free(w.raw);
 	free(w.reached);
 	mirror_close(w.m);
 	return rc;

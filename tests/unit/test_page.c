@@ -61,79 +61,100 @@ static void test_page_refused(void **state)
 static void test_row_map(void **state)
 {
 	struct page p;
-	struct conv_row row;
+	const struct conv_row *row;
 	char err[256];
 
 	(void)state;
 	assert_int_equal(parse("{\"data\":[{\"id\":\"conv_1\",\"status\":\"open\",\"subject\":\"Billing\","
 			       "\"created_at\":\"2023-10-25T10:00:00Z\",\"user_id\":\"u_1\","
 			       "\"last_message\":{\"id\":\"msg_1\",\"text\":\"Hello\"}}]}", &p, err), 0);
-	assert_int_equal(conv_row_map(json_array_get(p.data, 0), &row, err, sizeof(err)), 0);
-	assert_string_equal(row.id, "conv_1");
-	assert_string_equal(row.status, "open");
-	assert_string_equal(row.subject, "Billing");
-	assert_string_equal(row.created_at, "2023-10-25T10:00:00Z");
-	assert_string_equal(row.user_id, "u_1");
-	assert_string_equal(row.last_message_id, "msg_1");
-	assert_string_equal(row.last_message_text, "Hello");
+	assert_int_equal(page_rows(&p), 0);
+	/* The tree is gone: the rows live on their own. */
+	assert_null(p.root);
+	assert_int_equal(p.nrows, 1);
+	row = &p.rows[0];
+	assert_string_equal(row->id, "conv_1");
+	assert_null(row->skip);
+	assert_string_equal(row->status, "open");
+	assert_string_equal(row->subject, "Billing");
+	assert_string_equal(row->created_at, "2023-10-25T10:00:00Z");
+	assert_string_equal(row->user_id, "u_1");
+	assert_string_equal(row->last_message_id, "msg_1");
+	assert_string_equal(row->last_message_text, "Hello");
 	page_free(&p);
 }
 
 static void test_row_wrong_types(void **state)
 {
 	struct page p;
-	struct conv_row row;
 	char err[256];
 
 	(void)state;
 	assert_int_equal(parse("{\"data\":[{\"id\":\"c\",\"status\":1,\"subject\":null,"
 			       "\"user\":{\"id\":\"u_9\"},\"last_message\":\"x\"},"
 			       "{\"status\":\"open\"}, {\"id\":42}, {\"id\":\"\"}, 7]}", &p, err), 0);
-	assert_int_equal(conv_row_map(json_array_get(p.data, 0), &row, err, sizeof(err)), 0);
-	assert_null(row.status);
-	assert_null(row.subject);
-	assert_null(row.created_at);
-	assert_string_equal(row.user_id, "u_9");
-	assert_null(row.last_message);
-	assert_null(row.last_message_id);
-	assert_int_equal(conv_row_map(json_array_get(p.data, 1), &row, err, sizeof(err)), -1);
-	assert_string_equal(err, "item has no string \"id\"");
-	assert_int_equal(conv_row_map(json_array_get(p.data, 2), &row, err, sizeof(err)), -1);
-	assert_int_equal(conv_row_map(json_array_get(p.data, 3), &row, err, sizeof(err)), -1);
-	assert_int_equal(conv_row_map(json_array_get(p.data, 4), &row, err, sizeof(err)), -1);
-	assert_string_equal(err, "item is not an object");
+	assert_int_equal(page_rows(&p), 0);
+	assert_int_equal(p.nrows, 5);
+	assert_string_equal(p.rows[0].id, "c");
+	assert_null(p.rows[0].status);
+	assert_null(p.rows[0].subject);
+	assert_null(p.rows[0].created_at);
+	assert_string_equal(p.rows[0].user_id, "u_9");
+	assert_null(p.rows[0].message_json);
+	assert_null(p.rows[0].last_message_id);
+	for (int i = 1; i < 4; i++) {
+		assert_null(p.rows[i].id);
+		assert_string_equal(p.rows[i].skip, "item has no string \"id\"");
+	}
+	assert_null(p.rows[4].id);
+	assert_string_equal(p.rows[4].skip, "item is not an object");
 	page_free(&p);
 }
 
-static void assert_json(const struct page *p, size_t off, size_t len, const char *want)
+static void assert_json(const char *json, size_t len, const char *want)
 {
 	assert_int_equal(len, strlen(want));
-	assert_memory_equal(p->json + off, want, len);
+	assert_memory_equal(json, want, len);
 }
 
-/* Every item rendered compact whatever its type, and each last_message
- * object, from a buffer that must grow many times. */
-static void test_dump(void **state)
+/* Every item rendered compact, and each last_message object, in memory
+ * that must grow many times (items larger than the page's first chunk). */
+static void test_rows_json(void **state)
 {
 	struct page p;
-	char err[256];
+	char err[256], body[16384];
+	int n;
 
 	(void)state;
-	assert_int_equal(parse("{\"data\": [ {\"id\": \"c1\", \"s\": \"a\\nb \\\"q\\\"\","
-			       " \"last_message\": {\"id\": \"m1\", \"text\": \"h\u00e9\"}},"
-			       " 7, null, {\"last_message\": \"no\"} ]}", &p, err), 0);
-	assert_int_equal(page_dump(&p, 1), 0);
-	assert_json(&p, p.at[0].off, p.at[0].len,
+	n = snprintf(body, sizeof(body), "{\"data\": [ {\"id\": \"c1\", \"s\": \"a\\nb \\\"q\\\"\","
+		     " \"last_message\": {\"id\": \"m1\", \"text\": \"h\u00e9\"}},"
+		     " {\"last_message\": \"no\", \"id\": \"c2\"}");
+	for (int i = 0; i < 40; i++)
+		n += snprintf(body + n, sizeof(body) - (size_t)n,
+			      ", {\"id\": \"c%d\", \"pad\": \"%0300d\"}", i + 3, i);
+	snprintf(body + n, sizeof(body) - (size_t)n, "]}");
+	assert_int_equal(parse(body, &p, err), 0);
+	p.body_len = 16;        /* as if the page were small: chunks of 1 KB */
+	assert_int_equal(page_rows(&p), 0);
+	assert_int_equal(p.nrows, 42);
+	assert_json(p.rows[0].json, p.rows[0].json_len,
 		    "{\"id\":\"c1\",\"s\":\"a\\nb \\\"q\\\"\",\"last_message\":{\"id\":\"m1\",\"text\":\"h\xc3\xa9\"}}");
-	assert_json(&p, p.at[0].msg_off, p.at[0].msg_len, "{\"id\":\"m1\",\"text\":\"h\xc3\xa9\"}");
-	assert_json(&p, p.at[1].off, p.at[1].len, "7");
-	assert_json(&p, p.at[2].off, p.at[2].len, "null");
-	assert_json(&p, p.at[3].off, p.at[3].len, "{\"last_message\":\"no\"}");
-	assert_int_equal(p.at[1].msg_len, 0);
-	assert_int_equal(p.at[3].msg_len, 0);
+	assert_json(p.rows[0].message_json, p.rows[0].message_json_len,
+		    "{\"id\":\"m1\",\"text\":\"h\xc3\xa9\"}");
+	assert_json(p.rows[1].json, p.rows[1].json_len, "{\"last_message\":\"no\",\"id\":\"c2\"}");
+	assert_null(p.rows[1].message_json);
+	for (int i = 2; i < 42; i++) {
+		char want[400];
+
+		snprintf(want, sizeof(want), "{\"id\":\"c%d\",\"pad\":\"%0300d\"}", i + 1, i - 2);
+		assert_json(p.rows[i].json, p.rows[i].json_len, want);
+		snprintf(want, sizeof(want), "c%d", i + 1);
+		assert_string_equal(p.rows[i].id, want);
+	}
 	page_free(&p);
 	assert_int_equal(parse("{\"data\": []}", &p, err), 0);
-	assert_int_equal(page_dump(&p, 0), 0);
+	assert_int_equal(page_rows(&p), 0);
+	assert_int_equal(p.nrows, 0);
 	page_free(&p);
 }
 
@@ -159,7 +180,7 @@ int main(void)
 		cmocka_unit_test(test_page_refused),
 		cmocka_unit_test(test_row_map),
 		cmocka_unit_test(test_row_wrong_types),
-		cmocka_unit_test(test_dump),
+		cmocka_unit_test(test_rows_json),
 		cmocka_unit_test(test_participant),
 	};
 
