@@ -36,7 +36,8 @@ static const char *const sql[S_COUNT] = {
 	[S_INSERT] =
 		"INSERT INTO conversations(id, status, subject, created_at, last_message_id,\n"
 		"	last_message_text, user_id, raw, first_seen_at, changed_at)\n"
-		"VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+		"VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)\n"
+		"ON CONFLICT(id) DO NOTHING",
 	[S_UPDATE] =
 		"UPDATE conversations\n"
 		"SET status = ?2, subject = ?3, created_at = ?4, last_message_id = ?5,\n"
@@ -88,6 +89,7 @@ struct mirror {
 	sqlite3 *db;
 	sqlite3_stmt *st[S_COUNT];
 	sqlite3_int64 prev;         /* rowid of the row stored last */
+	int expect_new;             /* insert first, look only when the id is taken */
 };
 
 /* Step a statement that returns no rows, then reset it; logs on error. */
@@ -231,34 +233,61 @@ static int find(struct mirror *m, const struct conv_row *row, int *differs, sqli
 	return lookup(m, S_LOOKUP, differs, rowid);
 }
 
+void mirror_expect_new(struct mirror *m)
+{
+	m->expect_new = 1;
+}
+
+/* Insert row unless its id is taken: 1 inserted (*rowid set), 0 taken,
+ * -1 on error. */
+static int insert(struct mirror *m, const struct conv_row *row, const char *now,
+		  sqlite3_int64 *rowid)
+{
+	bind_row(m->st[S_INSERT], row, now);
+	if (run(m, S_INSERT) < 0)
+		return -1;
+	if (sqlite3_changes(m->db) == 0)
+		return 0;
+	*rowid = sqlite3_last_insert_rowid(m->db);
+	return 1;
+}
+
+/* A row was written: its last message next, and the row after it is where
+ * the next one is looked for first. */
+static enum upsert_result written(struct mirror *m, const struct conv_row *row,
+				  sqlite3_int64 rowid, enum upsert_result res)
+{
+	m->prev = rowid;
+	return store_last_message(m, row) < 0 ? UPSERT_ERROR : res;
+}
+
 enum upsert_result mirror_upsert(struct mirror *m, const struct conv_row *row, const char *now,
 				 sqlite3_int64 *rowid)
 {
-	enum upsert_result res;
-	int differs = 0, which;
+	int differs = 0, found;
 
-	switch (find(m, row, &differs, rowid)) {
-	case 1:
-		res = differs ? UPSERT_CHANGED : UPSERT_UNCHANGED;
-		break;
-	case 0:
-		res = UPSERT_INSERTED;
-		break;
-	default:
+	/* In an initial mirror nearly every row is new: it is inserted straight
+	 * away, and looked for only when its id is taken (listed twice). */
+	if (m->expect_new) {
+		switch (insert(m, row, now, rowid)) {
+		case 1:
+			return written(m, row, *rowid, UPSERT_INSERTED);
+		case -1:
+			return UPSERT_ERROR;
+		}
+	}
+	if ((found = find(m, row, &differs, rowid)) < 0)
 		return UPSERT_ERROR;
-	}
-	if (res != UPSERT_UNCHANGED) {
-		which = res == UPSERT_INSERTED ? S_INSERT : S_UPDATE;
-		bind_row(m->st[which], row, now);
-		if (run(m, which) < 0)
-			return UPSERT_ERROR;
-		if (res == UPSERT_INSERTED)
-			*rowid = sqlite3_last_insert_rowid(m->db);
-		if (store_last_message(m, row) < 0)
-			return UPSERT_ERROR;
-	}
+	if (!found)
+		return insert(m, row, now, rowid) == 1 ? written(m, row, *rowid, UPSERT_INSERTED)
+						       : UPSERT_ERROR;
 	m->prev = *rowid;
-	return res;
+	if (!differs)
+		return UPSERT_UNCHANGED;
+	bind_row(m->st[S_UPDATE], row, now);
+	if (run(m, S_UPDATE) < 0)
+		return UPSERT_ERROR;
+	return written(m, row, *rowid, UPSERT_CHANGED);
 }
 
 int mirror_seen(struct mirror *m, sqlite3_int64 rowid)

@@ -35,6 +35,10 @@ void mirror_rollback(struct mirror *m);
 enum upsert_result mirror_upsert(struct mirror *m, const struct conv_row *row, const char *now,
 				 sqlite3_int64 *rowid);
 
+/* Rows are expected to be new (an initial mirror): each is inserted first,
+ * and looked for only when its id is taken. */
+void mirror_expect_new(struct mirror *m);
+
 /* Remember a row as listed in this walk (for gone_at); forget all with reset. */
 int mirror_seen(struct mirror *m, sqlite3_int64 rowid);
 int mirror_seen_reset(struct mirror *m);

@@ -370,6 +370,8 @@ int walk_run(sqlite3 *db, struct api *api, const struct conf *c, volatile sig_at
 	/* Nothing can be gone from an empty mirror: no seen set to keep. */
 	initial = resumed ? 0 : db_indexes_defer(db);
 	w.initial = initial > 0;
+	if (w.initial)
+		mirror_expect_new(w.m);
 	w.track_seen = !resumed && !initial && walks_everything(c);
 	if (initial < 0)
 		walk_fail(&w, "cannot defer the indexes: %s", sqlite3_errmsg(db));

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The walk (SPEC 3): the real dexsyncd -1 against the fake Dexra."""
 import email.utils
+import json
 import os
 import signal
 import sys
@@ -83,6 +84,23 @@ class WalkTest(DexTest):
         self.assertEqual(self.sql("SELECT id, changed_at FROM conversations ORDER BY id"), before)
         run = self.last_run()
         self.assertEqual((run["unchanged"], run["inserted"], run["changed"]), (250, 0, 0))
+
+    def test_item_listed_twice_in_an_initial_mirror(self):
+        # An initial mirror inserts before it looks: the second listing of
+        # an id must find the first and update it, not fail or duplicate it.
+        page = {"data": [{"id": "conv_dup", "subject": "first", "last_message": {"id": "m_1", "text": "a"}},
+                         {"id": "conv_other", "subject": "other"},
+                         {"id": "conv_dup", "subject": "second", "last_message": {"id": "m_2", "text": "b"}}],
+                "meta": {"next_cursor": None}}
+        self.srv.fault("malformed", prefix="/conversations", body=json.dumps(page))
+        p = self.walk_ok()
+        self.assertIn("indexes are built at its end", p.stderr)
+        self.assertEqual(self.sql("SELECT id, subject, last_message_id FROM conversations ORDER BY id"),
+                         [("conv_dup", "second", "m_2"), ("conv_other", "other", None)])
+        self.assertEqual(self.sql("SELECT id, conversation_id, text FROM messages ORDER BY id"),
+                         [("m_1", "conv_dup", "a"), ("m_2", "conv_dup", "b")])
+        run = self.last_run()
+        self.assertEqual((run["seen"], run["inserted"], run["changed"], run["unchanged"]), (3, 2, 1, 0))
 
     def sql_script(self, script):
         import sqlite3
