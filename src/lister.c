@@ -162,7 +162,7 @@ static int fetch(struct lister *l, struct listed *p, int *restarted)
 	} else if (page_parse(r.body, r.len, &p->page, err, sizeof(err)) < 0)
 		snprintf(l->error, sizeof(l->error), "GET %.120s: %s", path, err);
 	else if ((p->page.next_cursor && !(p->next_cursor = strdup(p->page.next_cursor))) ||
-		 (l->rows && page_rows(&p->page) < 0)) {
+		 (l->rows && page_rows(&p->page, 1) < 0)) {
 		snprintf(l->error, sizeof(l->error), "out of memory");
 		listed_free(p);
 	} else

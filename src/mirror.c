@@ -180,14 +180,23 @@ static void bind_row(sqlite3_stmt *st, const struct conv_row *row, const char *n
 static int store_last_message(struct mirror *m, const struct conv_row *row)
 {
 	sqlite3_stmt *st = m->st[S_MESSAGE];
+	char *raw = NULL;
+	int rc;
 
 	if (!row->last_message_id)
 		return 0;
+	if (!row->message_json && !(raw = json_dumps(row->last_message, JSON_COMPACT)))
+		return -1;
 	bind_text(st, 1, row->last_message_id);
 	bind_text(st, 2, row->id);
 	bind_text(st, 3, row->last_message_text);
-	sqlite3_bind_text(st, 4, row->message_json, (int)row->message_json_len, SQLITE_STATIC);
-	return run(m, S_MESSAGE);
+	if (raw)
+		bind_text(st, 4, raw);
+	else
+		sqlite3_bind_text(st, 4, row->message_json, (int)row->message_json_len, SQLITE_STATIC);
+	rc = run(m, S_MESSAGE);
+	free(raw);
+	return rc;
 }
 
 static void bind_key(sqlite3_stmt *st, const struct conv_row *row)

@@ -126,7 +126,7 @@ static const char *render(struct page *p, json_t *v, size_t *len, int *failed)
 }
 
 /* One item as a row; 0, or -1 when out of memory. */
-static int row_map(struct page *p, json_t *item, struct conv_row *row)
+static int row_map(struct page *p, json_t *item, struct conv_row *row, int self_contained)
 {
 	const char *id = str(item, "id");
 	json_t *msg;
@@ -146,13 +146,16 @@ static int row_map(struct page *p, json_t *item, struct conv_row *row)
 	if (json_is_object(msg)) {
 		row->last_message_id = keep(p, str(msg, "id"), &failed);
 		row->last_message_text = keep(p, str(msg, "text"), &failed);
-		row->message_json = render(p, msg, &row->message_json_len, &failed);
+		if (self_contained)
+			row->message_json = render(p, msg, &row->message_json_len, &failed);
+		else
+			row->last_message = msg;
 	}
 	row->json = render(p, item, &row->json_len, &failed);
 	return failed ? -1 : 0;
 }
 
-int page_rows(struct page *p)
+int page_rows(struct page *p, int self_contained)
 {
 	size_t n = json_array_size(p->data), i;
 	json_t *item;
@@ -161,8 +164,10 @@ int page_rows(struct page *p)
 		return -1;
 	p->nrows = n;
 	json_array_foreach(p->data, i, item)
-		if (row_map(p, item, &p->rows[i]) < 0)
+		if (row_map(p, item, &p->rows[i], self_contained) < 0)
 			return -1;
+	if (!self_contained)
+		return 0;
 	json_decref(p->root);
 	p->root = p->data = NULL;
 	p->next_cursor = NULL;

@@ -22,11 +22,13 @@ struct page {
 /* Parse a GET /conversations answer.  Returns 0, or -1 with the reason in
  * err (bad JSON with its position, no data array, a cursor of the wrong type). */
 int page_parse(const char *body, size_t len, struct page *p, char *err, size_t errlen);
-/* Turn every item into a row (page.rows), with its compact JSON and its
- * last_message's (the form the mirror stores and compares), copied into
- * memory the page owns; then free the JSON tree (root, data and
- * next_cursor become NULL).  0, or -1 when out of memory. */
-int page_rows(struct page *p);
+/* Turn every item into a row (page.rows), with its compact JSON (the form
+ * the mirror stores and compares) and its strings, in memory the page owns.
+ * Self-contained, the rows get their last_message's JSON too and the tree
+ * is freed (root, data and next_cursor become NULL); else last_message
+ * points into the tree, for the store to render when it writes one (a
+ * re-walk writes few).  0, or -1 when out of memory. */
+int page_rows(struct page *p, int self_contained);
 void page_free(struct page *p);
 
 /* The columns of one conversation.  An item that is not an object or has
@@ -43,8 +45,9 @@ struct conv_row {
 	const char *last_message_text;
 	const char *json;           /* the item's compact JSON, */
 	size_t json_len;
-	const char *message_json;   /* and last_message's, NULL when that is */
-	size_t message_json_len;    /* not an object */
+	const char *message_json;   /* and last_message's (self-contained rows) */
+	size_t message_json_len;
+	json_t *last_message;       /* the object, NULL if none or not kept */
 };
 
 /* The user id of a participant object ("id", else "user_id"), or NULL. */

@@ -130,7 +130,7 @@ static int store_page(struct walk *w, struct listed *p)
 {
 	char now[32];
 
-	if (!p->page.rows && page_rows(&p->page) < 0) {
+	if (!p->page.rows && page_rows(&p->page, 0) < 0) {
 		walk_fail(w, "page %ld: out of memory", w->n.pages + 1);
 		return -1;
 	}

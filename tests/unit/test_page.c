@@ -68,7 +68,7 @@ static void test_row_map(void **state)
 	assert_int_equal(parse("{\"data\":[{\"id\":\"conv_1\",\"status\":\"open\",\"subject\":\"Billing\","
 			       "\"created_at\":\"2023-10-25T10:00:00Z\",\"user_id\":\"u_1\","
 			       "\"last_message\":{\"id\":\"msg_1\",\"text\":\"Hello\"}}]}", &p, err), 0);
-	assert_int_equal(page_rows(&p), 0);
+	assert_int_equal(page_rows(&p, 1), 0);
 	/* The tree is gone: the rows live on their own. */
 	assert_null(p.root);
 	assert_int_equal(p.nrows, 1);
@@ -93,7 +93,7 @@ static void test_row_wrong_types(void **state)
 	assert_int_equal(parse("{\"data\":[{\"id\":\"c\",\"status\":1,\"subject\":null,"
 			       "\"user\":{\"id\":\"u_9\"},\"last_message\":\"x\"},"
 			       "{\"status\":\"open\"}, {\"id\":42}, {\"id\":\"\"}, 7]}", &p, err), 0);
-	assert_int_equal(page_rows(&p), 0);
+	assert_int_equal(page_rows(&p, 1), 0);
 	assert_int_equal(p.nrows, 5);
 	assert_string_equal(p.rows[0].id, "c");
 	assert_null(p.rows[0].status);
@@ -135,7 +135,7 @@ static void test_rows_json(void **state)
 	snprintf(body + n, sizeof(body) - (size_t)n, "]}");
 	assert_int_equal(parse(body, &p, err), 0);
 	p.body_len = 16;        /* as if the page were small: chunks of 1 KB */
-	assert_int_equal(page_rows(&p), 0);
+	assert_int_equal(page_rows(&p, 1), 0);
 	assert_int_equal(p.nrows, 42);
 	assert_json(p.rows[0].json, p.rows[0].json_len,
 		    "{\"id\":\"c1\",\"s\":\"a\\nb \\\"q\\\"\",\"last_message\":{\"id\":\"m1\",\"text\":\"h\xc3\xa9\"}}");
@@ -153,8 +153,19 @@ static void test_rows_json(void **state)
 	}
 	page_free(&p);
 	assert_int_equal(parse("{\"data\": []}", &p, err), 0);
-	assert_int_equal(page_rows(&p), 0);
+	assert_int_equal(page_rows(&p, 1), 0);
 	assert_int_equal(p.nrows, 0);
+	page_free(&p);
+	/* Not self-contained: the tree stays, and last_message points into it. */
+	assert_int_equal(parse(body, &p, err), 0);
+	assert_int_equal(page_rows(&p, 0), 0);
+	assert_non_null(p.root);
+	assert_null(p.rows[0].message_json);
+	assert_ptr_equal(p.rows[0].last_message, json_object_get(json_array_get(p.data, 0), "last_message"));
+	assert_null(p.rows[1].last_message);
+	assert_json(p.rows[0].json, p.rows[0].json_len,
+		    "{\"id\":\"c1\",\"s\":\"a\\nb \\\"q\\\"\",\"last_message\":{\"id\":\"m1\",\"text\":\"h\xc3\xa9\"}}");
+	assert_string_equal(p.rows[0].last_message_text, "h\xc3\xa9");
 	page_free(&p);
 }
 
