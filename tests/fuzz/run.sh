@@ -14,7 +14,7 @@ trap 'rm -rf "$out"' EXIT
 CC=${CC:-clang}
 flags="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE
 	-I$build -I$build/src -I$src -DSYSCONFDIR=\"/etc\" -DLOCALSTATEDIR=\"/var\""
-libs=$(pkg-config --cflags --libs libcurl jansson libconfuse; pkg-config --libs libsystemd 2>/dev/null || true)
+libs=$(pkg-config --cflags --libs libcurl jansson libconfuse)
 
 build_one() {	# name sources...
 	name=$1; shift
