@@ -105,21 +105,22 @@ static const char *keep(struct page *p, const char *s, int *failed)
 }
 
 /* v as compact JSON in the page's memory (not NUL-terminated), its length
- * in *len; *failed when out of memory. */
+ * in *len; *failed when out of memory.  Rendered into the room left in the
+ * current chunk, or again into a new one when it did not fit. */
 static const char *render(struct page *p, json_t *v, size_t *len, int *failed)
 {
 	const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
 	struct chunk *c = p->mem;
-	size_t need = json_dumpb(v, c ? c->data + c->used : NULL, c ? c->size - c->used : 0, flags);
+	size_t left = c ? c->size - c->used : 0;
 	char *d = c ? c->data + c->used : NULL;
+	size_t need = json_dumpb(v, d, left, flags);
 
-	if (need == 0 || !c || need > c->size - c->used) {
-		if (need == 0 || !(d = room(p, need))) {
-			*failed = 1;
-			return NULL;
-		}
-		json_dumpb(v, d, need, flags);
+	if (need == 0 || (need > left && !(d = room(p, need)))) {
+		*failed = 1;
+		return NULL;
 	}
+	if (need > left)
+		json_dumpb(v, d, need, flags);
 	p->mem->used += need;
 	*len = need;
 	return d;

@@ -315,8 +315,10 @@ static int walk_end(struct walk *w)
 		walk_fail(w, "building the deferred indexes failed: %s", sqlite3_errmsg(w->db));
 		return -1;
 	}
+	if (!w->track_seen)
+		return 0;
 	db_now(now, sizeof(now));
-	if (w->track_seen && mirror_mark_gone(w->m, now, &w->n.gone) < 0) {
+	if (mirror_mark_gone(w->m, now, &w->n.gone) < 0) {
 		walk_fail(w, "marking gone conversations failed: %s", sqlite3_errmsg(w->db));
 		return -1;
 	}
