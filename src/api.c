@@ -8,6 +8,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,13 @@
 
 #define MAX_BODY	(64u << 20)	/* a larger answer is an error, not an OOM */
 #define MAX_SHOWN	160		/* bytes of a path or body quoted in errors */
+#define MAX_KEY		255		/* Idempotency-Key characters (SPEC 3) */
+#define IDEM_HEADER	"Idempotency-Key: "
+
+/* max-rate caps what the server sees from this process: the walk's client
+ * and the outbox's take turns on one clock. */
+static pthread_mutex_t pace_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct timespec last_start;
 
 struct api {
 	CURL *curl;
@@ -31,7 +39,6 @@ struct api {
 	int too_big;
 	long retry_after;
 	long min_gap_ns;                /* from max-rate; 0 = no cap */
-	struct timespec last_start;
 	unsigned long requests;
 	volatile sig_atomic_t *stop;    /* abort in-flight requests when set */
 	atomic_int *cancel;             /* ... or when this is set */
@@ -135,7 +142,11 @@ struct api *api_new(const struct conf *c, const char *key)
 
 	CURL *h = api->curl;
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+#if LIBCURL_VERSION_NUM >= 0x075500     /* 7.85.0 */
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
 	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
@@ -246,7 +257,8 @@ static void shown(char *out, size_t size, const char *s, size_t len)
 		memcpy(out + i - 3, "...", 3);
 }
 
-/* Wait so that request starts are at least min_gap_ns apart (max-rate). */
+/* Wait so that request starts are at least min_gap_ns apart (max-rate),
+ * counting every client of the process. */
 static void pace(struct api *api)
 {
 	struct timespec now, wait;
@@ -254,10 +266,11 @@ static void pace(struct api *api)
 
 	if (!api->min_gap_ns)
 		return;
+	pthread_mutex_lock(&pace_lock);
 	clock_gettime(CLOCK_MONOTONIC, &now);
-	if (api->last_start.tv_sec || api->last_start.tv_nsec) {
-		elapsed = (now.tv_sec - api->last_start.tv_sec) * 1000000000L +
-			  (now.tv_nsec - api->last_start.tv_nsec);
+	if (last_start.tv_sec || last_start.tv_nsec) {
+		elapsed = (now.tv_sec - last_start.tv_sec) * 1000000000L +
+			  (now.tv_nsec - last_start.tv_nsec);
 		if (elapsed >= 0 && elapsed < api->min_gap_ns) {
 			wait.tv_sec = 0;
 			wait.tv_nsec = api->min_gap_ns - elapsed;
@@ -265,7 +278,23 @@ static void pace(struct api *api)
 			clock_gettime(CLOCK_MONOTONIC, &now);
 		}
 	}
-	api->last_start = now;
+	last_start = now;
+	pthread_mutex_unlock(&pace_lock);
+}
+
+/* Can key go into a header exactly as it is?  The schema refuses other
+ * keys (migration 0003); this is the last line against a header injected
+ * through the database. */
+static int key_sendable(const char *key)
+{
+	size_t n = strlen(key);
+
+	if (n == 0 || n > MAX_KEY || key[0] == ' ' || key[n - 1] == ' ')
+		return 0;
+	for (; *key; key++)
+		if (*key < 0x20 || *key > 0x7e)
+			return 0;
+	return 1;
 }
 
 static int set_url(struct api *api, const char *path)
@@ -310,8 +339,10 @@ enum api_outcome api_request(struct api *api, const char *method, const char *pa
 			     const char *body, const char *idempotency_key,
 			     struct api_response *r)
 {
+	/* The key's header goes in front of the shared list for this request
+	 * only: a node on the stack, never freed by curl. */
 	struct curl_slist idem = { NULL, api->headers };
-	char idem_line[160];
+	char idem_line[sizeof(IDEM_HEADER) + MAX_KEY];
 	CURL *h = api->curl;
 	CURLcode cc;
 
@@ -323,6 +354,12 @@ enum api_outcome api_request(struct api *api, const char *method, const char *pa
 	api->curl_err[0] = '\0';
 	if (api->body)
 		api->body[0] = '\0';
+	if (idempotency_key && !key_sendable(idempotency_key)) {
+		r->outcome = API_PERMANENT;
+		snprintf(r->error, sizeof(r->error), "%s: the Idempotency-Key is not 1 to %d printable "
+			 "ASCII characters; not sent", method, MAX_KEY);
+		return r->outcome;
+	}
 	if (set_url(api, path) < 0) {
 		r->outcome = API_TRANSIENT;
 		snprintf(r->error, sizeof(r->error), "%s: out of memory", method);
@@ -340,7 +377,7 @@ enum api_outcome api_request(struct api *api, const char *method, const char *pa
 				 strcmp(method, "POST") == 0 ? NULL : method);
 	}
 	if (idempotency_key) {
-		snprintf(idem_line, sizeof(idem_line), "Idempotency-Key: %s", idempotency_key);
+		snprintf(idem_line, sizeof(idem_line), IDEM_HEADER "%s", idempotency_key);
 		idem.data = idem_line;
 		curl_easy_setopt(h, CURLOPT_HTTPHEADER, &idem);
 	} else {

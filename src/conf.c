@@ -6,12 +6,14 @@
 #include "config.h"
 
 #include <confuse.h>
+#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -21,6 +23,9 @@
 #define DEFAULT_DATABASE	LOCALSTATEDIR "/lib/dexsyncd/mirror.db"
 #define DEFAULT_KEY_FILE	SYSCONFDIR "/dexsyncd/api-key"
 #define MAX_KEY_LEN		4096
+#define MAX_CONF_SIZE		(1024 * 1024)	/* a config is a few hundred bytes */
+#define MAX_TIMEOUT		86400		/* connect-timeout and timeout */
+#define MAX_DETAILS		1000000		/* the walk allocates a slot for each */
 
 static int cb_duration(cfg_t *cfg, cfg_opt_t *opt, const char *value, void *result);
 
@@ -64,6 +69,64 @@ static cfg_opt_t top_opts[] = {
 	CFG_END()
 };
 
+/* The working directory at start: relative paths in the config, and the
+ * config's own path, mean the same after daemon() moved to / and on every
+ * reload.  Taken by the first conf_abspath() or conf_load(), which the
+ * programs call before they detach. */
+static char *start_dir;
+
+static int remember_start_dir(void)
+{
+	if (!start_dir)
+		start_dir = getcwd(NULL, 0);
+	return start_dir ? 0 : -1;
+}
+
+char *conf_abspath(const char *path)
+{
+	size_t n;
+	char *abs;
+
+	if (*path == '/' || !*path)
+		return strdup(path);
+	if (remember_start_dir() < 0)
+		return NULL;
+	while (path[0] == '.' && path[1] == '/')
+		for (path += 2; *path == '/'; path++)
+			;
+	n = strlen(start_dir) + 1 + strlen(path) + 1;
+	if (!(abs = malloc(n)))
+		return NULL;
+	snprintf(abs, n, "%s%s%s", start_dir, strcmp(start_dir, "/") ? "/" : "", path);
+	return abs;
+}
+
+/* What is wrong with key, or NULL when it can go into an HTTP header as
+ * "Authorization: Bearer KEY": 1 to MAX_KEY_LEN visible ASCII characters.
+ * The answer never quotes the key. */
+static const char *key_problem(const char *key)
+{
+	size_t n = strlen(key);
+
+	if (n == 0)
+		return "the key is empty";
+	if (n > MAX_KEY_LEN)
+		return "the key is longer than 4096 characters";
+	for (const unsigned char *p = (const unsigned char *)key; *p; p++) {
+		if (*p == '\r' || *p == '\n')
+			return "the key holds a line break";
+		if (*p < 0x20 || *p == 0x7f)
+			return "the key holds a control character";
+		if (*p == ' ')
+			return "the key holds a space";
+		if (*p > 0x7f)
+			return "the key holds a non-ASCII character";
+	}
+	return NULL;
+}
+
+/* See conf.h.  The ceiling keeps sums of durations (an item's age plus its
+ * next delay, three intervals) far from overflowing a long, even a 32-bit one. */
 int conf_parse_duration(const char *s, long *secs)
 {
 	static const struct {
@@ -89,17 +152,19 @@ int conf_parse_duration(const char *s, long *secs)
 			return -1;
 		mult = units[i].mult;
 	}
-	if (v > LONG_MAX / mult)
+	if (v > CONF_DURATION_MAX / mult)
 		return -1;
 	*secs = v * mult;
 	return 0;
 }
 
+/* libconfuse's parser for a duration option: the value into *result. */
 static int cb_duration(cfg_t *cfg, cfg_opt_t *opt, const char *value, void *result)
 {
 	if (conf_parse_duration(value, result) < 0) {
-		cfg_error(cfg, "option '%s': invalid duration '%s' (seconds, or a number with s, m, h or d)",
-			  opt->name, value);
+		cfg_error(cfg, "option '%s': invalid duration '%s' "
+			  "(seconds, or a number with s, m, h or d; at most %ldd)",
+			  opt->name, value, CONF_DURATION_MAX / 86400);
 		return -1;
 	}
 	return 0;
@@ -159,12 +224,156 @@ static int v_facility(cfg_t *cfg, cfg_opt_t *opt)
 	return 0;
 }
 
+/* connect-timeout and timeout: libcurl counts them in milliseconds in a long. */
+static int v_timeout(cfg_t *cfg, cfg_opt_t *opt)
+{
+	return check_range(cfg, opt, 1, MAX_TIMEOUT);
+}
+
+static int v_max_details(cfg_t *cfg, cfg_opt_t *opt)
+{
+	return check_range(cfg, opt, 0, MAX_DETAILS);
+}
+
+/* Does u have part, and not empty? */
+static int url_has(CURLU *u, CURLUPart what)
+{
+	char *part = NULL;
+	int has = curl_url_get(u, what, &part, 0) == CURLUE_OK && part && *part;
+
+	curl_free(part);
+	return has;
+}
+
+/* Why url is not a URL written scheme://host... with one of schemes (a
+ * NULL-terminated list), or NULL when it is.  A base URL (base != 0) may
+ * not have a query or a fragment either: request paths are appended to it.
+ * libcurl's URL API does the parsing, so what passes here is what libcurl
+ * will understand. */
+static const char *url_problem(const char *url, const char *const *schemes, int base)
+{
+	CURLU *u = curl_url();
+	char *scheme = NULL;
+	const char *why = NULL;
+	CURLUcode rc;
+	size_t i, n;
+
+	if (!u)
+		return "cannot be checked: out of memory";
+	rc = curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME);
+	if (rc == CURLUE_NO_HOST) {
+		why = "has no host";
+	} else if (rc != CURLUE_OK || curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK) {
+		why = "is not a URL";
+	} else {
+		for (i = 0; schemes[i] && strcasecmp(scheme, schemes[i]); i++)
+			;
+		n = strlen(scheme);
+		if (!schemes[i] || strncasecmp(url, scheme, n) || strncmp(url + n, "://", 3))
+			why = "has another scheme";
+		else if (url[n + 3] == '/' || !url_has(u, CURLUPART_HOST))
+			why = "has no host";
+		else if (base && url_has(u, CURLUPART_QUERY))
+			why = "has a query (?...)";
+		else if (base && url_has(u, CURLUPART_FRAGMENT))
+			why = "has a fragment (#...)";
+	}
+	curl_free(scheme);
+	curl_url_cleanup(u);
+	return why;
+}
+
 static int v_base_url(cfg_t *cfg, cfg_opt_t *opt)
 {
+	static const char *const schemes[] = { "http", "https", NULL };
 	const char *v = cfg_opt_getnstr(opt, 0);
+	const char *why = url_problem(v, schemes, 1);
 
-	if (strncmp(v, "https://", 8) && strncmp(v, "http://", 7)) {
-		cfg_error(cfg, "option '%s': '%s' is not an http:// or https:// URL", opt->name, v);
+	if (why) {
+		cfg_error(cfg, "option '%s': '%s' %s; an http:// or https:// URL with a host is needed",
+			  opt->name, v, why);
+		return -1;
+	}
+	return 0;
+}
+
+/* The proxy is not printed: its URL may hold a password. */
+static int v_proxy(cfg_t *cfg, cfg_opt_t *opt)
+{
+	static const char *const schemes[] = {
+		"http", "https", "socks4", "socks4a", "socks5", "socks5h", NULL
+	};
+	const char *v = cfg_opt_getnstr(opt, 0);
+	const char *why;
+
+	if (!*v)
+		return 0;
+	if ((why = url_problem(v, schemes, 0))) {
+		cfg_error(cfg, "option '%s': the value %s; a URL such as http://proxy.example:3128 "
+			  "(http, https, socks4, socks4a, socks5 or socks5h) is needed", opt->name, why);
+		return -1;
+	}
+	return 0;
+}
+
+/* A file name, made absolute against the start directory; "" is allowed
+ * where it means "none". */
+static int v_path(cfg_t *cfg, cfg_opt_t *opt)
+{
+	const char *v = cfg_opt_getnstr(opt, 0);
+	char *path;
+
+	if (!*v) {
+		if (strcmp(opt->name, "database"))
+			return 0;
+		cfg_error(cfg, "option '%s': empty; a file name is needed", opt->name);
+		return -1;
+	}
+	if (!(path = conf_abspath(v))) {
+		cfg_error(cfg, "option '%s': cannot make '%s' absolute: %s", opt->name, v, strerror(errno));
+		return -1;
+	}
+	free(path);
+	return 0;
+}
+
+/* ca-file: a readable regular file (O_NONBLOCK: a FIFO does not hang us). */
+static int v_ca_file(cfg_t *cfg, cfg_opt_t *opt)
+{
+	const char *v = cfg_opt_getnstr(opt, 0);
+	struct stat st;
+	char *path;
+	int fd, rc = -1;
+
+	if (!*v)
+		return 0;
+	if (!(path = conf_abspath(v))) {
+		cfg_error(cfg, "option '%s': cannot make '%s' absolute: %s", opt->name, v, strerror(errno));
+		return -1;
+	}
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0)
+		cfg_error(cfg, "option '%s': cannot read %s: %s", opt->name, path, strerror(errno));
+	else if (fstat(fd, &st) < 0)
+		cfg_error(cfg, "option '%s': cannot read %s: %s", opt->name, path, strerror(errno));
+	else if (!S_ISREG(st.st_mode))
+		cfg_error(cfg, "option '%s': %s is not a regular file", opt->name, path);
+	else
+		rc = 0;
+	if (fd >= 0)
+		close(fd);
+	free(path);
+	return rc;
+}
+
+/* api-key: checked like every key, and never printed. */
+static int v_api_key(cfg_t *cfg, cfg_opt_t *opt)
+{
+	const char *v = cfg_opt_getnstr(opt, 0);
+	const char *why = *v ? key_problem(v) : NULL;
+
+	if (why) {
+		cfg_error(cfg, "option '%s': %s (its value is not shown)", opt->name, why);
 		return -1;
 	}
 	return 0;
@@ -199,12 +408,15 @@ static int v_outbox(cfg_t *cfg, cfg_opt_t *opt)
  * cfg_t, which knows the line but not the file name. */
 static const char *parsing_path;
 
+/* libconfuse's error function, and our validators' through cfg_error():
+ * one line, "file:line: message".  The config's text in it (quoted strings
+ * may hold "\n") is escaped by the logger. */
 static void conf_errfunc(cfg_t *cfg, const char *fmt, va_list ap)
 {
 	char msg[512];
 
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	log_err("%s:%d: %s", parsing_path, cfg ? cfg->line : 0, msg);
+	log_err("%s:%d: %s", parsing_path ? parsing_path : "(defaults)", cfg ? cfg->line : 0, msg);
 }
 
 static void set_validators(cfg_t *cfg)
@@ -215,14 +427,19 @@ static void set_validators(cfg_t *cfg)
 	} v[] = {
 		{ "log-level", v_log_level },
 		{ "syslog-facility", v_facility },
+		{ "database", v_path },
 		{ "api|base-url", v_base_url },
-		{ "api|connect-timeout", v_positive },
-		{ "api|timeout", v_positive },
+		{ "api|api-key-file", v_path },
+		{ "api|api-key", v_api_key },
+		{ "api|connect-timeout", v_timeout },
+		{ "api|timeout", v_timeout },
 		{ "api|max-rate", v_not_negative },
+		{ "api|ca-file", v_ca_file },
+		{ "api|proxy", v_proxy },
 		{ "sync|interval", v_positive },
 		{ "sync|page-size", v_page_size },
 		{ "sync|status", v_status },
-		{ "sync|max-details", v_not_negative },
+		{ "sync|max-details", v_max_details },
 		{ "outbox|poll-interval", v_positive },
 		{ "outbox|max-attempts", v_positive },
 		{ "outbox|min-backoff", v_positive },
@@ -240,7 +457,9 @@ static char *dup_or_null(const char *s)
 	return s ? strdup(s) : NULL;
 }
 
-/* Copy the parsed tree into *c; returns -1 only when out of memory. */
+/* Copy the parsed tree of path (NULL: the defaults) into *c, file names
+ * made absolute; returns -1 only when out of memory (the validators made
+ * sure the names can be made absolute). */
 static int conf_copy(cfg_t *cfg, const char *path, struct conf *c)
 {
 	cfg_t *api = cfg_getsec(cfg, "api");
@@ -249,8 +468,8 @@ static int conf_copy(cfg_t *cfg, const char *path, struct conf *c)
 	char *url;
 	size_t n;
 
-	c->path = strdup(path);
-	c->database = strdup(cfg_getstr(cfg, "database"));
+	c->path = path ? conf_abspath(path) : strdup("(defaults)");
+	c->database = conf_abspath(cfg_getstr(cfg, "database"));
 	c->log_level = log_level_from_name(cfg_getstr(cfg, "log-level"));
 	c->syslog_facility = log_facility_from_name(cfg_getstr(cfg, "syslog-facility"));
 
@@ -259,13 +478,13 @@ static int conf_copy(cfg_t *cfg, const char *path, struct conf *c)
 		for (n = strlen(url); n > 0 && url[n - 1] == '/'; n--)
 			url[n - 1] = '\0';
 	c->base_url = url;
-	c->api_key_file = strdup(cfg_getstr(api, "api-key-file"));
+	c->api_key_file = conf_abspath(cfg_getstr(api, "api-key-file"));
 	c->api_key_file_set = (cfg_getopt(api, "api-key-file")->flags & CFGF_MODIFIED) != 0;
 	c->api_key = dup_or_null(cfg_getstr(api, "api-key"));
 	c->connect_timeout = cfg_getint(api, "connect-timeout");
 	c->timeout = cfg_getint(api, "timeout");
 	c->max_rate = cfg_getint(api, "max-rate");
-	c->ca_file = strdup(cfg_getstr(api, "ca-file"));
+	c->ca_file = conf_abspath(cfg_getstr(api, "ca-file"));
 	c->proxy = strdup(cfg_getstr(api, "proxy"));
 
 	c->sync_interval = cfg_getint(sync, "interval");
@@ -290,36 +509,119 @@ static int conf_copy(cfg_t *cfg, const char *path, struct conf *c)
 	return 0;
 }
 
+/* Line number of the byte at offset in text. */
+static int line_of(const char *text, size_t offset)
+{
+	int line = 1;
+
+	for (size_t i = 0; i < offset; i++)
+		line += text[i] == '\n';
+	return line;
+}
+
+/* Read the config at path into a string for cfg_parse_buf(), *mode its
+ * permissions.  libconfuse's own reader would exit the process on a read
+ * error (a directory: "input in flex scanner failed") and stop quietly at
+ * a NUL byte, so only a regular file of at most MAX_CONF_SIZE bytes without
+ * one gets past here.  Returns the text (free() it), or NULL after logging
+ * one line that names the file. */
+static char *conf_slurp(const char *path, mode_t *mode)
+{
+	struct stat st;
+	size_t len = 0, size;
+	char *buf = NULL, *more, *nul;
+	ssize_t n;
+	int fd;
+
+	/* O_NONBLOCK: opening a FIFO must not wait for a writer */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		log_err("%s: cannot read: %s", path, strerror(errno));
+		goto fail;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		log_err("%s: cannot read: %s, not a config file", path,
+			S_ISDIR(st.st_mode) ? "a directory" : "not a regular file");
+		goto fail;
+	}
+	*mode = st.st_mode;
+	/* room for the file, a byte more to see the end (or growth), the NUL */
+	size = st.st_size < MAX_CONF_SIZE ? (size_t)st.st_size + 2 : MAX_CONF_SIZE + 2;
+	for (;;) {
+		if (len + 1 == size || !buf) {
+			if (len > MAX_CONF_SIZE || st.st_size > MAX_CONF_SIZE) {
+				log_err("%s: larger than %d bytes, not a config file", path, MAX_CONF_SIZE);
+				goto fail;
+			}
+			if (buf)
+				size = size * 2 > MAX_CONF_SIZE + 2 ? MAX_CONF_SIZE + 2 : size * 2;
+			if (!(more = realloc(buf, size))) {
+				log_err("%s: out of memory", path);
+				goto fail;
+			}
+			buf = more;
+		}
+		n = read(fd, buf + len, size - 1 - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			log_err("%s: cannot read: %s", path, strerror(errno));
+			goto fail;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	close(fd);
+	buf[len] = '\0';
+	if ((nul = memchr(buf, '\0', len))) {
+		log_err("%s:%d: holds a NUL byte, not a config file", path, line_of(buf, (size_t)(nul - buf)));
+		free(buf);
+		return NULL;
+	}
+	return buf;
+fail:
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	return NULL;
+}
+
 /* Parse path, or the empty text when path is NULL (the defaults). */
 static int conf_read(const char *path, struct conf *c)
 {
+	const char *name = path ? path : "(defaults)";
 	cfg_t *cfg;
-	struct stat st;
+	char *text = NULL;
+	mode_t mode = 0;
 	int rc;
 
 	memset(c, 0, sizeof(*c));
+	remember_start_dir();   /* before anything can change the directory */
+	if (path && !(text = conf_slurp(path, &mode)))
+		return -1;
 	cfg = cfg_init(top_opts, CFGF_NONE);
 	if (!cfg) {
-		log_err("%s: out of memory", path ? path : "defaults");
+		log_err("%s: out of memory", name);
+		free(text);
 		return -1;
 	}
 	cfg_set_error_function(cfg, conf_errfunc);
 	set_validators(cfg);
 
 	parsing_path = path;
-	rc = path ? cfg_parse(cfg, path) : cfg_parse_buf(cfg, "");
+	rc = cfg_parse_buf(cfg, text ? text : "");
 	parsing_path = NULL;
-	if (!path)
-		path = "(defaults)";
+	free(text);
 	if (rc == CFG_FILE_ERROR) {
-		log_err("%s: cannot read: %s", path, strerror(errno));
+		log_err("%s: cannot read: %s", name, strerror(errno));
 	} else if (rc == CFG_SUCCESS) {
 		if (conf_copy(cfg, path, c) < 0) {
-			log_err("%s: out of memory", path);
+			log_err("%s: out of memory", name);
 			rc = CFG_PARSE_ERROR;
-		} else if (c->api_key && stat(path, &st) == 0 && (st.st_mode & (S_IRGRP | S_IROTH))) {
+		} else if (c->api_key && (mode & (S_IRGRP | S_IROTH))) {
 			log_warning("%s: holds an api-key and is readable by group or others; "
-				    "chmod 600 it or use api-key-file", path);
+				    "chmod 600 it or use api-key-file", name);
 		}
 	}
 	cfg_free(cfg);
@@ -363,40 +665,63 @@ void conf_key_free(char *key)
 	}
 }
 
-/* Read a key file: the first line, trailing white space removed.
- * Returns the key, or NULL with errno set (ENOENT kept for the caller). */
-static char *read_key_file(const char *path, int *insecure)
+/* Read a key file: one line, white space around it removed.  Returns the
+ * key; or NULL with *why saying what is wrong with the file (never quoting
+ * it); or NULL with *why NULL and errno set (ENOENT kept for the caller).
+ * O_NONBLOCK: a FIFO must not hang the daemon waiting for a writer. */
+static char *read_key_file(const char *path, int *insecure, const char **why)
 {
-	char buf[MAX_KEY_LEN + 2];
+	char buf[MAX_KEY_LEN + 8];
+	char *start, *end, *key = NULL;
 	struct stat st;
-	ssize_t n;
-	char *key;
+	size_t len = 0;
+	ssize_t n = 0;
 	int fd, e;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	*why = NULL;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0)
 		return NULL;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+	if (fstat(fd, &st) < 0) {
+		e = errno;
 		close(fd);
-		errno = EINVAL;
-		return NULL;
-	}
-	*insecure = (st.st_mode & (S_IRGRP | S_IROTH)) != 0;
-	n = read(fd, buf, sizeof(buf) - 1);
-	e = errno;
-	close(fd);
-	if (n < 0) {
 		errno = e;
 		return NULL;
 	}
-	buf[n] = '\0';
-	buf[strcspn(buf, "\r\n")] = '\0';
-	for (n = (ssize_t)strlen(buf); n > 0 && (buf[n - 1] == ' ' || buf[n - 1] == '\t'); n--)
-		buf[n - 1] = '\0';
-	key = NULL;
-	if (!*buf || strlen(buf) > MAX_KEY_LEN)
-		errno = EINVAL;
-	else if (!(key = strdup(buf)))
+	if (!S_ISREG(st.st_mode)) {
+		*why = S_ISDIR(st.st_mode) ? "a directory, not a key file" : "not a regular file";
+		close(fd);
+		return NULL;
+	}
+	*insecure = (st.st_mode & (S_IRGRP | S_IROTH)) != 0;
+	while (len < sizeof(buf) - 1) {
+		n = read(fd, buf + len, sizeof(buf) - 1 - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	e = errno;
+	close(fd);
+	if (n < 0) {
+		explicit_bzero(buf, sizeof(buf));
+		errno = e;
+		return NULL;
+	}
+	buf[len] = '\0';
+	if (len == sizeof(buf) - 1)
+		*why = "the key is longer than 4096 characters";
+	else if (memchr(buf, '\0', len))
+		*why = "the file holds a NUL byte";
+	for (start = buf; *start == ' ' || *start == '\t'; start++)
+		;
+	for (end = buf + len; end > start && end[-1] && strchr(" \t\r\n", end[-1]); end--)
+		;
+	*end = '\0';
+	if (!*why)
+		*why = key_problem(start);
+	if (!*why && !(key = strdup(start)))
 		errno = ENOMEM;
 	explicit_bzero(buf, sizeof(buf));
 	return key;
@@ -406,18 +731,20 @@ static char *read_key_file(const char *path, int *insecure)
  * exist and may be skipped, -1 after logging an error. */
 static int key_from_file(const char *path, int must_exist, char **key)
 {
+	const char *why;
 	int insecure = 0;
 
-	*key = read_key_file(path, &insecure);
+	*key = read_key_file(path, &insecure, &why);
 	if (*key) {
 		if (insecure)
 			log_warning("API key file %s is readable by group or others; chmod 600 it", path);
 		return 1;
 	}
-	if (errno == ENOENT && !must_exist)
+	if (why)
+		log_err("API key file %s: %s", path, strstr(why, "line break") ?
+			"more than one line; it must hold the key alone on one line" : why);
+	else if (errno == ENOENT && !must_exist)
 		return 0;
-	if (errno == EINVAL)
-		log_err("API key file %s: empty, too long or not a regular file", path);
 	else
 		log_err("API key file %s: %s", path, strerror(errno));
 	return -1;
@@ -426,14 +753,17 @@ static int key_from_file(const char *path, int must_exist, char **key)
 char *conf_api_key(const struct conf *c)
 {
 	const char *credentials = getenv("CREDENTIALS_DIRECTORY");
-	const char *env;
+	const char *env, *why;
 	char *key = NULL;
 	int rc;
 
 	if (credentials && *credentials) {
 		char path[PATH_MAX];
 
-		snprintf(path, sizeof(path), "%s/api-key", credentials);
+		if ((size_t)snprintf(path, sizeof(path), "%s/api-key", credentials) >= sizeof(path)) {
+			log_err("$CREDENTIALS_DIRECTORY is too long");
+			return NULL;
+		}
 		rc = key_from_file(path, 0, &key);
 		if (rc)
 			return rc > 0 ? key : NULL;
@@ -444,8 +774,13 @@ char *conf_api_key(const struct conf *c)
 			return rc > 0 ? key : NULL;
 	}
 	env = getenv("DEXRA_API_KEY");
-	if (env && *env)
+	if (env && *env) {
+		if ((why = key_problem(env))) {
+			log_err("$DEXRA_API_KEY: %s (its value is not shown)", why);
+			return NULL;
+		}
 		return strdup(env);
+	}
 	if (c->api_key && *c->api_key)
 		return strdup(c->api_key);
 	log_err("no API key: none in $CREDENTIALS_DIRECTORY/api-key, api-key-file (%s), "

@@ -34,17 +34,29 @@ struct conf {
 	long max_age;
 };
 
-/* Read and validate path into *c.  Every problem is logged as
- * "file:line: message" and makes it return -1, leaving *c empty. */
+/* Read and validate path into *c.  Every problem is logged on one line,
+ * "file:line: message" when it has a place in the file, and makes it
+ * return -1, leaving *c empty; it never exits.  path must be a regular
+ * file without NUL bytes.  The paths in *c (path, database, api_key_file,
+ * ca_file) are absolute: see conf_abspath(). */
 int conf_load(const char *path, struct conf *c);
 void conf_free(struct conf *c);
+
+/* path made absolute against the working directory the program started
+ * in (remembered at the first call, or the first conf_load()), so that it
+ * still means the same file after daemon() changed to /.  Returns a malloc'd
+ * string, or NULL with errno set. */
+char *conf_abspath(const char *path);
 
 /* Every key at its default, as if read from an empty file. */
 int conf_defaults(struct conf *c);
 
+/* The longest duration any key accepts: ten years. */
+#define CONF_DURATION_MAX	(3650L * 86400)
+
 /* Parse a duration: whole seconds, or a number with a suffix s, m, h or d.
  * Returns 0 and the seconds in *secs, or -1 for anything else (negative,
- * empty, trailing garbage, overflow). */
+ * empty, trailing garbage, more than CONF_DURATION_MAX). */
 int conf_parse_duration(const char *s, long *secs);
 
 /* Find the API key, first found wins: $CREDENTIALS_DIRECTORY/api-key,

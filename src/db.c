@@ -117,20 +117,31 @@ static int run_each(sqlite3 *db, const char *query, int *n)
 	return rc;
 }
 
-/* Each secondary index of the mirror tables: its SQL into sync_state, then
- * dropped. */
+/* Each secondary index the schema (src/sql) puts on the mirror tables: its
+ * SQL into sync_state, then dropped.  Only those, by name: an index a user
+ * made is never dropped.  A migration that adds an index to these tables
+ * adds its name here (test_walk.py checks the list against src/sql). */
 #define DEFER_NEXT \
 	"SELECT printf('INSERT INTO sync_state(key, value) VALUES (%Q, %Q); DROP INDEX \"%w\"',\n" \
 	"	'" DB_DEFERRED "' || name, sql, name)\n" \
 	"FROM sqlite_schema\n" \
 	"WHERE type = 'index' AND sql IS NOT NULL\n" \
 	"	AND tbl_name IN ('conversations', 'messages', 'participants')\n" \
+	"	AND name IN ('conversations_detail_needed', 'conversations_live_status',\n" \
+	"		'conversations_live_day', 'messages_conversation_id', 'participants_user_id')\n" \
 	"LIMIT 1"
 
-/* Each deferred index: built, and its key deleted. */
+/* Each deferred index: built (unless one of its name is there again), and
+ * its key deleted. */
 #define RESTORE_NEXT \
-	"SELECT printf('%s; DELETE FROM sync_state WHERE key = %Q', value, key)\n" \
-	"FROM sync_state WHERE key GLOB '" DB_DEFERRED "*' LIMIT 1"
+	"SELECT printf('%s; DELETE FROM sync_state WHERE key = %Q',\n" \
+	"	CASE WHEN value GLOB 'CREATE INDEX *'\n" \
+	"		THEN 'CREATE INDEX IF NOT EXISTS' || substr(value, 13) ELSE value END, key)\n" \
+	"FROM sync_state WHERE key GLOB '" DB_DEFERRED "*' ORDER BY key LIMIT 1"
+/* The name of the index RESTORE_NEXT builds. */
+#define RESTORE_NAME \
+	"SELECT substr(key, length('" DB_DEFERRED "') + 1)\n" \
+	"FROM sync_state WHERE key GLOB '" DB_DEFERRED "*' ORDER BY key LIMIT 1"
 
 int db_indexes_defer(sqlite3 *db)
 {
@@ -176,32 +187,55 @@ int db_cache_restore(sqlite3 *db, char *old)
 	return db_exec(db, sql);
 }
 
+/* Each deferred index is built in a transaction of its own, so that the
+ * write lock is held for one index at a time (SPEC 3, "the database lock is
+ * held briefly") and a crash keeps those built; each one's time is logged. */
 int db_indexes_restore(sqlite3 *db)
 {
 	struct timespec t0, t1;
-	int n = 0;
+	char *name = NULL, *stmt = NULL;
+	int n = 0, rc;
 
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	if (db_exec(db, "BEGIN IMMEDIATE") < 0)
-		return -1;
-	if (run_each(db, RESTORE_NEXT, &n) < 0 || db_exec(db, "COMMIT") < 0) {
-		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-		return -1;
+	for (;;) {
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		if (db_exec(db, "BEGIN IMMEDIATE") < 0)
+			return -1;
+		rc = first_text(db, RESTORE_NAME, &name);
+		if (rc > 0 && (rc = first_text(db, RESTORE_NEXT, &stmt)) > 0)
+			rc = db_exec(db, stmt) < 0 ? -1 : 1;
+		sqlite3_free(stmt);
+		stmt = NULL;
+		if (rc < 0 || db_exec(db, "COMMIT") < 0) {
+			sqlite3_free(name);
+			sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+			return -1;
+		}
+		if (rc == 0)
+			break;
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		log_info("database %s: built the deferred index %s in %.2f s",
+			 sqlite3_db_filename(db, "main"), name,
+			 (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+		sqlite3_free(name);
+		name = NULL;
+		n++;
 	}
-	clock_gettime(CLOCK_MONOTONIC, &t1);
+	sqlite3_free(name);
 	if (n > 0)
-		log_info("database %s: built the %d deferred indexes in %.1f s", sqlite3_db_filename(db, "main"),
-			 n, (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+		log_info("database %s: the %d deferred indexes are built", sqlite3_db_filename(db, "main"), n);
 	return 0;
 }
 
 /* Apply every migration newer than the database, all in one transaction,
- * so that a crash leaves the old schema or the new one, never a mix. */
+ * so that a crash leaves the old schema or the new one, never a mix.  A
+ * current schema is read without taking the write lock. */
 static int migrate(sqlite3 *db, const char *path)
 {
 	char sql[64];
 	int have, deferred = 0;
 
+	if ((have = user_version(db)) == db_schema_version())
+		return 0;
 	if (db_exec(db, "BEGIN IMMEDIATE") < 0)
 		return -1;
 	have = user_version(db);
@@ -235,11 +269,69 @@ fail:
 	return -1;
 }
 
+/* Is the read-only db a dexsync mirror of this program's schema?  0, or
+ * -1 after logging what it is instead.  Reads, never writes. */
+static int check_schema(sqlite3 *db, const char *path)
+{
+	char *ours;
+	int have = user_version(db), rc;
+
+	if (have < 0) {
+		log_err("database %s: %s", path, sqlite3_errmsg(db));
+		return -1;
+	}
+	rc = first_text(db, "SELECT count(*) = 3 FROM sqlite_schema WHERE type = 'table'\n"
+			    "	AND name IN ('conversations', 'outbox', 'sync_runs')", &ours);
+	if (rc < 0)
+		return -1;
+	rc = rc > 0 && !strcmp(ours, "1");
+	sqlite3_free(ours);
+	if (!rc || have < 1) {
+		log_err("database %s: not a dexsync mirror (left untouched)", path);
+		return -1;
+	}
+	if (have < db_schema_version()) {
+		log_err("database %s: schema version %d is older than this dexsync's (%d); "
+			"start dexsyncd once to migrate it", path, have, db_schema_version());
+		return -1;
+	}
+	if (have > db_schema_version()) {
+		log_err("database %s: schema version %d is newer than this dexsync knows (%d); upgrade dexsync",
+			path, have, db_schema_version());
+		return -1;
+	}
+	return 0;
+}
+
+/* The pragmas of a connection that may write, then the migrations. */
+static int setup_writer(sqlite3 *db, const char *path, enum db_mode mode)
+{
+	sqlite3_busy_timeout(db, mode == DB_DAEMON ? DB_BUSY_TIMEOUT_MS : DB_CLIENT_BUSY_TIMEOUT_MS);
+	if (db_exec(db, "PRAGMA journal_mode = WAL") < 0 ||
+	    db_exec(db, mode == DB_DAEMON ? "PRAGMA synchronous = NORMAL"
+					  : "PRAGMA synchronous = FULL") < 0 ||
+	    db_exec(db, "PRAGMA temp_store = FILE") < 0)
+		return -1;
+	return migrate(db, path);
+}
+
+/* A read-only connection: nothing it runs can write (query_only), and it
+ * waits only a moment for a lock (in WAL mode a reader never waits for a
+ * writer). */
+static int setup_reader(sqlite3 *db, const char *path)
+{
+	sqlite3_busy_timeout(db, 1000);
+	if (db_exec(db, "PRAGMA query_only = 1") < 0 || db_exec(db, "PRAGMA temp_store = FILE") < 0)
+		return -1;
+	return check_schema(db, path);
+}
+
 sqlite3 *db_open(const char *path, enum db_mode mode)
 {
-	int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
+	int flags = SQLITE_OPEN_NOMUTEX;
 	sqlite3 *db = NULL;
 
+	flags |= mode == DB_READONLY ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
 	if (mode == DB_DAEMON)
 		flags |= SQLITE_OPEN_CREATE;
 	else if (access(path, F_OK) < 0) {
@@ -252,12 +344,7 @@ sqlite3 *db_open(const char *path, enum db_mode mode)
 		return NULL;
 	}
 	sqlite3_extended_result_codes(db, 1);
-	sqlite3_busy_timeout(db, DB_BUSY_TIMEOUT_MS);
-	if (db_exec(db, "PRAGMA journal_mode = WAL") < 0 ||
-	    db_exec(db, mode == DB_DAEMON ? "PRAGMA synchronous = NORMAL"
-					  : "PRAGMA synchronous = FULL") < 0 ||
-	    db_exec(db, "PRAGMA temp_store = FILE") < 0 ||
-	    migrate(db, path) < 0) {
+	if ((mode == DB_READONLY ? setup_reader(db, path) : setup_writer(db, path, mode)) < 0) {
 		sqlite3_close(db);
 		return NULL;
 	}

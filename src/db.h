@@ -7,10 +7,15 @@
 enum db_mode {
 	DB_DAEMON,      /* create if missing, synchronous=NORMAL (WAL keeps it safe) */
 	DB_CLIENT,      /* must exist, synchronous=FULL: a queued write survives power loss */
+	DB_READONLY,    /* must exist and be a current dexsync mirror; never written */
 };
 
-/* Open path, set WAL, busy_timeout and the other pragmas, and apply pending
- * migrations in one transaction.  NULL after logging the reason. */
+/* Open path.  DB_DAEMON and DB_CLIENT set WAL, busy_timeout and the other
+ * pragmas, and apply pending migrations in one transaction (taking the
+ * write lock only when there is one to apply).  DB_READONLY opens the file
+ * read-only, changes nothing in it, and refuses a file that is not a
+ * dexsync mirror or whose schema is not this program's.  NULL after
+ * logging the reason. */
 sqlite3 *db_open(const char *path, enum db_mode mode);
 void db_close(sqlite3 *db);
 
@@ -50,6 +55,10 @@ int db_cache_restore(sqlite3 *db, char *old);
 /* Current UTC time as YYYY-MM-DDTHH:MM:SSZ into buf (at least 21 bytes). */
 void db_now(char *buf, size_t size);
 
+/* How long a connection waits for another's write lock.  The daemon's
+ * transactions last about a second at most, and queuing from the command
+ * line must never fail because a walk is running: it waits a minute. */
 #define DB_BUSY_TIMEOUT_MS 10000
+#define DB_CLIENT_BUSY_TIMEOUT_MS 60000
 
 #endif

@@ -1,10 +1,18 @@
 /* dexsync.c - the command line: queue writes, inspect and repair the outbox
  *
  * It works on the database alone: queuing is an INSERT into the outbox,
- * committed with synchronous=FULL, and never needs the network or the key. */
+ * committed with synchronous=FULL, and never needs the network or the key.
+ * The commands that only look (outbox, status, report) open the database
+ * read-only and never write, migrate or wait for the write lock.
+ *
+ * Arguments that are not what they seem (not UTF-8, a NUL or a control
+ * character, a number too large, an option given twice) are refused with
+ * one line, never changed; whatever the database or the user hands us is
+ * escaped before it reaches the terminal (escape.h). */
 #include "config.h"
 
 #include <getopt.h>
+#include <locale.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,14 +20,24 @@
 
 #include "conf.h"
 #include "db.h"
+#include "escape.h"
+#include "lock.h"
 #include "log.h"
 #include "queue.h"
 #include "report.h"
 #include "status.h"
 
 #define DEFAULT_CONF	SYSCONFDIR "/dexsyncd.conf"
-#define MAX_TEXT	(1u << 20)
 #define EXIT_USAGE	2
+#define STDIN_CHUNK	65536
+
+/* What a command works on: the database, its path (the daemon's lock file
+ * sits next to it), and the configuration. */
+struct ctx {
+	sqlite3 *db;
+	const char *path;
+	const struct conf *conf;
+};
 
 static const char usage_text[] =
 	"Usage: dexsync [-f FILE | -d DATABASE] COMMAND ...\n"
@@ -30,9 +48,10 @@ static const char usage_text[] =
 	"  new-conversation USER [--subject S] [--tag T]...\n"
 	"                                        queue a conversation; prints outbox:N for send\n"
 	"  outbox [--state STATE]                list items\n"
-	"  retry ID... | retry --failed          failed -> pending\n"
-	"  cancel ID...                          pending -> cancelled\n"
-	"  status                                last walk, counts, outbox; exit 2 when unhealthy\n"
+	"  retry ID... | retry --failed          failed (or stranded sending) -> pending\n"
+	"  cancel ID...                          pending (or stranded sending) -> cancelled\n"
+	"  status                                last walk, counts, outbox, daemon; exit 2 when\n"
+	"                                        unhealthy, 1 when an item is sending > 10 min\n"
 	"  report [NAME] [--format table|csv|json|html] [--since DATE] [--until DATE]\n"
 	"         [--attribute KEY]              built-in reports; alone, lists them\n"
 	"\n"
@@ -44,36 +63,59 @@ static const char usage_text[] =
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* One line on stderr, escaped like a log line, pointing at --help;
+ * returns EXIT_USAGE. */
 static int usage_error(const char *fmt, ...)
 {
+	char *text = NULL, *safe = NULL;
 	va_list ap;
+	int n;
 
 	va_start(ap, fmt);
-	fputs("dexsync: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputs(" (see dexsync --help)\n", stderr);
+	n = vasprintf(&text, fmt, ap);
 	va_end(ap);
+	if (n >= 0)
+		safe = escape_text(text, (size_t)n);
+	fprintf(stderr, "dexsync: %s (see dexsync --help)\n", safe ? safe : "bad usage");
+	free(safe);
+	free(text);
 	return EXIT_USAGE;
 }
 
-/* Read all of standard input (at most MAX_TEXT bytes) into a malloc'd string. */
-static char *read_stdin(void)
+/* The one-line error for what getopt_long (opterr off, optstring starting
+ * with ':') returned instead of an option of command cmd. */
+static int option_error(const char *cmd, int ch, char **argv)
 {
-	size_t len = 0, size = 4096;
-	char *buf = malloc(size);
-	size_t n;
+	const char *arg = argv[optind - 1];
 
-	while (buf && (n = fread(buf + len, 1, size - len - 1, stdin)) > 0) {
-		len += n;
-		if (len > MAX_TEXT) {
-			log_err("the message text is larger than %u bytes", MAX_TEXT);
+	if (ch == ':')
+		return usage_error("%s: option '%s' needs a value", cmd, arg);
+	if (!strncmp(arg, "--", 2) && strchr(arg, '=') && optopt)
+		return usage_error("%s: option '%.*s' takes no value", cmd, (int)(strchr(arg, '=') - arg), arg);
+	if (!strncmp(arg, "--", 2) && !optopt)
+		return usage_error("%s: unknown option '%s'", cmd, arg);
+	return usage_error("%s: unknown option '-%c'", cmd, optopt);
+}
+
+/* Read all of standard input (at most QUEUE_MAX_TEXT bytes, and one more
+ * to tell a text that is too long) into a malloc'd, NUL-terminated buffer;
+ * *len gets its length (it may hold NUL bytes, which queue_message
+ * refuses).  NULL after logging why. */
+static char *read_stdin(size_t *len)
+{
+	size_t size = STDIN_CHUNK, n;
+	char *buf = malloc(size + 1), *p;
+
+	*len = 0;
+	while (buf && (n = fread(buf + *len, 1, size - *len, stdin)) > 0) {
+		*len += n;
+		if (*len > QUEUE_MAX_TEXT) {
+			log_err("the message text is larger than %u bytes", QUEUE_MAX_TEXT);
 			free(buf);
 			return NULL;
 		}
-		if (len + 1 == size) {
-			char *p = realloc(buf, size * 2);
-
-			if (!p) {
+		if (*len == size) {
+			if (!(p = realloc(buf, size * 2 + 1))) {
 				free(buf);
 				buf = NULL;
 				break;
@@ -82,14 +124,16 @@ static char *read_stdin(void)
 			size *= 2;
 		}
 	}
-	if (!buf)
+	if (!buf) {
 		log_err("out of memory");
-	else if (ferror(stdin)) {
+		return NULL;
+	}
+	if (ferror(stdin)) {
 		log_err("cannot read standard input");
 		free(buf);
 		return NULL;
-	} else
-		buf[len] = '\0';
+	}
+	buf[*len] = '\0';
 	return buf;
 }
 
@@ -121,65 +165,81 @@ static long long enqueue(sqlite3 *db, const char *kind, const char *target, json
 	return id;
 }
 
-/* Is "outbox:N" a queued conversation item? */
-static int queued_conversation(sqlite3 *db, const char *ref)
+/* Is outbox item n a queued conversation that is not failed or cancelled? */
+static int queued_conversation(sqlite3 *db, long long n)
 {
 	sqlite3_stmt *st = NULL;
 	int ok = 0;
 
 	if (sqlite3_prepare_v2(db, "SELECT 1 FROM outbox WHERE id = ?1 AND kind = 'conversation'"
 			       " AND state NOT IN ('failed', 'cancelled')", -1, &st, NULL) == SQLITE_OK) {
-		sqlite3_bind_text(st, 1, ref + strlen("outbox:"), -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 1, n);
 		ok = sqlite3_step(st) == SQLITE_ROW;
 	}
 	sqlite3_finalize(st);
 	return ok;
 }
 
-static int cmd_send(sqlite3 *db, const struct conf *c, int argc, char **argv)
+/* A user id as update-user and new-conversation take it: an id, and not an
+ * outbox reference (which only a conversation can be).  Logs why not. */
+static int check_user(const char *user)
 {
-	(void)c;
+	if (!queue_valid_id(user) || queue_outbox_ref(user)) {
+		log_err("'%.80s' is not a user id", user);
+		return 0;
+	}
+	return 1;
+}
+
+static int cmd_send(struct ctx *x, int argc, char **argv)
+{
 	static const struct option opts[] = { { "note", no_argument, NULL, 'n' }, { NULL, 0, NULL, 0 } };
 	char err[256], *text;
 	const char *conv;
+	long long ref;
 	int note = 0, ch, rc = 1;
+	size_t len;
 	json_t *payload;
 
-	while ((ch = getopt_long(argc, argv, "n", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, ":n", opts, NULL)) != -1) {
 		if (ch != 'n')
-			return EXIT_USAGE;
+			return option_error("send", ch, argv);
 		note = 1;
 	}
 	if (optind >= argc || argc - optind > 2)
 		return usage_error("%s", "send takes CONVERSATION [TEXT|-]");
 	conv = argv[optind];
-	if (!queue_valid_id(conv)) {
+	ref = queue_outbox_ref(conv);
+	if (!queue_valid_id(conv) || ref < 0) {
 		log_err("'%.80s' is not a conversation id", conv);
 		return 1;
 	}
-	if (!strncmp(conv, "outbox:", 7) && !queued_conversation(db, conv)) {
+	if (ref > 0 && !queued_conversation(x->db, ref)) {
 		log_err("%s is not a queued new-conversation item", conv);
 		return 1;
 	}
-	if (optind + 1 < argc && strcmp(argv[optind + 1], "-"))
+	if (optind + 1 < argc && strcmp(argv[optind + 1], "-")) {
+		len = strlen(argv[optind + 1]);
 		text = strdup(argv[optind + 1]);
-	else
-		text = read_stdin();
+		if (!text)
+			log_err("out of memory");
+	} else {
+		text = read_stdin(&len);
+	}
 	if (!text)
 		return 1;
-	payload = queue_message(conv, text, note, err, sizeof(err));
+	payload = queue_message(conv, text, len, note, err, sizeof(err));
 	if (!payload)
 		log_err("%s", err);
-	else if (enqueue(db, "message", conv, payload) > 0)
+	else if (enqueue(x->db, "message", conv, payload) > 0)
 		rc = 0;
 	json_decref(payload);
 	free(text);
 	return rc;
 }
 
-static int cmd_update_user(sqlite3 *db, const struct conf *c, int argc, char **argv)
+static int cmd_update_user(struct ctx *x, int argc, char **argv)
 {
-	(void)c;
 	static const struct option opts[] = { { "email", required_argument, NULL, 'e' },
 					      { NULL, 0, NULL, 0 } };
 	json_t *payload = json_object(), *attrs = json_object(), *value;
@@ -187,67 +247,111 @@ static int cmd_update_user(sqlite3 *db, const struct conf *c, int argc, char **a
 	const char *user;
 	int ch, rc = 1;
 
-	if (!payload || !attrs)
+	if (!payload || !attrs) {
+		log_err("out of memory");
 		goto out;
-	while ((ch = getopt_long(argc, argv, "e:", opts, NULL)) != -1) {
+	}
+	while ((ch = getopt_long(argc, argv, ":e:", opts, NULL)) != -1) {
 		if (ch != 'e') {
-			rc = EXIT_USAGE;
+			rc = option_error("update-user", ch, argv);
+			goto out;
+		}
+		if (json_object_get(payload, "email")) {
+			log_err("--email is given twice");
 			goto out;
 		}
 		if (!queue_valid_email(optarg)) {
 			log_err("'%.80s' is not an email address", optarg);
 			goto out;
 		}
-		json_object_set_new(payload, "email", json_string(optarg));
+		if (json_object_set_new(payload, "email", json_string(optarg)) < 0) {
+			log_err("out of memory");
+			goto out;
+		}
 	}
 	if (optind >= argc) {
 		rc = usage_error("%s", "update-user takes USER [--email E] [KEY=VALUE ...]");
 		goto out;
 	}
 	user = argv[optind++];
-	if (!queue_valid_id(user)) {
-		log_err("'%.80s' is not a user id", user);
+	if (!check_user(user))
 		goto out;
-	}
 	for (; optind < argc; optind++) {
 		if (queue_parse_attribute(argv[optind], &key, &value, err, sizeof(err)) < 0) {
 			log_err("%s", err);
 			goto out;
 		}
-		json_object_set_new(attrs, key, value);
+		if (json_object_get(attrs, key)) {
+			log_err("attribute '%.80s' is given twice", key);
+			free(key);
+			json_decref(value);
+			goto out;
+		}
+		rc = json_object_set_new(attrs, key, value);
 		free(key);
+		if (rc < 0) {
+			rc = 1;
+			log_err("out of memory");
+			goto out;
+		}
+		rc = 1;
 	}
-	if (json_object_size(attrs))
-		json_object_set(payload, "custom_attributes", attrs);
+	if (json_object_size(attrs) && json_object_set(payload, "custom_attributes", attrs) < 0) {
+		log_err("out of memory");
+		goto out;
+	}
 	if (!json_object_size(payload)) {
 		log_err("nothing to update: give --email or KEY=VALUE");
 		goto out;
 	}
-	rc = enqueue(db, "user_update", user, payload) > 0 ? 0 : 1;
+	rc = enqueue(x->db, "user_update", user, payload) > 0 ? 0 : 1;
 out:
 	json_decref(attrs);
 	json_decref(payload);
 	return rc;
 }
 
-static int cmd_new_conversation(sqlite3 *db, const struct conf *c, int argc, char **argv)
+/* A subject or tag: one line of UTF-8 text, not empty, without control
+ * characters.  Logs why not. */
+static int check_line(const char *what, const char *s)
 {
-	(void)c;
+	const char *why = queue_text_problem(s, strlen(s), 0);
+
+	if (!why && strspn(s, " ") == strlen(s))
+		why = "is empty";
+	if (why) {
+		log_err("the %s %s", what, why);
+		return 0;
+	}
+	return 1;
+}
+
+static int cmd_new_conversation(struct ctx *x, int argc, char **argv)
+{
 	static const struct option opts[] = { { "subject", required_argument, NULL, 's' },
 					      { "tag", required_argument, NULL, 't' },
 					      { NULL, 0, NULL, 0 } };
 	json_t *payload = json_object(), *tags = json_array();
 	int ch, rc = 1;
 
-	if (!payload || !tags)
+	if (!payload || !tags) {
+		log_err("out of memory");
 		goto out;
-	while ((ch = getopt_long(argc, argv, "s:t:", opts, NULL)) != -1) {
-		if (ch == 's')
-			json_object_set_new(payload, "subject", json_string(optarg));
-		else if (ch == 't' && *optarg)
-			json_array_append_new(tags, json_string(optarg));
-		else {
-			rc = ch == 't' ? (log_err("a tag cannot be empty"), 1) : EXIT_USAGE;
+	}
+	while ((ch = getopt_long(argc, argv, ":s:t:", opts, NULL)) != -1) {
+		if (ch != 's' && ch != 't') {
+			rc = option_error("new-conversation", ch, argv);
+			goto out;
+		}
+		if (!check_line(ch == 's' ? "subject" : "tag", optarg))
+			goto out;
+		if (ch == 's' && json_object_get(payload, "subject")) {
+			log_err("--subject is given twice");
+			goto out;
+		}
+		if (ch == 's' ? json_object_set_new(payload, "subject", json_string(optarg)) < 0
+			      : json_array_append_new(tags, json_string(optarg)) < 0) {
+			log_err("out of memory");
 			goto out;
 		}
 	}
@@ -255,157 +359,250 @@ static int cmd_new_conversation(sqlite3 *db, const struct conf *c, int argc, cha
 		rc = usage_error("%s", "new-conversation takes USER [--subject S] [--tag T]...");
 		goto out;
 	}
-	if (!queue_valid_id(argv[optind])) {
-		log_err("'%.80s' is not a user id", argv[optind]);
+	if (!check_user(argv[optind]))
+		goto out;
+	if (json_object_set_new(payload, "user_id", json_string(argv[optind])) < 0 ||
+	    (json_array_size(tags) && json_object_set(payload, "tags", tags) < 0)) {
+		log_err("out of memory");
 		goto out;
 	}
-	json_object_set_new(payload, "user_id", json_string(argv[optind]));
-	if (json_array_size(tags))
-		json_object_set(payload, "tags", tags);
-	rc = enqueue(db, "conversation", NULL, payload) > 0 ? 0 : 1;
+	rc = enqueue(x->db, "conversation", NULL, payload) > 0 ? 0 : 1;
 out:
 	json_decref(tags);
 	json_decref(payload);
 	return rc;
 }
 
-static int cmd_outbox(sqlite3 *db, const struct conf *c, int argc, char **argv)
+/* Print s escaped and padded with spaces to width terminal columns (no
+ * padding when width is 0), then sep. */
+static void put_cell(const char *s, size_t width, const char *sep)
 {
-	(void)c;
+	char *safe = escape_text(s ? s : "", s ? strlen(s) : 0);
+	size_t w;
+
+	if (!safe) {
+		fputs("?", stdout);
+		w = 1;
+	} else {
+		fputs(safe, stdout);
+		w = report_text_width(safe);
+	}
+	for (; w < width; w++)
+		fputc(' ', stdout);
+	fputs(sep, stdout);
+	free(safe);
+}
+
+static int cmd_outbox(struct ctx *x, int argc, char **argv)
+{
 	static const struct option opts[] = { { "state", required_argument, NULL, 's' },
 					      { NULL, 0, NULL, 0 } };
+	static const size_t width[] = { 7, 12, 24, 9, 3, 20, 16, 0 };
+	static const char *const head[] = { "ID", "KIND", "TARGET", "STATE", "TRY", "NEXT ATTEMPT",
+					    "REMOTE ID", "LAST STATUS / ERROR" };
 	const char *state = NULL;
 	sqlite3_stmt *st = NULL;
 	int ch, rc;
 
-	while ((ch = getopt_long(argc, argv, "s:", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, ":s:", opts, NULL)) != -1) {
 		if (ch != 's')
-			return EXIT_USAGE;
+			return option_error("outbox", ch, argv);
 		state = optarg;
 	}
 	if (optind < argc)
-		return usage_error("outbox takes no argument '%s'", argv[optind]);
+		return usage_error("outbox takes no argument '%.40s'", argv[optind]);
 	if (state && strcmp(state, "pending") && strcmp(state, "sending") && strcmp(state, "sent") &&
 	    strcmp(state, "failed") && strcmp(state, "cancelled")) {
 		log_err("unknown state '%.40s' (pending, sending, sent, failed, cancelled)", state);
 		return 1;
 	}
-	if (sqlite3_prepare_v2(db,
-			       "SELECT id, kind, target, state, attempts, coalesce(next_attempt_at, '-'),\n"
-			       "	coalesce(remote_id, ''), coalesce(last_status, ''),\n"
-			       "	replace(replace(coalesce(last_error, ''), char(10), ' '), char(9), ' ')\n"
+	/* The error is cut to 100 characters (not bytes: never inside one). */
+	if (sqlite3_prepare_v2(x->db,
+			       "SELECT id, kind, target, state, attempts,\n"
+			       "	CASE WHEN state = 'sending' THEN 'since ' || coalesce(sending_at, '?')\n"
+			       "		ELSE coalesce(next_attempt_at, '-') END,\n"
+			       "	coalesce(remote_id, ''),\n"
+			       "	trim(coalesce(last_status, '') || ' ' ||\n"
+			       "		CASE WHEN length(last_error) > 100 THEN substr(last_error, 1, 100) || '...'\n"
+			       "			ELSE coalesce(last_error, '') END)\n"
 			       "FROM outbox\n"
 			       "WHERE ?1 IS NULL OR state = ?1\n"
 			       "ORDER BY id", -1, &st, NULL) != SQLITE_OK) {
-		log_err("database: %s", sqlite3_errmsg(db));
+		log_err("database: %s", sqlite3_errmsg(x->db));
 		return 1;
 	}
 	sqlite3_bind_text(st, 1, state, -1, SQLITE_STATIC);
-	printf("%-7s %-12s %-24s %-9s %-3s %-20s %-16s %s\n", "ID", "KIND", "TARGET", "STATE", "TRY",
-	       "NEXT ATTEMPT", "REMOTE ID", "LAST STATUS / ERROR");
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-		printf("%-7lld %-12s %-24s %-9s %-3d %-20s %-16s %s %.100s\n",
-		       sqlite3_column_int64(st, 0), sqlite3_column_text(st, 1),
-		       sqlite3_column_text(st, 2), sqlite3_column_text(st, 3),
-		       sqlite3_column_int(st, 4), sqlite3_column_text(st, 5),
-		       sqlite3_column_text(st, 6), sqlite3_column_text(st, 7),
-		       sqlite3_column_text(st, 8));
+	for (int i = 0; i < 8; i++)
+		put_cell(head[i], width[i], i < 7 ? " " : "\n");
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		for (int i = 0; i < 8; i++)
+			put_cell((const char *)sqlite3_column_text(st, i), width[i], i < 7 ? " " : "\n");
+	}
 	sqlite3_finalize(st);
 	if (rc != SQLITE_DONE) {
-		log_err("database: %s", sqlite3_errmsg(db));
+		log_err("database: %s", sqlite3_errmsg(x->db));
 		return 1;
 	}
 	return 0;
 }
 
-/* Move the items named in argv from state `from` to `to`, all or none. */
-static int change_state(sqlite3 *db, int argc, char **argv, const char *from, const char *to,
-			const char *verb)
+/* Compare two outbox ids, for qsort. */
+static int cmp_id(const void *a, const void *b)
 {
-	sqlite3_stmt *get = NULL, *set = NULL;
-	int rc = 1, n = 0;
+	long long x = *(const long long *)a, y = *(const long long *)b;
 
-	if (argc < 1)
-		return usage_error("%s takes one or more outbox ids", verb);
-	if (db_exec(db, "BEGIN IMMEDIATE") < 0)
-		return 1;
-	if (sqlite3_prepare_v2(db, "SELECT state FROM outbox WHERE id = ?1", -1, &get, NULL) ||
-	    sqlite3_prepare_v2(db, "UPDATE outbox SET state = ?2, attempts = 0, next_attempt_at = NULL,\n"
-				   "	retried_at = CASE WHEN ?2 = 'pending'\n"
-				   "		THEN strftime('%Y-%m-%dT%H:%M:%SZ', 'now') END\n"
-				   "WHERE id = ?1", -1, &set, NULL)) {
-		log_err("database: %s", sqlite3_errmsg(db));
-		goto out;
+	return x < y ? -1 : x > y;
+}
+
+/* The ids named in argv ("N" or "outbox:N"), sorted, each once, into a
+ * malloc'd array; *n gets their number.  NULL after logging why. */
+static long long *parse_ids(int argc, char **argv, int *n)
+{
+	long long *ids = calloc((size_t)argc, sizeof(*ids));
+
+	*n = 0;
+	if (!ids) {
+		log_err("out of memory");
+		return NULL;
 	}
 	for (int i = 0; i < argc; i++) {
-		const char *arg = argv[i] + (strncmp(argv[i], "outbox:", 7) ? 0 : 7);
-		char *end;
-		long long id = strtoll(arg, &end, 10);
-
-		if (*end || end == arg || id <= 0) {
+		if ((ids[i] = queue_parse_item(argv[i])) < 0) {
 			log_err("'%.40s' is not an outbox id", argv[i]);
-			goto out;
+			free(ids);
+			return NULL;
 		}
-		sqlite3_bind_int64(get, 1, id);
+	}
+	qsort(ids, (size_t)argc, sizeof(*ids), cmp_id);
+	for (int i = 0; i < argc; i++)
+		if (i == 0 || ids[i] != ids[*n - 1])
+			ids[(*n)++] = ids[i];
+	return ids;
+}
+
+/* retry (to "pending") or cancel (to "cancelled") the items in ids, all
+ * or none, in one transaction.  retry takes failed items, cancel pending
+ * ones; both take an item stranded in 'sending' while no dexsyncd serves
+ * the database: they then hold the daemon's lock across the transaction, so
+ * that none starts meanwhile.  Returns 1 when the transaction met a
+ * 'sending' item without holding the lock (*sending gets its id), else the
+ * exit status. */
+static int change_items(struct ctx *x, const long long *ids, int n, int retry, int locked,
+			long long *sending)
+{
+	const char *from = retry ? "failed" : "pending";
+	sqlite3_stmt *get = NULL, *set = NULL;
+	int rc = 1;
+
+	*sending = 0;
+	if (db_exec(x->db, "BEGIN IMMEDIATE") < 0)
+		return 1;
+	if (sqlite3_prepare_v2(x->db, "SELECT state FROM outbox WHERE id = ?1", -1, &get, NULL) ||
+	    sqlite3_prepare_v2(x->db, retry
+			       ? "UPDATE outbox SET state = 'pending', attempts = 0,\n"
+				 "	next_attempt_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now'),\n"
+				 "	retried_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now')\n"
+				 "WHERE id = ?1"
+			       : "UPDATE outbox SET state = 'cancelled' WHERE id = ?1", -1, &set, NULL)) {
+		log_err("database: %s", sqlite3_errmsg(x->db));
+		goto out;
+	}
+	for (int i = 0; i < n; i++) {
+		const char *state;
+
+		sqlite3_bind_int64(get, 1, ids[i]);
 		if (sqlite3_step(get) != SQLITE_ROW) {
-			log_err("no outbox item %lld", id);
+			log_err("no outbox item %lld", ids[i]);
 			goto out;
 		}
-		if (strcmp((const char *)sqlite3_column_text(get, 0), from)) {
-			log_err("item %lld is %s; only %s items can be %s", id,
-				sqlite3_column_text(get, 0), from, !strcmp(to, "pending") ? "retried" : "cancelled");
+		state = (const char *)sqlite3_column_text(get, 0);
+		if (!strcmp(state, "sending") && !locked) {
+			*sending = ids[i];
+			goto out;
+		}
+		if (strcmp(state, from) && strcmp(state, "sending")) {
+			log_err("item %lld is %s; only %s items can be %s",
+				ids[i], state, from, retry ? "retried" : "cancelled");
 			goto out;
 		}
 		sqlite3_reset(get);
-		sqlite3_bind_int64(set, 1, id);
-		sqlite3_bind_text(set, 2, to, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(set, 1, ids[i]);
 		if (sqlite3_step(set) != SQLITE_DONE) {
-			log_err("database: %s", sqlite3_errmsg(db));
+			log_err("database: %s", sqlite3_errmsg(x->db));
 			goto out;
 		}
 		sqlite3_reset(set);
-		n++;
 	}
-	if (db_exec(db, "COMMIT") == 0) {
-		printf("%d item%s %s\n", n, n == 1 ? "" : "s", !strcmp(to, "pending") ? "back to pending" : "cancelled");
+	if (db_exec(x->db, "COMMIT") == 0) {
+		printf("%d item%s %s\n", n, n == 1 ? "" : "s", retry ? "back to pending" : "cancelled");
 		rc = 0;
 	}
 out:
 	sqlite3_finalize(get);
 	sqlite3_finalize(set);
 	if (rc)
-		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+		sqlite3_exec(x->db, "ROLLBACK", NULL, NULL, NULL);
 	return rc;
 }
 
-static int cmd_retry(sqlite3 *db, const struct conf *c, int argc, char **argv)
+/* retry or cancel the items named in argv (see change_items). */
+static int change_state(struct ctx *x, int argc, char **argv, int retry)
 {
-	(void)c;
-	if (argc == 2 && !strcmp(argv[1], "--failed")) {
-		if (db_exec(db, "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = NULL,\n"
-				"	retried_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now')\n"
-				"WHERE state = 'failed'") < 0)
+	long long *ids, sending;
+	int n, rc, fd = -1;
+	long pid;
+
+	if (argc < 1)
+		return usage_error("%s takes one or more outbox ids", retry ? "retry" : "cancel");
+	if (!(ids = parse_ids(argc, argv, &n)))
+		return 1;
+	rc = change_items(x, ids, n, retry, 0, &sending);
+	if (rc && sending) {
+		fd = lock_try(x->path, &pid);
+		if (fd < 0 && pid > 0)
+			log_err("item %lld is being sent by dexsyncd (pid %ld), which serves %s; only an "
+				"item a stopped daemon left in sending can be %s", sending, pid, x->path,
+				retry ? "retried" : "cancelled");
+		else if (fd < 0 && pid == 0)
+			log_err("item %lld is being sent by dexsyncd (pid unknown), which serves %s; only "
+				"an item a stopped daemon left in sending can be %s", sending, x->path,
+				retry ? "retried" : "cancelled");
+		if (fd >= 0)
+			rc = change_items(x, ids, n, retry, 1, &sending);
+		lock_release(fd);
+	}
+	free(ids);
+	return rc;
+}
+
+static int cmd_retry(struct ctx *x, int argc, char **argv)
+{
+	if (argc >= 2 && !strcmp(argv[1], "--failed")) {
+		if (argc > 2)
+			return usage_error("%s", "retry --failed takes no ids");
+		if (db_exec(x->db, "UPDATE outbox SET state = 'pending', attempts = 0,\n"
+				   "	next_attempt_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now'),\n"
+				   "	retried_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now')\n"
+				   "WHERE state = 'failed'") < 0)
 			return 1;
-		printf("%d item%s back to pending\n", sqlite3_changes(db), sqlite3_changes(db) == 1 ? "" : "s");
+		printf("%d item%s back to pending\n", sqlite3_changes(x->db), sqlite3_changes(x->db) == 1 ? "" : "s");
 		return 0;
 	}
-	return change_state(db, argc - 1, argv + 1, "failed", "pending", "retry");
+	return change_state(x, argc - 1, argv + 1, 1);
 }
 
-static int cmd_cancel(sqlite3 *db, const struct conf *c, int argc, char **argv)
+static int cmd_cancel(struct ctx *x, int argc, char **argv)
 {
-	(void)c;
-	return change_state(db, argc - 1, argv + 1, "pending", "cancelled", "cancel");
+	return change_state(x, argc - 1, argv + 1, 0);
 }
 
-static int cmd_status(sqlite3 *db, const struct conf *c, int argc, char **argv)
+static int cmd_status(struct ctx *x, int argc, char **argv)
 {
 	if (argc > 1)
 		return usage_error("status takes no argument '%.40s'", argv[1]);
-	return status_run(db, c, stdout);
+	return status_run(x->db, x->path, x->conf, stdout);
 }
 
-static int cmd_report(sqlite3 *db, const struct conf *c, int argc, char **argv)
+static int cmd_report(struct ctx *x, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "format", required_argument, NULL, 'F' },
@@ -418,8 +615,7 @@ static int cmd_report(sqlite3 *db, const struct conf *c, int argc, char **argv)
 	const struct report_def *r = NULL;
 	int ch, fmt = REPORT_TABLE;
 
-	(void)c;
-	while ((ch = getopt_long(argc, argv, "F:s:u:a:", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, ":F:s:u:a:", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'F':
 			if ((fmt = report_format_from_name(optarg)) < 0) {
@@ -437,7 +633,7 @@ static int cmd_report(sqlite3 *db, const struct conf *c, int argc, char **argv)
 			q.attribute = optarg;
 			break;
 		default:
-			return EXIT_USAGE;
+			return option_error("report", ch, argv);
 		}
 	}
 	if (argc - optind > 1)
@@ -450,21 +646,22 @@ static int cmd_report(sqlite3 *db, const struct conf *c, int argc, char **argv)
 		report_list(stdout);
 		return 0;
 	}
-	return report_run(db, r, (enum report_format)fmt, &q, stdout) < 0 ? 1 : 0;
+	return report_run(x->db, r, (enum report_format)fmt, &q, stdout) < 0 ? 1 : 0;
 }
 
 static const struct command {
 	const char *name;
-	int (*run)(sqlite3 *db, const struct conf *c, int argc, char **argv);
+	int (*run)(struct ctx *x, int argc, char **argv);
+	enum db_mode mode;      /* DB_READONLY: looks, never writes */
 } commands[] = {
-	{ "send", cmd_send },
-	{ "update-user", cmd_update_user },
-	{ "new-conversation", cmd_new_conversation },
-	{ "outbox", cmd_outbox },
-	{ "retry", cmd_retry },
-	{ "cancel", cmd_cancel },
-	{ "status", cmd_status },
-	{ "report", cmd_report },
+	{ "send", cmd_send, DB_CLIENT },
+	{ "update-user", cmd_update_user, DB_CLIENT },
+	{ "new-conversation", cmd_new_conversation, DB_CLIENT },
+	{ "outbox", cmd_outbox, DB_READONLY },
+	{ "retry", cmd_retry, DB_CLIENT },
+	{ "cancel", cmd_cancel, DB_CLIENT },
+	{ "status", cmd_status, DB_READONLY },
+	{ "report", cmd_report, DB_READONLY },
 };
 
 /* The configuration: -f, else the default file unless -d names the
@@ -490,12 +687,14 @@ int main(int argc, char **argv)
 	const char *conf_path = NULL, *database = NULL;
 	const struct command *cmd = NULL;
 	struct conf c;
-	sqlite3 *db;
+	struct ctx x;
 	int ch, rc;
 
 	log_open("dexsync", LOG_USER, 1, 0);
 	log_set_level(LOG_NOTICE);
-	while ((ch = getopt_long(argc, argv, "+f:d:Vh", opts, NULL)) != -1) {
+	setlocale(LC_CTYPE, "C.UTF-8");         /* display widths of UTF-8 text */
+	opterr = 0;                             /* our own messages, escaped */
+	while ((ch = getopt_long(argc, argv, "+:f:d:Vh", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'f':
 			conf_path = optarg;
@@ -510,8 +709,7 @@ int main(int argc, char **argv)
 			fputs(usage_text, stdout);
 			return 0;
 		default:
-			fputs(usage_text, stderr);
-			return EXIT_USAGE;
+			return option_error("dexsync", ch, argv);
 		}
 	}
 	if (optind >= argc)
@@ -524,16 +722,18 @@ int main(int argc, char **argv)
 
 	if (load_conf(conf_path, database, &c) < 0)
 		return 1;
-	db = db_open(database ? database : c.database, DB_CLIENT);
-	if (!db) {
+	x.path = database ? database : c.database;
+	x.conf = &c;
+	x.db = db_open(x.path, cmd->mode);
+	if (!x.db) {
 		conf_free(&c);
 		return 1;
 	}
 	argc -= optind;
 	argv += optind;
 	optind = 0;     /* glibc: 0 re-initialises getopt for the command's options */
-	rc = cmd->run(db, &c, argc, argv);
-	db_close(db);
+	rc = cmd->run(&x, argc, argv);
+	db_close(x.db);
 	conf_free(&c);
 	return rc;
 }

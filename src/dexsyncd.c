@@ -3,6 +3,7 @@
 
 #include <curl/curl.h>
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include "conf.h"
+#include "lock.h"
 #include "log.h"
 #include "service.h"
 
@@ -36,9 +38,11 @@ struct options {
 	int foreground, once, check, level;
 };
 
-/* Returns -1 to continue, or the exit status. */
+/* Returns -1 to continue, or the exit status.  o->conf_path comes back
+ * absolute: daemon() changes to /, and SIGHUP reads the same file again. */
 static int parse_options(int argc, char **argv, struct options *o)
 {
+	static char *abs_conf_path;
 	static const struct option longopts[] = {
 		{ "config", required_argument, NULL, 'f' },
 		{ "foreground", no_argument, NULL, 'n' },
@@ -89,6 +93,12 @@ static int parse_options(int argc, char **argv, struct options *o)
 		fprintf(stderr, "dexsyncd: unexpected argument '%s'\n", argv[optind]);
 		return 1;
 	}
+	if (!(abs_conf_path = conf_abspath(o->conf_path))) {
+		fprintf(stderr, "dexsyncd: %s: cannot make the path absolute: %s\n",
+			o->conf_path, strerror(errno));
+		return 1;
+	}
+	o->conf_path = abs_conf_path;
 	return -1;
 }
 
@@ -97,7 +107,7 @@ int main(int argc, char **argv)
 	struct options o = { 0 };
 	struct conf c;
 	char *key;
-	int rc;
+	int rc, lock_fd;
 
 	rc = parse_options(argc, argv, &o);
 	if (rc >= 0)
@@ -124,14 +134,21 @@ int main(int argc, char **argv)
 		conf_free(&c);
 		return 1;
 	}
-	if (o.once) {
-		rc = service_once(&c);
+	/* One daemon per database: a second one fails here, on the terminal,
+	 * before detaching.  The lock is the open file's, so the detached
+	 * child keeps it. */
+	if ((lock_fd = lock_daemon(c.database)) < 0) {
+		rc = 1;
+		conf_free(&c);
+	} else if (o.once) {
+		rc = service_once(&c, lock_fd);
 	} else if (!o.foreground && daemon(0, 0) < 0) {
 		log_err("cannot detach: %m");
+		lock_release(lock_fd);
 		conf_free(&c);
 		rc = 1;
 	} else {
-		rc = service_loop(&c, o.conf_path, o.level);
+		rc = service_loop(&c, o.conf_path, o.level, lock_fd);
 	}
 	curl_global_cleanup();
 	log_close();

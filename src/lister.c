@@ -61,15 +61,22 @@ static int pause_for(long secs, volatile sig_atomic_t *stop, atomic_int *cancel)
 	return stopped(stop, cancel);
 }
 
+/* GET path, retrying a transient failure LISTER_RETRIES times; with fails,
+ * also counts transient failures in a row in *fails (an answer that is not
+ * transient resets it) and retries no more once it reaches max_fails. */
 static enum api_outcome get(struct api *api, const char *path, struct api_response *r,
-			    volatile sig_atomic_t *stop, atomic_int *cancel, long *retries)
+			    volatile sig_atomic_t *stop, atomic_int *cancel, long *retries,
+			    int *fails, int max_fails)
 {
 	enum api_outcome o;
 	long wait;
 
 	for (int attempt = 0;; attempt++) {
 		o = api_request(api, "GET", path, NULL, NULL, r);
-		if (o != API_TRANSIENT || attempt == LISTER_RETRIES || stopped(stop, cancel))
+		if (fails)
+			*fails = o == API_TRANSIENT ? *fails + 1 : 0;
+		if (o != API_TRANSIENT || attempt == LISTER_RETRIES || stopped(stop, cancel) ||
+		    (fails && *fails >= max_fails))
 			return o;
 		wait = 1L << attempt;
 		if (r->retry_after > wait)
@@ -84,9 +91,9 @@ static enum api_outcome get(struct api *api, const char *path, struct api_respon
 }
 
 enum api_outcome lister_get(struct api *api, const char *path, struct api_response *r,
-			    volatile sig_atomic_t *stop, long *retries)
+			    volatile sig_atomic_t *stop, long *retries, int *fails, int max_fails)
 {
-	return get(api, path, r, stop, NULL, retries);
+	return get(api, path, r, stop, NULL, retries, fails, max_fails);
 }
 
 void listed_free(struct listed *p)
@@ -149,7 +156,7 @@ static int fetch(struct lister *l, struct listed *p, int *restarted)
 		snprintf(l->error, sizeof(l->error), "out of memory");
 		return -1;
 	}
-	if (get(l->api, path, &r, NULL, &l->cancel, &l->retries) != API_OK) {
+	if (get(l->api, path, &r, NULL, &l->cancel, &l->retries, NULL, 0) != API_OK) {
 		/* An expired or rejected cursor: start over, once. */
 		if (r.outcome == API_PERMANENT && l->cursor && !*restarted) {
 			log_notice("%s; the server rejected the cursor, starting the walk over", r.error);

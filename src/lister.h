@@ -43,8 +43,10 @@ void lister_finish(struct lister *l, long *retries);
 
 /* GET path, retrying transient failures three times with a growing pause
  * (1, 2, 4 s, or the server's Retry-After up to 60 s).  *retries counts the
- * retries.  The pause ends early once *stop is set. */
+ * retries.  The pause ends early once *stop is set.  *fails counts the
+ * transient failures in a row across calls (an answer that is not one
+ * resets it): once it reaches max_fails, no more retries. */
 enum api_outcome lister_get(struct api *api, const char *path, struct api_response *r,
-			    volatile sig_atomic_t *stop, long *retries);
+			    volatile sig_atomic_t *stop, long *retries, int *fails, int max_fails);
 
 #endif

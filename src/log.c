@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "escape.h"
 #include "log.h"
 
 static int log_level = LOG_INFO;
@@ -111,23 +112,32 @@ static const char *level_name(int prio)
 	return "?";
 }
 
+/* Format, escape (see escape.h: a message that quotes a server's error, a
+ * row or an argument can neither start a line of its own nor drive the
+ * terminal), then write to stderr and syslog. */
 void log_vmsg(int prio, const char *fmt, va_list ap)
 {
+	char *text = NULL, *safe = NULL;
+	const char *line;
+	int n;
+
 	if (prio > log_level)
 		return;
+	n = vasprintf(&text, fmt, ap);
+	if (n < 0)
+		text = NULL;
+	else
+		safe = escape_text(text, (size_t)n);
+	line = safe ? safe : "(out of memory formatting a log message)";
 	if (log_to_stderr) {
-		va_list aq;
-
-		va_copy(aq, ap);
 		flockfile(stderr);      /* one line, whichever thread logs */
-		fprintf(stderr, "%s: %s: ", log_ident, prio == LOG_ERR ? "error" : level_name(prio));
-		vfprintf(stderr, fmt, aq);
-		fputc('\n', stderr);
+		fprintf(stderr, "%s: %s: %s\n", log_ident, prio == LOG_ERR ? "error" : level_name(prio), line);
 		funlockfile(stderr);
-		va_end(aq);
 	}
 	if (log_to_syslog)
-		vsyslog(prio, fmt, ap);
+		syslog(prio, "%s", line);
+	free(safe);
+	free(text);
 }
 
 void log_msg(int prio, const char *fmt, ...)

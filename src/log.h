@@ -23,6 +23,9 @@ int log_level_from_name(const char *name);
 /* Map "daemon", "user", "local0".."local7" to LOG_*; -1 if unknown. */
 int log_facility_from_name(const char *name);
 
+/* Log one line.  The formatted message is escaped (escape.h) before it
+ * goes out, so text from the server, the database or the user quoted in it
+ * can neither start a line of its own nor drive a terminal. */
 void log_msg(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void log_vmsg(int prio, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 

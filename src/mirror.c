@@ -14,7 +14,7 @@ enum {
 	S_PEEK, S_LOOKUP, S_INSERT, S_UPDATE, S_MESSAGE,
 	S_SEEN, S_SEEN_RESET, S_SEEN_INDEX, S_GONE, S_LOOP_ADD, S_LOOP_RESET,
 	S_CURSOR_GET, S_CURSOR_SET, S_CURSOR_DEL,
-	S_DUE, S_DETAIL, S_DETAIL_DONE, S_PART_DEL, S_PART_ADD,
+	S_DUE, S_DUE_BEHIND, S_DETAIL, S_DETAIL_DONE, S_DETAIL_BEHIND, S_PART_DEL, S_PART_ADD,
 	S_RUN_START, S_RUN_FINISH,
 	S_COUNT
 };
@@ -64,14 +64,26 @@ static const char *const sql[S_COUNT] = {
 		"INSERT INTO sync_state(key, value) VALUES (?1, ?2)\n"
 		"ON CONFLICT(key) DO UPDATE SET value = excluded.value",
 	[S_CURSOR_DEL] = "DELETE FROM sync_state WHERE key = ?1",
+	/* detail_needed is 1 (new or changed) or 2 (its detail failed
+	 * permanently: asked for after the others).  The bare "detail_needed"
+	 * term lets both walk the partial index conversations_detail_needed in
+	 * changed_at order and stop at the limit, without a sort. */
 	[S_DUE] =
 		"SELECT id\n"
 		"FROM conversations\n"
-		"WHERE detail_needed AND gone_at IS NULL\n"
+		"WHERE detail_needed AND detail_needed = 1 AND gone_at IS NULL\n"
+		"ORDER BY changed_at\n"
+		"LIMIT ?1",
+	[S_DUE_BEHIND] =
+		"SELECT id\n"
+		"FROM conversations\n"
+		"WHERE detail_needed AND detail_needed <> 1 AND gone_at IS NULL\n"
 		"ORDER BY changed_at\n"
 		"LIMIT ?1",
 	[S_DETAIL] = "UPDATE conversations SET detail = ?2, detail_needed = 0 WHERE id = ?1",
 	[S_DETAIL_DONE] = "UPDATE conversations SET detail_needed = 0 WHERE id = ?1",
+	[S_DETAIL_BEHIND] =
+		"UPDATE conversations SET detail_needed = 2 WHERE id = ?1 AND detail_needed = 1",
 	[S_PART_DEL] = "DELETE FROM participants WHERE conversation_id = ?1",
 	[S_PART_ADD] =
 		"INSERT INTO participants(conversation_id, position, user_id, raw)\n"
@@ -110,6 +122,13 @@ static int run(struct mirror *m, int which)
 static void bind_text(sqlite3_stmt *st, int i, const char *s)
 {
 	sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+}
+
+/* Bind the len bytes at s (NULL: SQL NULL) as text: a string from the
+ * server may hold a NUL, and is stored whole. */
+static void bind_len(sqlite3_stmt *st, int i, const char *s, size_t len)
+{
+	sqlite3_bind_text64(st, i, s, len, SQLITE_STATIC, SQLITE_UTF8);
 }
 
 struct mirror *mirror_open(sqlite3 *db)
@@ -165,14 +184,14 @@ void mirror_rollback(struct mirror *m)
 
 static void bind_row(sqlite3_stmt *st, const struct conv_row *row, const char *now)
 {
-	bind_text(st, 1, row->id);
-	bind_text(st, 2, row->status);
-	bind_text(st, 3, row->subject);
-	bind_text(st, 4, row->created_at);
-	bind_text(st, 5, row->last_message_id);
-	bind_text(st, 6, row->last_message_text);
-	bind_text(st, 7, row->user_id);
-	sqlite3_bind_text(st, 8, row->json, (int)row->json_len, SQLITE_STATIC);
+	bind_len(st, 1, row->id, row->id_len);
+	bind_len(st, 2, row->status, row->status_len);
+	bind_len(st, 3, row->subject, row->subject_len);
+	bind_len(st, 4, row->created_at, row->created_at_len);
+	bind_len(st, 5, row->last_message_id, row->last_message_id_len);
+	bind_len(st, 6, row->last_message_text, row->last_message_text_len);
+	bind_len(st, 7, row->user_id, row->user_id_len);
+	bind_len(st, 8, row->json, row->json_len);
 	bind_text(st, 9, now);
 }
 
@@ -187,13 +206,13 @@ static int store_last_message(struct mirror *m, const struct conv_row *row)
 		return 0;
 	if (!row->message_json && !(raw = json_dumps(row->last_message, JSON_COMPACT)))
 		return -1;
-	bind_text(st, 1, row->last_message_id);
-	bind_text(st, 2, row->id);
-	bind_text(st, 3, row->last_message_text);
+	bind_len(st, 1, row->last_message_id, row->last_message_id_len);
+	bind_len(st, 2, row->id, row->id_len);
+	bind_len(st, 3, row->last_message_text, row->last_message_text_len);
 	if (raw)
 		bind_text(st, 4, raw);
 	else
-		sqlite3_bind_text(st, 4, row->message_json, (int)row->message_json_len, SQLITE_STATIC);
+		bind_len(st, 4, row->message_json, row->message_json_len);
 	rc = run(m, S_MESSAGE);
 	free(raw);
 	return rc;
@@ -201,8 +220,8 @@ static int store_last_message(struct mirror *m, const struct conv_row *row)
 
 static void bind_key(sqlite3_stmt *st, const struct conv_row *row)
 {
-	bind_text(st, 1, row->id);
-	sqlite3_bind_text(st, 2, row->json, (int)row->json_len, SQLITE_STATIC);
+	bind_len(st, 1, row->id, row->id_len);
+	bind_len(st, 2, row->json, row->json_len);
 }
 
 /* Step a lookup: 1 and *differs with a row, 0 without one, -1 on error. */
@@ -382,29 +401,50 @@ int mirror_cursor_set(struct mirror *m, const char *key, const char *cursor)
 	return run(m, which);
 }
 
-int mirror_details_due(struct mirror *m, long limit, char ***ids)
+/* Append up to limit - *n ids of statement which to v[*n ...]; 0 or -1. */
+static int due(struct mirror *m, int which, long limit, struct mirror_id *v, int *n)
 {
-	sqlite3_stmt *st = m->st[S_DUE];
-	char **v;
-	int n = 0, rc;
+	sqlite3_stmt *st = m->st[which];
+	int rc = SQLITE_DONE;
 
-	*ids = NULL;
-	if (limit <= 0)
+	if (*n >= limit)
 		return 0;
-	v = calloc((size_t)limit, sizeof(char *));
-	if (!v)
-		return -1;
-	sqlite3_bind_int64(st, 1, limit);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < limit) {
-		if (!(v[n] = strdup((const char *)sqlite3_column_text(st, 0)))) {
+	sqlite3_bind_int64(st, 1, limit - *n);
+	while (*n < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const void *id = sqlite3_column_blob(st, 0);
+		size_t len = (size_t)sqlite3_column_bytes(st, 0);
+
+		/* All its bytes: an id may hold a NUL. */
+		if (!(v[*n].id = malloc(len + 1))) {
 			rc = SQLITE_NOMEM;
 			break;
 		}
-		n++;
+		if (len)
+			memcpy(v[*n].id, id, len);
+		v[*n].id[len] = '\0';
+		v[*n].len = len;
+		(*n)++;
 	}
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
 		log_err("database %s: %s", sqlite3_db_filename(m->db, "main"), sqlite3_errstr(rc));
+		return -1;
+	}
+	return 0;
+}
+
+int mirror_details_due(struct mirror *m, long limit, struct mirror_id **ids)
+{
+	struct mirror_id *v;
+	int n = 0;
+
+	*ids = NULL;
+	if (limit <= 0)
+		return 0;
+	v = calloc((size_t)limit, sizeof(*v));
+	if (!v)
+		return -1;
+	if (due(m, S_DUE, limit, v, &n) < 0 || due(m, S_DUE_BEHIND, limit, v, &n) < 0) {
 		mirror_ids_free(v, n);
 		return -1;
 	}
@@ -412,33 +452,35 @@ int mirror_details_due(struct mirror *m, long limit, char ***ids)
 	return n;
 }
 
-void mirror_ids_free(char **ids, int n)
+void mirror_ids_free(struct mirror_id *ids, int n)
 {
 	for (int i = 0; ids && i < n; i++)
-		free(ids[i]);
+		free(ids[i].id);
 	free(ids);
 }
 
-static int store_participants(struct mirror *m, const char *id, json_t *list)
+static int store_participants(struct mirror *m, const struct mirror_id *id, json_t *list)
 {
 	sqlite3_stmt *st = m->st[S_PART_ADD];
-	size_t i;
+	size_t i, len;
 	json_t *p;
 
-	bind_text(m->st[S_PART_DEL], 1, id);
+	bind_len(m->st[S_PART_DEL], 1, id->id, id->len);
 	if (run(m, S_PART_DEL) < 0)
 		return -1;
 	if (!json_is_array(list))
 		return 0;
 	json_array_foreach(list, i, p) {
 		char *raw = json_dumps(p, JSON_COMPACT | JSON_ENCODE_ANY);
+		const char *user;
 		int rc;
 
 		if (!raw)
 			return -1;
-		bind_text(st, 1, id);
+		bind_len(st, 1, id->id, id->len);
 		sqlite3_bind_int64(st, 2, (sqlite3_int64)i);
-		bind_text(st, 3, participant_user_id(p));
+		user = participant_user_id(p, &len);
+		bind_len(st, 3, user, len);
 		bind_text(st, 4, raw);
 		rc = run(m, S_PART_ADD);
 		free(raw);
@@ -448,7 +490,7 @@ static int store_participants(struct mirror *m, const char *id, json_t *list)
 	return 0;
 }
 
-int mirror_store_detail(struct mirror *m, const char *id, json_t *detail)
+int mirror_store_detail(struct mirror *m, const struct mirror_id *id, json_t *detail)
 {
 	char *raw = json_dumps(detail, JSON_COMPACT);
 	int rc = -1;
@@ -457,7 +499,7 @@ int mirror_store_detail(struct mirror *m, const char *id, json_t *detail)
 		return -1;
 	if (mirror_begin(m) < 0)
 		goto out;
-	bind_text(m->st[S_DETAIL], 1, id);
+	bind_len(m->st[S_DETAIL], 1, id->id, id->len);
 	bind_text(m->st[S_DETAIL], 2, raw);
 	if (run(m, S_DETAIL) < 0 ||
 	    store_participants(m, id, json_object_get(detail, "participants")) < 0 ||
@@ -471,10 +513,16 @@ out:
 	return rc;
 }
 
-int mirror_detail_done(struct mirror *m, const char *id)
+int mirror_detail_done(struct mirror *m, const struct mirror_id *id)
 {
-	bind_text(m->st[S_DETAIL_DONE], 1, id);
+	bind_len(m->st[S_DETAIL_DONE], 1, id->id, id->len);
 	return run(m, S_DETAIL_DONE);
+}
+
+int mirror_detail_behind(struct mirror *m, const struct mirror_id *id)
+{
+	bind_len(m->st[S_DETAIL_BEHIND], 1, id->id, id->len);
+	return run(m, S_DETAIL_BEHIND);
 }
 
 long long mirror_run_start(struct mirror *m, const char *now, int resumed)

@@ -56,14 +56,24 @@ int mirror_cursor_get(struct mirror *m, const char *key, char **cursor);
 /* Store (cursor != NULL) or clear the cursor for key. */
 int mirror_cursor_set(struct mirror *m, const char *key, const char *cursor);
 
-/* Up to limit ids that need GET /conversations/:id, oldest change first.
+/* A conversation id as stored: it may hold a NUL, len says where it ends. */
+struct mirror_id {
+	char *id;                   /* NUL-terminated as well */
+	size_t len;
+};
+
+/* Up to limit ids that need GET /conversations/:id, oldest change first,
+ * then those whose detail failed permanently (behind them, oldest first).
  * Returns the count (ids malloc'd into *ids, free with mirror_ids_free) or -1. */
-int mirror_details_due(struct mirror *m, long limit, char ***ids);
-void mirror_ids_free(char **ids, int n);
+int mirror_details_due(struct mirror *m, long limit, struct mirror_id **ids);
+void mirror_ids_free(struct mirror_id *ids, int n);
 /* Store a retrieved conversation and replace its participants. */
-int mirror_store_detail(struct mirror *m, const char *id, json_t *detail);
+int mirror_store_detail(struct mirror *m, const struct mirror_id *id, json_t *detail);
 /* Stop asking for the detail of id (it no longer exists upstream). */
-int mirror_detail_done(struct mirror *m, const char *id);
+int mirror_detail_done(struct mirror *m, const struct mirror_id *id);
+/* Its detail failed permanently: ask for it after the others from now on
+ * (detail_needed = 2), until it changes again or its detail comes. */
+int mirror_detail_behind(struct mirror *m, const struct mirror_id *id);
 
 /* sync_runs bookkeeping. */
 long long mirror_run_start(struct mirror *m, const char *now, int resumed);

@@ -6,48 +6,63 @@
  * item's one Idempotency-Key. */
 #include "config.h"
 
+#include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include "backoff.h"
 #include "db.h"
 #include "log.h"
-#include "notify.h"
 #include "outbox.h"
 
 #define REF_PREFIX "outbox:"
+#define NOW_UTC "strftime('%Y-%m-%dT%H:%M:%SZ', 'now')"
 
 enum {
-	S_RECOVER, S_NEXT_TARGET, S_HEAD, S_REF, S_SENDING, S_SENT, S_RETRY, S_FAIL,
-	S_MSG, S_USER, S_CONV, S_BEGIN, S_COMMIT, S_ROLLBACK,
+	S_RECOVER, S_DUE, S_NEXT_DUE, S_EARLIER, S_UNSCHEDULE, S_SCHEDULE, S_REF, S_SENDING,
+	S_SENT, S_RETRY, S_FAIL, S_MSG, S_USER, S_CONV, S_BEGIN, S_COMMIT, S_ROLLBACK,
 	S_COUNT
 };
 
+/* The due lookups name their index: the plan must never sort the items
+ * that wait (tests/e2e/test_outbox_ops.py checks it). */
 static const char *const sql[S_COUNT] = {
-	[S_RECOVER] = "UPDATE outbox SET state = 'pending' WHERE state = 'sending'",
-	[S_NEXT_TARGET] =
-		"SELECT target\n"
-		"FROM outbox\n"
-		"WHERE state IN ('pending', 'sending') AND target > ?1\n"
-		"ORDER BY target\n"
-		"LIMIT 1",
-	[S_HEAD] =
-		"SELECT id, kind, payload, idempotency_key, attempts, state,\n"
-		"	coalesce(unixepoch(next_attempt_at), 0),\n"
+	[S_RECOVER] =
+		"UPDATE outbox\n"
+		"SET state = 'pending', next_attempt_at = coalesce(next_attempt_at, " NOW_UTC ")\n"
+		"WHERE state = 'sending'",
+	[S_DUE] =
+		"SELECT id, kind, target, payload, idempotency_key, attempts,\n"
 		"	unixepoch('now') - unixepoch(coalesce(retried_at, created_at))\n"
-		"FROM outbox\n"
-		"WHERE target = ?1 AND state IN ('pending', 'sending')\n"
-		"ORDER BY id\n"
+		"FROM outbox INDEXED BY outbox_due\n"
+		"WHERE state = 'pending' AND next_attempt_at <= " NOW_UTC "\n"
+		"ORDER BY next_attempt_at, id\n"
 		"LIMIT 1",
+	[S_NEXT_DUE] =
+		"SELECT unixepoch(min(next_attempt_at)) - unixepoch('now')\n"
+		"FROM outbox INDEXED BY outbox_due\n"
+		"WHERE state = 'pending'",
+	[S_EARLIER] =
+		"SELECT min(id)\n"
+		"FROM outbox\n"
+		"WHERE target = ?1 AND state IN ('pending', 'sending') AND id < ?2",
+	[S_UNSCHEDULE] = "UPDATE outbox SET next_attempt_at = NULL WHERE id = ?1 AND state = 'pending'",
+	[S_SCHEDULE] =
+		"UPDATE outbox SET next_attempt_at = " NOW_UTC "\n"
+		"WHERE id = ?1 AND state = 'pending' AND next_attempt_at IS NULL",
 	[S_REF] = "SELECT kind, state, remote_id FROM outbox WHERE id = ?1",
-	[S_SENDING] = "UPDATE outbox SET state = 'sending' WHERE id = ?1 AND state = 'pending'",
+	[S_SENDING] =
+		"UPDATE outbox SET state = 'sending', sending_at = " NOW_UTC "\n"
+		"WHERE id = ?1 AND state = 'pending'",
 	[S_SENT] =
 		"UPDATE outbox\n"
 		"SET state = 'sent', attempts = attempts + 1, last_status = ?2, last_error = NULL,\n"
 		"	remote_id = ?3, response = ?4, next_attempt_at = NULL,\n"
-		"	sent_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now')\n"
+		"	sent_at = " NOW_UTC "\n"
 		"WHERE id = ?1",
 	[S_RETRY] =
 		"UPDATE outbox\n"
@@ -57,7 +72,7 @@ static const char *const sql[S_COUNT] = {
 	[S_FAIL] =
 		"UPDATE outbox\n"
 		"SET state = 'failed', attempts = attempts + ?4, last_status = ?2, last_error = ?3,\n"
-		"	next_attempt_at = NULL, failed_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now')\n"
+		"	next_attempt_at = NULL, failed_at = " NOW_UTC "\n"
 		"WHERE id = ?1",
 	[S_MSG] =
 		"INSERT INTO messages(id, conversation_id, text, type, timestamp, origin, raw)\n"
@@ -66,19 +81,42 @@ static const char *const sql[S_COUNT] = {
 		"SET origin = 'outbox', type = excluded.type, timestamp = excluded.timestamp, raw = excluded.raw",
 	[S_USER] =
 		"INSERT INTO users(id, email, custom_attributes, raw, updated_at)\n"
-		"VALUES (?1, ?2, ?3, ?4, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))\n"
+		"VALUES (?1, ?2, ?3, ?4, " NOW_UTC ")\n"
 		"ON CONFLICT(id) DO UPDATE\n"
 		"SET email = excluded.email, custom_attributes = excluded.custom_attributes,\n"
 		"	raw = excluded.raw, updated_at = excluded.updated_at",
 	[S_CONV] =
 		"INSERT INTO conversations(id, status, subject, created_at, user_id, raw,\n"
 		"	first_seen_at, changed_at)\n"
-		"VALUES (?1, ?2, ?3, ?4, ?5, ?6, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'),\n"
-		"	strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))\n"
+		"VALUES (?1, ?2, ?3, ?4, ?5, ?6, " NOW_UTC ", " NOW_UTC ")\n"
 		"ON CONFLICT(id) DO NOTHING",
 	[S_BEGIN] = "BEGIN IMMEDIATE",
 	[S_COMMIT] = "COMMIT",
 	[S_ROLLBACK] = "ROLLBACK",
+};
+
+/* One due item, as loaded; every string is owned. */
+struct item {
+	long long id;
+	const char *kind;       /* one of the three literals */
+	char *target;
+	char *idempotency_key;  /* sent exactly as stored */
+	char *payload;          /* the body as queued */
+	char *label;            /* "item 17 (message to conv_1)" for the log */
+	long attempts;
+	long age;               /* seconds since queued or retried */
+};
+
+/* The answer to a delivered request that the database did not let us
+ * record (locked past busy_timeout, disk full).  The item stays 'sending',
+ * which holds its target's later items back, until the answer is recorded:
+ * a delivered item is never sent again because of a local error. */
+struct unrecorded {
+	struct unrecorded *next;
+	struct item it;
+	char *body;             /* the body as sent */
+	struct api_response r;  /* r.body points to the owned copy below */
+	char *response;
 };
 
 struct outbox {
@@ -86,19 +124,37 @@ struct outbox {
 	struct api *api;
 	const struct conf *c;
 	sqlite3_stmt *st[S_COUNT];
+	struct unrecorded *unrecorded;
 };
 
-/* One item at the head of its target's queue. */
-struct item {
-	long long id;
-	const char *kind;       /* one of the three literals */
-	const char *target;
-	char idempotency_key[64];
-	char *payload;          /* owned: the body as queued */
-	long attempts;
-	long age;               /* seconds since queued or retried */
-	char label[200];        /* "item 17 (message to conv_1)" for the log */
-};
+/* A formatted string, malloc'd; NULL when out of memory. */
+static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static char *xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+	int n;
+
+	va_start(ap, fmt);
+	n = vasprintf(&s, fmt, ap);
+	va_end(ap);
+	return n < 0 ? NULL : s;
+}
+
+static void item_free(struct item *it)
+{
+	free(it->target);
+	free(it->idempotency_key);
+	free(it->payload);
+	free(it->label);
+	memset(it, 0, sizeof(*it));
+}
+
+static void log_db_error(struct outbox *ob)
+{
+	log_err("outbox: database %s: %s", sqlite3_db_filename(ob->db, "main"), sqlite3_errmsg(ob->db));
+}
 
 static int step_done(struct outbox *ob, int which)
 {
@@ -108,8 +164,7 @@ static int step_done(struct outbox *ob, int which)
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
 	if (rc != SQLITE_DONE) {
-		log_err("outbox: database %s: %s", sqlite3_db_filename(ob->db, "main"),
-			sqlite3_errmsg(ob->db));
+		log_db_error(ob);
 		return -1;
 	}
 	return 0;
@@ -137,10 +192,32 @@ struct outbox *outbox_open(sqlite3 *db, struct api *api, const struct conf *c)
 	return ob;
 }
 
+static void unrecorded_free(struct unrecorded *u)
+{
+	item_free(&u->it);
+	free(u->body);
+	free(u->response);
+	free(u);
+}
+
+static int flush_unrecorded(struct outbox *ob, struct drain_counts *n);
+
 void outbox_close(struct outbox *ob)
 {
+	struct drain_counts n;
+
 	if (!ob)
 		return;
+	if (ob->unrecorded && ob->st[S_COUNT - 1])
+		flush_unrecorded(ob, &n);
+	while (ob->unrecorded) {
+		struct unrecorded *u = ob->unrecorded;
+
+		log_err("outbox: %s was delivered but its answer could not be recorded: it stays in "
+			"'sending', and the next dexsyncd sends it again", u->it.label);
+		ob->unrecorded = u->next;
+		unrecorded_free(u);
+	}
 	for (int i = 0; i < S_COUNT; i++)
 		sqlite3_finalize(ob->st[i]);
 	free(ob);
@@ -175,10 +252,10 @@ static int item_fail(struct outbox *ob, struct item *it, long status, const char
 }
 
 /* A message to "outbox:N" takes the id of conversation item N once sent.
- * Returns 1 with *body set to the rewritten payload (malloc'd), 0 when the
- * message must wait, -1 when it can never be sent (reason in why). */
-static int resolve_reference(struct outbox *ob, const struct item *it, char **body,
-			     char *why, size_t whylen)
+ * Returns 1 with *body set to the rewritten payload (malloc'd; NULL when
+ * the payload is sent as queued), 0 when the message must wait, -1 when it
+ * can never be sent (*why, malloc'd, says why). */
+static int resolve_reference(struct outbox *ob, const struct item *it, char **body, char **why)
 {
 	sqlite3_stmt *st = ob->st[S_REF];
 	json_t *payload;
@@ -187,34 +264,35 @@ static int resolve_reference(struct outbox *ob, const struct item *it, char **bo
 	long long ref;
 	int rc = -1;
 
-	*body = NULL;
+	*body = *why = NULL;
 	payload = json_loads(it->payload, 0, NULL);
 	conv = json_string_value(json_object_get(payload, "conversation_id"));
 	if (!conv || strncmp(conv, REF_PREFIX, strlen(REF_PREFIX))) {
 		json_decref(payload);
 		return 1;   /* not a reference: send as queued */
 	}
+	errno = 0;
 	ref = strtoll(conv + strlen(REF_PREFIX), &end, 10);
 	sqlite3_bind_int64(st, 1, ref);
-	if (*end || ref <= 0 || sqlite3_step(st) != SQLITE_ROW) {
-		snprintf(why, whylen, "%s: there is no such outbox item", conv);
+	if (*end || ref <= 0 || errno || sqlite3_step(st) != SQLITE_ROW) {
+		*why = xasprintf("%s: there is no such outbox item", conv);
 	} else if (strcmp((const char *)sqlite3_column_text(st, 0), "conversation")) {
-		snprintf(why, whylen, "%s is not a conversation item", conv);
+		*why = xasprintf("%s is not a conversation item", conv);
 	} else {
 		state = (const char *)sqlite3_column_text(st, 1);
 		remote = (const char *)sqlite3_column_text(st, 2);
 		if (!strcmp(state, "pending") || !strcmp(state, "sending"))
 			rc = 0;
 		else if (strcmp(state, "sent") || !remote)
-			snprintf(why, whylen, "%s was not created (it is %s)", conv, state);
+			*why = xasprintf("%s was not created (it is %s)", conv, state);
 		else if (json_object_set_new(payload, "conversation_id", json_string(remote)) == 0 &&
 			 (*body = json_dumps(payload, JSON_COMPACT)))
 			rc = 1;
-		else
-			snprintf(why, whylen, "out of memory");
 	}
 	sqlite3_reset(st);
 	json_decref(payload);
+	if (rc < 0 && !*why)
+		*why = xasprintf("%s", "out of memory");
 	return rc;
 }
 
@@ -294,29 +372,44 @@ out:
 	return rc;
 }
 
+/* A random value for the backoff's jitter, from the kernel: daemons
+ * started together must not retry together. */
+static uint32_t jitter(void)
+{
+	uint32_t r;
+
+	if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
+		r = (uint32_t)random();
+	return r;
+}
+
 /* A transient failure: back to pending with a backoff, or failed when the
- * attempts or the age are used up.  n->wait learns when the retry is due.
- * Returns 0, or -1 on a database error. */
-static int item_retry(struct outbox *ob, struct item *it, const struct api_response *r,
-		      struct drain_counts *n)
+ * attempts or the age are used up.  A backoff that would reach past
+ * max-age is cut to the last moment the item may still go; a server's
+ * Retry-After past it fails the item at once.  Returns 0 (retried),
+ * 1 (failed), or -1 on a database error. */
+static int item_retry(struct outbox *ob, struct item *it, const struct api_response *r)
 {
 	sqlite3_stmt *st = ob->st[S_RETRY];
-	long attempts = it->attempts + 1, delay;
-	char why[sizeof(r->error) + 64];
+	long attempts = it->attempts + 1, delay, left = ob->c->max_age - it->age;
+	char why[sizeof(r->error) + 128];
 	time_t at;
 	struct tm tm;
 	char when[32];
 
 	if (attempts >= ob->c->max_attempts) {
 		snprintf(why, sizeof(why), "%s (after %ld attempts)", r->error, attempts);
-		return item_fail(ob, it, r->status, why, 1);
+		return item_fail(ob, it, r->status, why, 1) < 0 ? -1 : 1;
+	}
+	if (r->retry_after >= 0 && r->retry_after >= left) {
+		snprintf(why, sizeof(why), "%s (the server asks to wait %ld s, past max-age: %ld s left)",
+			 r->error, r->retry_after, left > 0 ? left : 0);
+		return item_fail(ob, it, r->status, why, 1) < 0 ? -1 : 1;
 	}
 	delay = backoff_delay(attempts, ob->c->min_backoff, ob->c->max_backoff, r->retry_after,
-			      (uint32_t)random());
-	if (it->age + delay > ob->c->max_age) {
-		snprintf(why, sizeof(why), "%s (older than max-age)", r->error);
-		return item_fail(ob, it, r->status, why, 1);
-	}
+			      jitter());
+	if (delay >= left)
+		delay = left > 1 ? left - 1 : 0;
 	at = time(NULL) + delay + 1;    /* whole seconds, rounded up: never sooner */
 	sqlite3_bind_int64(st, 1, it->id);
 	if (r->status)
@@ -325,211 +418,259 @@ static int item_retry(struct outbox *ob, struct item *it, const struct api_respo
 	sqlite3_bind_int64(st, 4, (sqlite3_int64)at);
 	if (step_done(ob, S_RETRY) < 0)
 		return -1;
-	if (n->wait < 0 || delay + 1 < n->wait)
-		n->wait = delay + 1;
 	gmtime_r(&at, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
 	log_notice("outbox: %s: %s; attempt %ld of %ld, retrying in %ld s (at %s)", it->label,
-		   r->error, attempts, ob->c->max_attempts, delay, when);
+		   r->error, attempts, ob->c->max_attempts, delay + 1, when);
 	return 0;
 }
 
-static const char *item_path(struct outbox *ob, const struct item *it, char *buf, size_t size)
+/* The request path of an item (malloc'd): ids are percent-encoded whole. */
+static char *item_path(struct outbox *ob, const struct item *it)
 {
-	char *esc;
+	char *esc, *path;
 
 	if (!strcmp(it->kind, "message"))
-		return "/messages";
+		return strdup("/messages");
 	if (!strcmp(it->kind, "conversation"))
-		return "/conversations";
-	esc = api_escape(ob->api, it->target);
-	if (!esc)
+		return strdup("/conversations");
+	if (!(esc = api_escape(ob->api, it->target)))
 		return NULL;
-	snprintf(buf, size, "/users/%s", esc);
+	path = xasprintf("/users/%s", esc);
 	curl_free(esc);
-	return buf;
+	return path;
 }
 
-/* Send one item that is at the head of its queue and due.  Returns 1 when
- * the queue may go on to its next item, 0 when it must wait, -1 on a
- * database error. */
+/* Record the answer r to item's request (body: what was sent) and count
+ * it.  Returns 0, or -1 when the database refused (nothing recorded). */
+static int record(struct outbox *ob, struct item *it, const char *body,
+		  const struct api_response *r, struct drain_counts *n)
+{
+	int rc;
+
+	switch (r->outcome) {
+	case API_OK:
+		if (item_sent(ob, it, body, r) < 0)
+			return -1;
+		n->sent++;
+		return 0;
+	case API_TRANSIENT:
+		if ((rc = item_retry(ob, it, r)) < 0)
+			return -1;
+		if (rc)
+			n->failed++;
+		else
+			n->retried++;
+		return 0;
+	default:
+		if (item_fail(ob, it, r->status, r->error, 1) < 0)
+			return -1;
+		n->failed++;
+		return 0;
+	}
+}
+
+/* Keep the answer that could not be recorded; takes over it and body. */
+static void keep_unrecorded(struct outbox *ob, struct item *it, char *body,
+			    const struct api_response *r)
+{
+	struct unrecorded *u = calloc(1, sizeof(*u));
+
+	if (u && (u->response = malloc(r->len + 1))) {
+		u->it = *it;
+		u->body = body;
+		u->r = *r;
+		memcpy(u->response, r->body, r->len);
+		u->response[r->len] = '\0';
+		u->r.body = u->response;
+		u->next = ob->unrecorded;
+		ob->unrecorded = u;
+		memset(it, 0, sizeof(*it));
+		log_warning("outbox: %s: delivered (HTTP %ld), but the database refused to record it; "
+			    "kept until it can be, and nothing more goes to %s before", u->it.label,
+			    r->status, u->it.target);
+		return;
+	}
+	free(u);
+	free(body);
+	log_err("outbox: %s: delivered, but neither the database nor memory can keep the answer: "
+		"it stays 'sending' and the next dexsyncd sends it again", it->label);
+}
+
+/* Record the answers kept by keep_unrecorded, oldest first.  Returns 0
+ * when none is left, -1 when the database still refuses. */
+static int flush_unrecorded(struct outbox *ob, struct drain_counts *n)
+{
+	struct unrecorded **pp = &ob->unrecorded;
+	int rc = 0;
+
+	while (*pp) {
+		struct unrecorded *u = *pp;
+
+		if (record(ob, &u->it, u->body ? u->body : u->it.payload, &u->r, n) < 0) {
+			rc = -1;
+			pp = &u->next;
+			continue;
+		}
+		log_notice("outbox: %s: its answer is recorded now", u->it.label);
+		*pp = u->next;
+		unrecorded_free(u);
+	}
+	return rc;
+}
+
+/* Send one due item that heads its queue and record the answer.  Returns
+ * 0, or -1 on a database error. */
 static int item_send(struct outbox *ob, struct item *it, struct drain_counts *n)
 {
-	char why[256], pathbuf[600], *body = NULL;
-	const char *path, *method;
+	char *why, *body = NULL, *path;
+	const char *method;
 	struct api_response r;
 	int rc;
 
 	if (it->age > ob->c->max_age) {
 		n->failed++;
-		return item_fail(ob, it, 0, "older than max-age, never delivered", 0) < 0 ? -1 : 1;
+		return item_fail(ob, it, 0, "older than max-age, never delivered", 0);
 	}
 	if (!strcmp(it->kind, "message")) {
-		rc = resolve_reference(ob, it, &body, why, sizeof(why));
+		rc = resolve_reference(ob, it, &body, &why);
 		if (rc == 0) {
+			/* Waits out of line: the conversation item's leaving
+			 * the queue makes it due again (migration 0003). */
 			n->held++;
-			return 0;
+			sqlite3_bind_int64(ob->st[S_UNSCHEDULE], 1, it->id);
+			return step_done(ob, S_UNSCHEDULE);
 		}
 		if (rc < 0) {
 			n->failed++;
-			return item_fail(ob, it, 0, why, 0) < 0 ? -1 : 1;
+			rc = item_fail(ob, it, 0, why, 0);
+			free(why);
+			return rc;
 		}
 	}
-	path = item_path(ob, it, pathbuf, sizeof(pathbuf));
-	method = !strcmp(it->kind, "user_update") ? "PATCH" : "POST";
-	sqlite3_bind_int64(ob->st[S_SENDING], 1, it->id);
-	if (!path || step_done(ob, S_SENDING) < 0) {
+	if (!(path = item_path(ob, it))) {
 		free(body);
+		log_err("outbox: %s: out of memory", it->label);
 		return -1;
 	}
-	if (sqlite3_changes(ob->db) == 0) {     /* cancelled meanwhile */
+	method = !strcmp(it->kind, "user_update") ? "PATCH" : "POST";
+	sqlite3_bind_int64(ob->st[S_SENDING], 1, it->id);
+	if (step_done(ob, S_SENDING) < 0 || sqlite3_changes(ob->db) == 0) {
+		/* a database error, or cancelled meanwhile */
+		free(path);
 		free(body);
-		return 1;
+		return sqlite3_errcode(ob->db) == SQLITE_OK ? 0 : -1;
 	}
 	log_debug("outbox: %s: attempt %ld", it->label, it->attempts + 1);
 	api_request(ob->api, method, path, body ? body : it->payload, it->idempotency_key, &r);
-	switch (r.outcome) {
-	case API_OK:
-		rc = item_sent(ob, it, body ? body : it->payload, &r);
-		n->sent++;
-		rc = rc < 0 ? -1 : 1;
-		break;
-	case API_TRANSIENT:
-		rc = item_retry(ob, it, &r, n) < 0 ? -1 : 0;
-		n->retried++;
-		break;
-	default:
-		rc = item_fail(ob, it, r.status, r.error, 1) < 0 ? -1 : 1;
-		n->failed++;
-		break;
+	free(path);
+	if (record(ob, it, body ? body : it->payload, &r, n) < 0) {
+		keep_unrecorded(ob, it, body, &r);
+		return -1;
 	}
 	free(body);
-	return rc;
-}
-
-/* Load the head of target's queue.  Returns 1 (loaded, due), 0 (none, or
- * not due yet: n->wait learns when), -1 on error. */
-static int head_load(struct outbox *ob, const char *target, struct item *it,
-		     struct drain_counts *n)
-{
-	time_t now = time(NULL), due;
-	sqlite3_stmt *st = ob->st[S_HEAD];
-	int rc;
-
-	bind_text(st, 1, target);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_DONE) {
-		sqlite3_reset(st);
-		return 0;
-	}
-	if (rc != SQLITE_ROW) {
-		log_err("outbox: database %s: %s", sqlite3_db_filename(ob->db, "main"),
-			sqlite3_errmsg(ob->db));
-		sqlite3_reset(st);
-		return -1;
-	}
-	it->id = sqlite3_column_int64(st, 0);
-	it->kind = !strcmp((const char *)sqlite3_column_text(st, 1), "message") ? "message"
-		   : !strcmp((const char *)sqlite3_column_text(st, 1), "user_update") ? "user_update"
-		   : "conversation";
-	it->payload = strdup((const char *)sqlite3_column_text(st, 2));
-	snprintf(it->idempotency_key, sizeof(it->idempotency_key), "%s",
-		 (const char *)sqlite3_column_text(st, 3));
-	it->attempts = sqlite3_column_int(st, 4);
-	it->age = (long)sqlite3_column_int64(st, 7);
-	it->target = target;
-	snprintf(it->label, sizeof(it->label), "item %lld (%s to %.120s)", it->id, it->kind, target);
-	due = (time_t)sqlite3_column_int64(st, 6);
-	rc = strcmp((const char *)sqlite3_column_text(st, 5), "pending") == 0 && due <= now;
-	if (!rc && due > now && (n->wait < 0 || due - now < n->wait))
-		n->wait = (long)(due - now);
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
-	if (!it->payload)
-		return -1;
-	if (!rc) {
-		free(it->payload);
-		it->payload = NULL;
-	}
-	return rc;
-}
-
-/* Deliver target's queue in id order until it is empty or must wait. */
-static int drain_target(struct outbox *ob, const char *target, volatile sig_atomic_t *stop,
-			struct drain_counts *n)
-{
-	struct item it;
-	int rc;
-
-	while (!*stop) {
-		rc = head_load(ob, target, &it, n);
-		if (rc <= 0)
-			return rc;
-		rc = item_send(ob, &it, n);
-		free(it.payload);
-		notify_watchdog();
-		if (rc <= 0)
-			return rc;
-	}
 	return 0;
 }
 
-/* The next target after prev that has items to deliver (malloc'd), or NULL. */
-static char *next_target(struct outbox *ob, const char *prev, int *err)
+/* Load the next due item into *it.  Returns 1, 0 when none is due, -1 on
+ * error. */
+static int due_load(struct outbox *ob, struct item *it)
 {
-	sqlite3_stmt *st = ob->st[S_NEXT_TARGET];
-	char *t = NULL;
+	sqlite3_stmt *st = ob->st[S_DUE];
+	const char *kind;
+	int rc = sqlite3_step(st);
+
+	memset(it, 0, sizeof(*it));
+	if (rc != SQLITE_ROW) {
+		sqlite3_reset(st);
+		if (rc == SQLITE_DONE)
+			return 0;
+		log_db_error(ob);
+		return -1;
+	}
+	it->id = sqlite3_column_int64(st, 0);
+	kind = (const char *)sqlite3_column_text(st, 1);
+	it->kind = !strcmp(kind, "message") ? "message"
+		   : !strcmp(kind, "user_update") ? "user_update" : "conversation";
+	it->target = strdup((const char *)sqlite3_column_text(st, 2));
+	it->payload = strdup((const char *)sqlite3_column_text(st, 3));
+	it->idempotency_key = strdup((const char *)sqlite3_column_text(st, 4));
+	it->attempts = sqlite3_column_int(st, 5);
+	it->age = (long)sqlite3_column_int64(st, 6);
+	sqlite3_reset(st);
+	if (it->target && it->payload && it->idempotency_key)
+		it->label = xasprintf("item %lld (%s to %s)", it->id, it->kind, it->target);
+	if (!it->label) {
+		item_free(it);
+		log_err("outbox: out of memory");
+		return -1;
+	}
+	return 1;
+}
+
+/* An item due but not the head of its queue (retried behind newer ones, or
+ * queued by hand with a time) waits out of line; its head gets a time, so
+ * that the queue never stops.  Returns 1 when it was put back, 0 when it
+ * heads its queue, -1 on error. */
+static int out_of_line(struct outbox *ob, const struct item *it)
+{
+	sqlite3_stmt *st = ob->st[S_EARLIER];
+	sqlite3_int64 head = 0;
 	int rc;
 
-	bind_text(st, 1, prev);
+	bind_text(st, 1, it->target);
+	sqlite3_bind_int64(st, 2, it->id);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
-		t = strdup((const char *)sqlite3_column_text(st, 0));
-	*err = (rc != SQLITE_ROW && rc != SQLITE_DONE) || (rc == SQLITE_ROW && !t);
-	if (*err)
-		log_err("outbox: database %s: %s", sqlite3_db_filename(ob->db, "main"),
-			sqlite3_errmsg(ob->db));
+		head = sqlite3_column_int64(st, 0);
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
-	return t;
-}
-
-/* One pass over every target with items to deliver. */
-static int drain_pass(struct outbox *ob, volatile sig_atomic_t *stop, struct drain_counts *n)
-{
-	char *target = strdup("");
-	int err = !target;
-
-	while (target && !*stop && !err) {
-		char *next = next_target(ob, target, &err);
-
-		free(target);
-		target = next;
-		if (target && drain_target(ob, target, stop, n) < 0)
-			err = 1;
+	if (rc != SQLITE_ROW) {
+		log_db_error(ob);
+		return -1;
 	}
-	free(target);
-	return err ? -1 : 0;
+	if (!head)
+		return 0;
+	sqlite3_bind_int64(ob->st[S_SCHEDULE], 1, head);
+	sqlite3_bind_int64(ob->st[S_UNSCHEDULE], 1, it->id);
+	if (step_done(ob, S_SCHEDULE) < 0 || step_done(ob, S_UNSCHEDULE) < 0)
+		return -1;
+	log_debug("outbox: %s waits for item %lld of its queue", it->label, (long long)head);
+	return 1;
 }
 
-int outbox_drain(struct outbox *ob, volatile sig_atomic_t *stop, struct drain_counts *n)
+/* Seconds until the next item is due (0: now), -1 when none waits. */
+static long next_due(struct outbox *ob)
 {
-	struct drain_counts pass;
-	int rc;
+	sqlite3_stmt *st = ob->st[S_NEXT_DUE];
+	long wait = -1;
+
+	if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+		wait = (long)sqlite3_column_int64(st, 0);
+	sqlite3_reset(st);
+	return wait < -1 ? 0 : wait;
+}
+
+int outbox_drain(struct outbox *ob, atomic_int *stop, struct drain_counts *n)
+{
+	struct item it;
+	int rc = 0;
 
 	memset(n, 0, sizeof(*n));
-	/* Messages held for a conversation item may go once a later target in
-	 * the same pass has sent (or failed) it: then take another pass. */
-	do {
-		memset(&pass, 0, sizeof(pass));
-		pass.wait = -1;
-		rc = drain_pass(ob, stop, &pass);
-		n->sent += pass.sent;
-		n->retried += pass.retried;
-		n->failed += pass.failed;
-		n->held = pass.held;
-		n->wait = pass.wait;
-	} while (rc == 0 && !*stop && pass.held && (pass.sent || pass.failed));
+	n->wait = -1;
+	if (ob->unrecorded && flush_unrecorded(ob, n) < 0)
+		rc = -1;
+	/* Each item leaves the due set: sent, failed, retried later, or put
+	 * out of line; so the loop ends. */
+	while (rc == 0 && !atomic_load(stop) && (rc = due_load(ob, &it)) > 0) {
+		rc = out_of_line(ob, &it);
+		if (rc == 0)
+			rc = item_send(ob, &it, n);
+		rc = rc < 0 ? -1 : 0;
+		item_free(&it);
+	}
+	if (rc == 0)
+		n->wait = next_due(ob);
 	if (n->sent || n->retried || n->failed)
 		log_info("outbox: %ld sent, %ld to retry, %ld failed, %ld held back", n->sent,
 			 n->retried, n->failed, n->held);

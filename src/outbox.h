@@ -2,7 +2,7 @@
 #ifndef DEXSYNC_OUTBOX_H
 #define DEXSYNC_OUTBOX_H
 
-#include <signal.h>
+#include <stdatomic.h>
 #include <sqlite3.h>
 
 #include "api.h"
@@ -12,21 +12,26 @@ struct outbox;
 
 struct drain_counts {
 	long sent, retried, failed, held;
-	long wait;              /* seconds until the first waiting head is due, -1: none */
+	long wait;              /* seconds until the next item is due, -1: none */
 };
 
-/* Prepare the outbox statements on db. */
+/* Prepare the outbox statements on db; the outbox then belongs to one
+ * thread, with db and api its own. */
 struct outbox *outbox_open(sqlite3 *db, struct api *api, const struct conf *c);
 void outbox_close(struct outbox *ob);
 
 /* Items left in 'sending' by a crash go back to 'pending' (delivery is at
  * least once; the Idempotency-Key lets the server see the repeat).  Call
- * once at start-up.  Returns the count, or -1. */
+ * once at start-up, and only holding the daemon's lock (lock.h): another
+ * daemon's items in 'sending' are in flight.  Returns the count, or -1. */
 int outbox_recover(struct outbox *ob);
 
 /* Send every item that is due now, oldest first within each target; a
- * target whose head waits for a retry holds back its later items.  Stops
+ * target whose head waits for a retry holds back its later items.  Finding
+ * the next due item is one lookup in an index, whatever waits.  An answer
+ * the database refuses to record is kept and recorded first by the next
+ * drain (or by outbox_close); its target sends nothing before.  Stops
  * early when *stop is set.  Returns 0, or -1 on a database error. */
-int outbox_drain(struct outbox *ob, volatile sig_atomic_t *stop, struct drain_counts *n);
+int outbox_drain(struct outbox *ob, atomic_int *stop, struct drain_counts *n);
 
 #endif

@@ -12,7 +12,8 @@ int page_parse(const char *body, size_t len, struct page *p, char *err, size_t e
 	json_error_t jerr;
 	json_t *meta, *cursor, *total;
 
-	p->root = json_loadb(body, len, 0, &jerr);
+	/* \u0000 is valid JSON: strings are taken with their lengths. */
+	p->root = json_loadb(body, len, JSON_ALLOW_NUL, &jerr);
 	p->data = NULL;
 	p->next_cursor = NULL;
 	p->total = -1;
@@ -37,6 +38,10 @@ int page_parse(const char *body, size_t len, struct page *p, char *err, size_t e
 	}
 	cursor = json_object_get(meta, "next_cursor");
 	if (json_is_string(cursor)) {
+		if (memchr(json_string_value(cursor), '\0', json_string_length(cursor))) {
+			snprintf(err, errlen, "meta.next_cursor holds a NUL character: it cannot be sent back");
+			goto fail;
+		}
 		if (json_string_length(cursor) > 0)
 			p->next_cursor = json_string_value(cursor);
 	} else if (cursor && !json_is_null(cursor)) {
@@ -52,10 +57,14 @@ fail:
 	return -1;
 }
 
-/* The string value of key in obj, or NULL if absent or not a string. */
-static const char *str(json_t *obj, const char *key)
+/* The string value of key in obj, or NULL if absent or not a string; its
+ * length (it may hold a NUL) in *len. */
+static const char *str(json_t *obj, const char *key, size_t *len)
 {
-	return json_string_value(json_object_get(obj, key));
+	json_t *v = json_object_get(obj, key);
+
+	*len = json_string_length(v);
+	return json_string_value(v);
 }
 
 /* A page's rows point into chunks that never move once written. */
@@ -86,22 +95,32 @@ static char *room(struct page *p, size_t n)
 	return c->data + c->used;
 }
 
-/* A copy of s (NULL stays NULL) in the page's memory; *failed when out of it. */
-static const char *keep(struct page *p, const char *s, int *failed)
+/* A copy of the len bytes at s and a NUL (NULL stays NULL) in the page's
+ * memory; *failed when out of it. */
+static const char *keep(struct page *p, const char *s, size_t len, int *failed)
 {
-	size_t n;
 	char *d;
 
 	if (!s)
 		return NULL;
-	n = strlen(s) + 1;
-	if (!(d = room(p, n))) {
+	if (!(d = room(p, len + 1))) {
 		*failed = 1;
 		return NULL;
 	}
-	memcpy(d, s, n);
-	p->mem->used += n;
+	memcpy(d, s, len);
+	d[len] = '\0';
+	p->mem->used += len + 1;
 	return d;
+}
+
+/* The string value of key in obj kept in the page's memory, its length in
+ * *len; NULL if absent or not a string. */
+static const char *keep_str(struct page *p, json_t *obj, const char *key, size_t *len,
+			    int *failed)
+{
+	const char *s = str(obj, key, len);
+
+	return keep(p, s, *len, failed);
 }
 
 /* v as compact JSON in the page's memory (not NUL-terminated), its length
@@ -129,24 +148,29 @@ static const char *render(struct page *p, json_t *v, size_t *len, int *failed)
 /* One item as a row; 0, or -1 when out of memory. */
 static int row_map(struct page *p, json_t *item, struct conv_row *row, int self_contained)
 {
-	const char *id = str(item, "id");
+	size_t len;
+	const char *id = str(item, "id", &len);
 	json_t *msg;
 	int failed = 0;
 
-	if (!json_is_object(item) || !id || !*id) {
+	if (!json_is_object(item) || !id || len == 0) {
 		row->skip = json_is_object(item) ? "item has no string \"id\"" : "item is not an object";
 		return 0;
 	}
-	row->id = keep(p, id, &failed);
-	row->status = keep(p, str(item, "status"), &failed);
-	row->subject = keep(p, str(item, "subject"), &failed);
-	row->created_at = keep(p, str(item, "created_at"), &failed);
-	id = str(item, "user_id");
-	row->user_id = keep(p, id ? id : str(json_object_get(item, "user"), "id"), &failed);
+	row->id = keep(p, id, len, &failed);
+	row->id_len = len;
+	row->status = keep_str(p, item, "status", &row->status_len, &failed);
+	row->subject = keep_str(p, item, "subject", &row->subject_len, &failed);
+	row->created_at = keep_str(p, item, "created_at", &row->created_at_len, &failed);
+	row->user_id = keep_str(p, item, "user_id", &row->user_id_len, &failed);
+	if (!row->user_id)
+		row->user_id = keep_str(p, json_object_get(item, "user"), "id", &row->user_id_len,
+					&failed);
 	msg = json_object_get(item, "last_message");
 	if (json_is_object(msg)) {
-		row->last_message_id = keep(p, str(msg, "id"), &failed);
-		row->last_message_text = keep(p, str(msg, "text"), &failed);
+		row->last_message_id = keep_str(p, msg, "id", &row->last_message_id_len, &failed);
+		row->last_message_text = keep_str(p, msg, "text", &row->last_message_text_len,
+						  &failed);
 		if (self_contained)
 			row->message_json = render(p, msg, &row->message_json_len, &failed);
 		else
@@ -192,9 +216,9 @@ void page_free(struct page *p)
 	p->nrows = 0;
 }
 
-const char *participant_user_id(json_t *participant)
+const char *participant_user_id(json_t *participant, size_t *len)
 {
-	const char *id = str(participant, "id");
+	const char *id = str(participant, "id", len);
 
-	return id ? id : str(participant, "user_id");
+	return id ? id : str(participant, "user_id", len);
 }

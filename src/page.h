@@ -19,8 +19,10 @@ struct page {
 	struct chunk *mem;          /* and the memory their strings are in */
 };
 
-/* Parse a GET /conversations answer.  Returns 0, or -1 with the reason in
- * err (bad JSON with its position, no data array, a cursor of the wrong type). */
+/* Parse a GET /conversations answer (\u0000 in strings accepted).  Returns
+ * 0, or -1 with the reason in err (bad JSON with its position, no data
+ * array, a cursor of the wrong type or one holding a NUL, which could not
+ * be sent back whole). */
 int page_parse(const char *body, size_t len, struct page *p, char *err, size_t errlen);
 /* Turn every item into a row (page.rows), with its compact JSON (the form
  * the mirror stores and compares) and its strings, in memory the page owns.
@@ -33,7 +35,9 @@ void page_free(struct page *p);
 
 /* The columns of one conversation.  An item that is not an object or has
  * no string id cannot be stored: id is NULL and skip says why.  Fields of
- * the wrong type are NULL (the JSON keeps them). */
+ * the wrong type are NULL (the JSON keeps them).  Each string is
+ * NUL-terminated and has its length beside it: a string that held \u0000
+ * goes on past its first NUL, and is stored whole. */
 struct conv_row {
 	const char *id;
 	const char *skip;
@@ -43,6 +47,8 @@ struct conv_row {
 	const char *user_id;
 	const char *last_message_id;
 	const char *last_message_text;
+	size_t id_len, status_len, subject_len, created_at_len, user_id_len;
+	size_t last_message_id_len, last_message_text_len;
 	const char *json;           /* the item's compact JSON, */
 	size_t json_len;
 	const char *message_json;   /* and last_message's (self-contained rows) */
@@ -50,7 +56,8 @@ struct conv_row {
 	json_t *last_message;       /* the object, NULL if none or not kept */
 };
 
-/* The user id of a participant object ("id", else "user_id"), or NULL. */
-const char *participant_user_id(json_t *participant);
+/* The user id of a participant object ("id", else "user_id"), or NULL;
+ * *len gets its length (it may hold a NUL). */
+const char *participant_user_id(json_t *participant, size_t *len);
 
 #endif

@@ -8,11 +8,14 @@
 
 #include <jansson.h>
 #include <locale.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <wchar.h>
 
+#include "escape.h"
 #include "log.h"
 #include "report.h"
 
@@ -48,10 +51,15 @@ static const struct report_def reports[] = {
 
 #define N_REPORTS (sizeof(reports) / sizeof(reports[0]))
 
-/* A result read whole: ncols names, then rows of cells. */
+/* A result read whole: ncols names, then rows of cells.  A cell keeps
+ * its bytes exactly (a NUL among them included) for CSV and JSON; a table
+ * and HTML show them escaped. */
 struct cell {
 	int type;               /* SQLITE_INTEGER, ..., SQLITE_NULL */
-	char *text;             /* NULL for SQL NULL */
+	char *text;             /* NULL for SQL NULL; NUL-terminated */
+	size_t len;             /* bytes in text */
+	long long integer;      /* SQLITE_INTEGER */
+	double real;            /* SQLITE_FLOAT */
 };
 
 struct result {
@@ -131,12 +139,20 @@ static int result_read(sqlite3 *db, const struct report_def *r, const struct rep
 		}
 		for (int i = 0; i < res->ncols; i++) {
 			struct cell *c = &res->cells[res->nrows * res->ncols + i];
-			const unsigned char *t = sqlite3_column_text(st, i);
+			const unsigned char *t;
 
 			c->type = sqlite3_column_type(st, i);
-			c->text = t ? strdup((const char *)t) : NULL;
-			if (t && !c->text)
-				c->type = SQLITE_NULL;  /* out of memory: shown empty */
+			c->integer = sqlite3_column_int64(st, i);
+			c->real = sqlite3_column_double(st, i);
+			t = c->type == SQLITE_BLOB ? sqlite3_column_blob(st, i) : sqlite3_column_text(st, i);
+			c->len = (size_t)sqlite3_column_bytes(st, i);
+			if (c->type == SQLITE_NULL)
+				continue;
+			if (!(c->text = malloc(c->len + 1)))
+				goto fail;
+			if (c->len)
+				memcpy(c->text, t, c->len);
+			c->text[c->len] = '\0';
 		}
 		res->nrows++;
 	}
@@ -180,12 +196,25 @@ static const char *shown(const struct cell *c)
 	return c->text ? c->text : "";
 }
 
-/* One line of a terminal table: text left, numbers right. */
-static void table_line(FILE *out, const struct result *res, const size_t *width, int row)
+/* The text of a cell (row >= 0) or column name (row -1) for a table:
+ * escaped, malloc'd; NULL when out of memory. */
+static char *table_text(const struct result *res, int row, int col)
+{
+	const struct cell *c = row < 0 ? NULL : &res->cells[row * res->ncols + col];
+
+	if (!c)
+		return escape_text(res->names[col], strlen(res->names[col]));
+	return escape_text(shown(c), c->text ? c->len : 0);
+}
+
+/* One line of a terminal table: text left, numbers right; text is the
+ * escaped text of each cell of the line. */
+static void table_line(FILE *out, const struct result *res, const size_t *width, int row,
+		       char *const *text)
 {
 	for (int i = 0; i < res->ncols; i++) {
 		const struct cell *c = row < 0 ? NULL : &res->cells[row * res->ncols + i];
-		const char *t = c ? shown(c) : res->names[i];
+		const char *t = text[i];
 		size_t pad = width[i] - report_text_width(t);
 		int right = c && (c->type == SQLITE_INTEGER || c->type == SQLITE_FLOAT);
 
@@ -200,21 +229,28 @@ static void table_line(FILE *out, const struct result *res, const size_t *width,
 	fputc('\n', out);
 }
 
-static void print_table(FILE *out, const struct result *res)
+/* A terminal table: every name and cell escaped (a row anyone could
+ * write must not drive the terminal), columns as wide as their widest. */
+static int print_table(FILE *out, const struct result *res)
 {
+	size_t n = (size_t)(res->nrows + 1) * (size_t)res->ncols;
 	size_t *width = calloc((size_t)res->ncols, sizeof(size_t));
+	char **text = calloc(n ? n : 1, sizeof(char *));
+	int rc = -1;
 
-	if (!width)
-		return;
-	for (int i = 0; i < res->ncols; i++) {
-		width[i] = report_text_width(res->names[i]);
-		for (int r = 0; r < res->nrows; r++) {
-			size_t w = report_text_width(shown(&res->cells[r * res->ncols + i]));
+	if (!width || !text)
+		goto out;
+	for (int r = -1; r < res->nrows; r++)
+		for (int i = 0; i < res->ncols; i++) {
+			char **t = &text[(size_t)(r + 1) * (size_t)res->ncols + (size_t)i];
+			size_t w;
 
+			if (!(*t = table_text(res, r, i)))
+				goto out;
+			w = report_text_width(*t);
 			width[i] = w > width[i] ? w : width[i];
 		}
-	}
-	table_line(out, res, width, -1);
+	table_line(out, res, width, -1, text);
 	for (int i = 0; i < res->ncols; i++) {
 		fprintf(out, "%s", i ? "  " : "");
 		for (size_t k = 0; k < width[i]; k++)
@@ -222,22 +258,36 @@ static void print_table(FILE *out, const struct result *res)
 	}
 	fputc('\n', out);
 	for (int r = 0; r < res->nrows; r++)
-		table_line(out, res, width, r);
+		table_line(out, res, width, r, text + (size_t)(r + 1) * (size_t)res->ncols);
+	rc = 0;
+out:
+	for (size_t k = 0; text && k < n; k++)
+		free(text[k]);
+	free(text);
 	free(width);
+	if (rc < 0)
+		log_err("out of memory");
+	return rc;
 }
 
-/* RFC 4180: CRLF, quotes around a field with a comma, quote, CR or LF. */
-static void csv_field(FILE *out, const char *s)
+/* RFC 4180: CRLF, quotes around a field with a comma, quote, CR or LF,
+ * a quote doubled.  The n bytes of s are written exactly, whatever they
+ * are: CSV is for programs. */
+static void csv_field(FILE *out, const char *s, size_t n)
 {
-	if (!s[strcspn(s, ",\"\r\n")]) {
-		fputs(s, out);
+	int quote = 0;
+
+	for (size_t k = 0; k < n && !quote; k++)
+		quote = s[k] == ',' || s[k] == '"' || s[k] == '\r' || s[k] == '\n';
+	if (!quote) {
+		fwrite(s, 1, n, out);
 		return;
 	}
 	fputc('"', out);
-	for (; *s; s++) {
-		if (*s == '"')
+	for (size_t k = 0; k < n; k++) {
+		if (s[k] == '"')
 			fputc('"', out);
-		fputc(*s, out);
+		fputc(s[k], out);
 	}
 	fputc('"', out);
 }
@@ -246,88 +296,114 @@ static void print_csv(FILE *out, const struct result *res)
 {
 	for (int r = -1; r < res->nrows; r++) {
 		for (int i = 0; i < res->ncols; i++) {
+			const struct cell *c = r < 0 ? NULL : &res->cells[r * res->ncols + i];
+
 			if (i)
 				fputc(',', out);
-			csv_field(out, r < 0 ? res->names[i] : shown(&res->cells[r * res->ncols + i]));
+			if (c)
+				csv_field(out, shown(c), c->text ? c->len : 0);
+			else
+				csv_field(out, res->names[i], strlen(res->names[i]));
 		}
 		fputs("\r\n", out);
 	}
 }
 
-/* Text as a JSON string; bytes that are not UTF-8 (the database holds
- * whatever was written to it) become U+FFFD rather than an error. */
-static json_t *text_json(const char *s)
+/* The n bytes of s as a JSON string, NUL bytes and control characters
+ * included (the encoder escapes them); bytes that are not UTF-8 (the
+ * database holds whatever was written to it) become U+FFFD, which JSON
+ * can carry, rather than an error.  NULL when out of memory. */
+static json_t *text_json(const char *s, size_t n)
 {
-	json_t *j = json_string(s);
-	mbstate_t ps;
+	json_t *j;
 	char *fixed, *o;
-	size_t n;
+	size_t k, len;
 
-	if (j || !(fixed = malloc(strlen(s) * 3 + 1)))
-		return j;
-	memset(&ps, 0, sizeof(ps));
-	for (o = fixed; *s; ) {
-		n = mbrtowc(NULL, s, MB_CUR_MAX, &ps);
-		if (n == (size_t)-1 || n == (size_t)-2) {
+	for (k = 0; k < n && (len = escape_utf8_len(s + k, n - k)); k += len)
+		;
+	if (k == n)
+		return json_stringn(s, n);
+	if (n > (SIZE_MAX - 1) / 3 || !(fixed = malloc(n * 3 + 1)))
+		return NULL;
+	for (o = fixed, k = 0; k < n; k += len ? len : 1) {
+		len = escape_utf8_len(s + k, n - k);
+		if (len) {
+			memcpy(o, s + k, len);
+			o += len;
+		} else {
 			memcpy(o, "\xef\xbf\xbd", 3);
 			o += 3;
-			s++;
-			memset(&ps, 0, sizeof(ps));
-		} else {
-			memcpy(o, s, n);
-			o += n;
-			s += n;
 		}
 	}
-	*o = '\0';
-	j = json_string(fixed);
+	j = json_stringn(fixed, (size_t)(o - fixed));
 	free(fixed);
 	return j;
 }
 
+/* A cell as JSON: numbers as numbers (a real that JSON cannot write, an
+ * infinity, as null), text and blobs as strings. */
 static json_t *cell_json(const struct cell *c)
 {
 	if (!c->text)
 		return json_null();
 	switch (c->type) {
 	case SQLITE_INTEGER:
-		return json_integer(strtoll(c->text, NULL, 10));
+		return json_integer(c->integer);
 	case SQLITE_FLOAT:
-		return json_real(strtod(c->text, NULL));
+		return isfinite(c->real) ? json_real(c->real) : json_null();
 	default:
-		return text_json(c->text);
+		return text_json(c->text, c->len);
 	}
 }
 
+/* An array of one object per row; a cell that cannot be built (out of
+ * memory) fails the whole rather than leaving a key out. */
 static int print_json(FILE *out, const struct result *res)
 {
 	json_t *arr = json_array();
-	int rc;
+	int rc = arr ? 0 : -1;
 
-	for (int r = 0; arr && r < res->nrows; r++) {
+	for (int r = 0; rc == 0 && r < res->nrows; r++) {
 		json_t *obj = json_object();
 
-		for (int i = 0; obj && i < res->ncols; i++)
-			json_object_set_new(obj, res->names[i], cell_json(&res->cells[r * res->ncols + i]));
-		json_array_append_new(arr, obj);
+		if (!obj || json_array_append_new(arr, obj) < 0)
+			rc = -1;
+		for (int i = 0; rc == 0 && i < res->ncols; i++)
+			if (json_object_set_new(obj, res->names[i], cell_json(&res->cells[r * res->ncols + i])) < 0)
+				rc = -1;
 	}
-	rc = json_dumpf(arr, out, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
-	fputc('\n', out);
+	if (rc == 0) {
+		rc = json_dumpf(arr, out, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
+		fputc('\n', out);
+	}
+	if (rc < 0)
+		log_err("report: cannot write JSON (out of memory)");
 	json_decref(arr);
 	return rc;
 }
 
-static void html_text(FILE *out, const char *s)
+/* Text for HTML: escaped as for a terminal (so a control character or a
+ * broken byte shows as \xNN, not raw), then &, <, >, " and ' as entities. */
+static void html_textn(FILE *out, const char *text, size_t n)
 {
-	for (; *s; s++) {
+	char *safe = escape_text(text, n);
+
+	for (const char *s = safe ? safe : "?"; *s; s++) {
 		switch (*s) {
 		case '&': fputs("&amp;", out); break;
 		case '<': fputs("&lt;", out); break;
 		case '>': fputs("&gt;", out); break;
 		case '"': fputs("&quot;", out); break;
+		case '\'': fputs("&#39;", out); break;
 		default: fputc(*s, out);
 		}
 	}
+	free(safe);
+}
+
+static void html_text(FILE *out, const char *s)
+{
+	html_textn(out, s, strlen(s));
 }
 
 static void html_table(FILE *out, const struct result *res)
@@ -345,7 +421,7 @@ static void html_table(FILE *out, const struct result *res)
 			const struct cell *c = &res->cells[r * res->ncols + i];
 
 			fputs(c->type == SQLITE_INTEGER || c->type == SQLITE_FLOAT ? "<td class=n>" : "<td>", out);
-			html_text(out, shown(c));
+			html_textn(out, shown(c), c->text ? c->len : 0);
 			fputs("</td>", out);
 		}
 		fputs("</tr>\n", out);
@@ -495,7 +571,7 @@ int report_run(sqlite3 *db, const struct report_def *r, enum report_format fmt,
 	if (result_read(db, r, q, &res) < 0)
 		return -1;
 	if (fmt == REPORT_TABLE)
-		print_table(out, &res);
+		rc = print_table(out, &res);
 	else if (fmt == REPORT_CSV)
 		print_csv(out, &res);
 	else

@@ -1,7 +1,8 @@
 /* service.c - the daemon's loop: walks, drains, signals, reloads
  *
  * Signal handlers only set a flag and write a byte to a pipe that the loop
- * polls; all work happens in the loop.  The stop flag is also watched by the
+ * polls; the walks happen in the loop, the outbox in its own thread
+ * (drainer.c), which writes to the same pipe when STATUS= should change.  The stop flag is also watched by the
  * walk, the drain and the HTTP client, so SIGTERM ends the current
  * transaction and nothing after it. */
 #include "config.h"
@@ -18,9 +19,10 @@
 
 #include "api.h"
 #include "db.h"
+#include "drainer.h"
+#include "lock.h"
 #include "log.h"
 #include "notify.h"
-#include "outbox.h"
 #include "service.h"
 #include "walk.h"
 
@@ -30,9 +32,10 @@ static int wake_pipe[2] = { -1, -1 };
 /* Everything built from one configuration; a reload builds a new one. */
 struct runtime {
 	struct conf c;
-	sqlite3 *db;
-	struct api *api;
-	struct outbox *ob;
+	int lock_fd;                /* the daemon's lock on c.database (lock.h) */
+	sqlite3 *db;                /* the walk's and STATUS='s connection */
+	struct api *api;            /* the walk's client */
+	struct drainer *dr;         /* the outbox, in a thread of its own */
 };
 
 static void on_signal(int sig)
@@ -69,40 +72,55 @@ static int install_signals(void)
 	return 0;
 }
 
-static void runtime_close(struct runtime *rt)
+/* Close rt; its lock is released unless keep_lock. */
+static void runtime_close(struct runtime *rt, int keep_lock)
 {
-	outbox_close(rt->ob);
+	drainer_stop(rt->dr, 0, NULL);
 	api_free(rt->api);      /* wipes the key */
 	db_close(rt->db);
+	if (!keep_lock)
+		lock_release(rt->lock_fd);
 	conf_free(&rt->c);
 	memset(rt, 0, sizeof(*rt));
+	rt->lock_fd = -1;
 }
 
-/* Build a runtime from c, which it takes over (also on failure).  The key
- * is read once and kept only inside the HTTP client's header. */
-static int runtime_open(struct runtime *rt, struct conf *c)
+/* Build a runtime from c, which it takes over (also on failure), holding
+ * lock_fd, the daemon's lock on c's database, or taking it when -1.  The
+ * key is read once and kept only inside the two HTTP clients' headers.
+ * Deferred indexes that a walk cut short left unbuilt are built first;
+ * with recover, items left in 'sending' by a crash go back to pending. */
+static int runtime_open(struct runtime *rt, struct conf *c, int lock_fd, int recover)
 {
 	char *key;
 
 	memset(rt, 0, sizeof(*rt));
 	rt->c = *c;
 	memset(c, 0, sizeof(*c));
+	rt->lock_fd = lock_fd;
+	if (rt->lock_fd < 0 && (rt->lock_fd = lock_daemon(rt->c.database)) < 0)
+		goto fail;
+	lock_write_pid(rt->lock_fd);
 	if (!(key = conf_api_key(&rt->c)))
 		goto fail;
 	rt->api = api_new(&rt->c, key);
-	conf_key_free(key);
 	if (!rt->api) {
+		conf_key_free(key);
 		log_err("cannot set up the HTTP client: out of memory");
 		goto fail;
 	}
-	if (!(rt->db = db_open(rt->c.database, DB_DAEMON)))
+	if (!(rt->db = db_open(rt->c.database, DB_DAEMON)) || db_indexes_restore(rt->db) < 0) {
+		conf_key_free(key);
 		goto fail;
+	}
 	api_set_stop(rt->api, &stop_requested);
-	if (!(rt->ob = outbox_open(rt->db, rt->api, &rt->c)))
+	rt->dr = drainer_start(&rt->c, key, wake_pipe[1], recover);
+	conf_key_free(key);
+	if (!rt->dr)
 		goto fail;
 	return 0;
 fail:
-	runtime_close(rt);
+	runtime_close(rt, lock_fd >= 0);
 	return -1;
 }
 
@@ -114,7 +132,7 @@ static double mono_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Pending items, for STATUS=; -1 when the database cannot say. */
+/* Items waiting to go, for STATUS=; -1 when the database cannot say. */
 static long outbox_depth(sqlite3 *db)
 {
 	sqlite3_stmt *st;
@@ -130,43 +148,53 @@ static long outbox_depth(sqlite3 *db)
 static void report_status(struct runtime *rt, const char *walk_outcome, const struct walk_counts *w)
 {
 	char when[32];
+	long sent, failed;
 
 	db_now(when, sizeof(when));
-	notify_status("last walk %s at %s (%ld seen, %ld inserted, %ld changed, %ld gone); outbox: %ld pending",
-		      walk_outcome, when, w->seen, w->inserted, w->changed, w->gone, outbox_depth(rt->db));
+	drainer_counts(rt->dr, &sent, &failed);
+	notify_status("last walk %s at %s (%ld seen, %ld inserted, %ld changed, %ld gone); "
+		      "outbox: %ld pending, %ld sent and %ld failed since start",
+		      walk_outcome, when, w->seen, w->inserted, w->changed, w->gone,
+		      outbox_depth(rt->db), sent, failed);
 }
 
-int service_once(struct conf *c)
+int service_once(struct conf *c, int lock_fd)
 {
 	struct runtime rt;
-	struct drain_counts n;
 	int rc;
 
-	if (install_signals() < 0 || runtime_open(&rt, c) < 0)
+	if (install_signals() < 0 || runtime_open(&rt, c, lock_fd, 1) < 0)
 		return 1;
-	rc = outbox_recover(rt.ob) < 0;
-	if (!rc)
-		rc = walk_run(rt.db, rt.api, &rt.c, &stop_requested, NULL) < 0;
-	if (!stop_requested && outbox_drain(rt.ob, &stop_requested, &n) < 0)
+	rc = walk_run(rt.db, rt.api, &rt.c, &stop_requested, NULL) < 0;
+	if (drainer_stop(rt.dr, 1, &stop_requested) < 0)
 		rc = 1;
-	runtime_close(&rt);
+	rt.dr = NULL;
+	runtime_close(&rt, 0);
 	return rc;
 }
 
-/* SIGHUP: read the file again; on any error keep what runs. */
+/* SIGHUP: read the file again; on any error keep what runs.  The lock
+ * moves only when the database does. */
 static void reload(struct runtime *rt, const char *conf_path, int level_override)
 {
 	struct runtime fresh;
 	struct conf c;
+	int same_db;
 
 	notify_reloading();
 	log_notice("reloading %s", conf_path);
 	if (conf_load(conf_path, &c) < 0) {
 		log_err("%s is invalid; keeping the running configuration", conf_path);
-	} else if (runtime_open(&fresh, &c) < 0) {
+		notify_ready();
+		return;
+	}
+	/* For a moment two outbox threads run: each item goes to 'sending'
+	 * only from 'pending', so one of them sends it, in its queue's order. */
+	same_db = !strcmp(c.database, rt->c.database);
+	if (runtime_open(&fresh, &c, same_db ? rt->lock_fd : -1, !same_db) < 0) {
 		log_err("cannot apply %s; keeping the running configuration", conf_path);
 	} else {
-		runtime_close(rt);
+		runtime_close(rt, same_db);
 		*rt = fresh;
 		log_set_facility(rt->c.syslog_facility);
 		log_set_level(level_override >= 0 ? level_override : rt->c.log_level);
@@ -175,33 +203,15 @@ static void reload(struct runtime *rt, const char *conf_path, int level_override
 	notify_ready();
 }
 
-/* Milliseconds the loop may sleep: until the next walk or drain is due,
- * or the watchdog wants feeding. */
-static int sleep_ms(double next_walk, double next_drain)
+/* Milliseconds the loop may sleep: until the next walk is due, or the
+ * watchdog wants feeding. */
+static int sleep_ms(double next_walk)
 {
-	double ms = (next_walk < next_drain ? next_walk : next_drain) - mono_now();
+	double ms = (next_walk - mono_now()) * 1000;
 
-	ms *= 1000;
 	if (notify_watchdog_ms() >= 0 && ms > notify_watchdog_ms())
 		ms = (double)notify_watchdog_ms();
 	return ms < 0 ? 0 : ms > 86400000 ? 86400000 : (int)ms + 1;
-}
-
-/* Deliver what is due; returns when the outbox should be looked at again:
- * after poll-interval, or sooner when a retry falls due before that. */
-static double drain(struct runtime *rt, const char *outcome, const struct walk_counts *w)
-{
-	struct drain_counts n;
-	double wait = (double)rt->c.poll_interval;
-
-	if (outbox_drain(rt->ob, &stop_requested, &n) < 0)
-		log_warning("outbox: the drain stopped on a database error; trying again in %ld s",
-			    rt->c.poll_interval);
-	else if (n.wait >= 0 && n.wait < wait)
-		wait = (double)n.wait;
-	if (n.sent || n.failed)
-		report_status(rt, outcome, w);
-	return mono_now() + wait;
 }
 
 static void drain_wake_pipe(void)
@@ -212,25 +222,22 @@ static void drain_wake_pipe(void)
 		;
 }
 
-int service_loop(struct conf *c, const char *conf_path, int level_override)
+int service_loop(struct conf *c, const char *conf_path, int level_override, int lock_fd)
 {
 	struct walk_counts w = { 0 };
 	struct runtime rt;
 	struct pollfd pfd;
 	const char *outcome = "not yet";
-	double next_walk, next_drain;
-	if (install_signals() < 0 || runtime_open(&rt, c) < 0)
+	double next_walk;
+
+	if (install_signals() < 0 || runtime_open(&rt, c, lock_fd, 1) < 0)
 		return 1;
 	notify_init();
-	if (outbox_recover(rt.ob) < 0) {
-		runtime_close(&rt);
-		return 1;
-	}
 	log_notice("started: walking every %ld s, outbox checked every %ld s",
 		   rt.c.sync_interval, rt.c.poll_interval);
 	notify_ready();
 	report_status(&rt, outcome, &w);
-	next_walk = next_drain = mono_now();
+	next_walk = mono_now();
 	while (!stop_requested) {
 		if (reload_requested) {
 			reload_requested = 0;
@@ -240,21 +247,19 @@ int service_loop(struct conf *c, const char *conf_path, int level_override)
 			walk_requested = 0;
 			outcome = walk_run(rt.db, rt.api, &rt.c, &stop_requested, &w) == 0 ? "ok" : "failed";
 			next_walk = mono_now() + (double)rt.c.sync_interval;
-			next_drain = 0;         /* a walk is followed by a drain, as with -1 */
-			report_status(&rt, outcome, &w);
+			drainer_poke(rt.dr);
 		}
-		if (!stop_requested && mono_now() >= next_drain)
-			next_drain = drain(&rt, outcome, &w);
+		report_status(&rt, outcome, &w);
 		notify_watchdog();
 		if (stop_requested || reload_requested || walk_requested)
 			continue;
 		pfd.fd = wake_pipe[0];
 		pfd.events = POLLIN;
-		if (poll(&pfd, 1, sleep_ms(next_walk, next_drain)) > 0)
+		if (poll(&pfd, 1, sleep_ms(next_walk)) > 0)
 			drain_wake_pipe();
 	}
 	notify_stopping();
 	log_notice("stopping on a signal");
-	runtime_close(&rt);
+	runtime_close(&rt, 0);
 	return 0;
 }

@@ -1,10 +1,18 @@
 /* status.c - dexsync status */
 #include "config.h"
 
+#include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "escape.h"
+#include "lock.h"
 #include "log.h"
 #include "status.h"
+
+/* An item sending for longer than this was most likely left by a daemon
+ * that died (or hangs) in the middle of a request. */
+#define SENDING_TOO_LONG 600
 
 /* The last walk: when, how, counts.  Also its age in seconds. */
 static const char last_walk_sql[] =
@@ -27,12 +35,60 @@ static const char outbox_sql[] =
 	"	UNION ALL SELECT 'failed' UNION ALL SELECT 'cancelled') AS s";
 
 /* The oldest pending item's age, and how far the most overdue one is past
- * its time (next attempt, or queued/retried when it has none). */
+ * its time.  Only the head of a target's queue has a next_attempt_at (the
+ * items behind it and a message waiting for its conversation item have
+ * none), so an item with a time is due at that time. */
 static const char pending_sql[] =
-	"SELECT max(unixepoch('now') - unixepoch(created_at)),\n"
-	"	max(unixepoch('now') - unixepoch(coalesce(next_attempt_at, retried_at, created_at)))\n"
+	"SELECT (SELECT max(unixepoch('now') - unixepoch(created_at))\n"
+	"	 FROM outbox WHERE state = 'pending'),\n"
+	"	(SELECT unixepoch('now') - unixepoch(min(next_attempt_at))\n"
+	"	 FROM outbox WHERE state = 'pending' AND next_attempt_at IS NOT NULL)";
+
+/* Items in 'sending': how many, and the one sending longest (its id and
+ * seconds; NULL seconds when it has no sending_at). */
+static const char sending_sql[] =
+	"SELECT (SELECT count(*) FROM outbox WHERE state = 'sending'), id,\n"
+	"	unixepoch('now') - unixepoch(sending_at)\n"
 	"FROM outbox\n"
-	"WHERE state IN ('pending', 'sending')";
+	"WHERE state = 'sending'\n"
+	"ORDER BY sending_at IS NULL, sending_at, id\n"
+	"LIMIT 1";
+
+/* What is wrong, worst first: exit 2 problems, then exit 1 ones. */
+struct health {
+	char *text;             /* "; "-separated, malloc'd */
+	int level;              /* the exit status: 0, 1 or 2 */
+};
+
+static void problem(struct health *h, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Add a problem of exit status level; those of level 2 go first. */
+static void problem(struct health *h, int level, const char *fmt, ...)
+{
+	char *one = NULL, *all = NULL;
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vasprintf(&one, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		one = NULL;
+	if (one && h->text)
+		n = level > h->level ? asprintf(&all, "%s; %s", one, h->text)
+				      : asprintf(&all, "%s; %s", h->text, one);
+	else if (one)
+		n = asprintf(&all, "%s", one);
+	if (n < 0 || !one)
+		all = NULL;
+	if (all) {
+		free(h->text);
+		h->text = all;
+	}
+	free(one);
+	if (level > h->level)
+		h->level = level;
+}
 
 static int query(sqlite3 *db, const char *sql, sqlite3_stmt **st)
 {
@@ -43,6 +99,7 @@ static int query(sqlite3 *db, const char *sql, sqlite3_stmt **st)
 	return 0;
 }
 
+/* Column i as text, "" for NULL. */
 static const char *col(sqlite3_stmt *st, int i)
 {
 	const unsigned char *t = sqlite3_column_text(st, i);
@@ -50,60 +107,126 @@ static const char *col(sqlite3_stmt *st, int i)
 	return t ? (const char *)t : "";
 }
 
-int status_run(sqlite3 *db, const struct conf *c, FILE *out)
+/* Column i as text from the database (a row anyone may have written),
+ * escaped: "label<escaped column>tail" on out. */
+static void put_col(FILE *out, const char *label, sqlite3_stmt *st, int i, const char *tail)
+{
+	fputs(label, out);
+	escape_fputs(col(st, i), out);
+	fputs(tail, out);
+}
+
+/* The last walk's line; a failed or stale walk is a problem. */
+static int show_last_walk(sqlite3 *db, const struct conf *c, FILE *out, struct health *h)
 {
 	sqlite3_stmt *st = NULL;
-	char problem[256] = "";
-	long long overdue = -1;
 
 	if (query(db, last_walk_sql, &st) < 0)
-		return 1;
+		return -1;
 	if (sqlite3_step(st) == SQLITE_ROW) {
 		long long age = sqlite3_column_int64(st, 8);
 
-		fprintf(out, "last walk:     %s, %s, %lld s: %lld pages, %lld seen, %lld inserted, "
-			"%lld changed, %lld gone%s%s\n", col(st, 0), col(st, 1),
+		put_col(out, "last walk:     ", st, 0, ", ");
+		put_col(out, "", st, 1, "");
+		fprintf(out, ", %lld s: %lld pages, %lld seen, %lld inserted, %lld changed, %lld gone",
 			sqlite3_column_int64(st, 7), sqlite3_column_int64(st, 2),
 			sqlite3_column_int64(st, 3), sqlite3_column_int64(st, 4),
-			sqlite3_column_int64(st, 5), sqlite3_column_int64(st, 6),
-			*col(st, 9) ? ": " : "", col(st, 9));
+			sqlite3_column_int64(st, 5), sqlite3_column_int64(st, 6));
+		put_col(out, *col(st, 9) ? ": " : "", st, 9, "\n");
 		if (!strcmp(col(st, 1), "failed"))
-			snprintf(problem, sizeof(problem), "the last walk failed");
+			problem(h, 2, "the last walk failed");
 		else if (age > 3 * c->sync_interval)
-			snprintf(problem, sizeof(problem), "the last walk ended %lld s ago, over 3 intervals of %ld s",
-				 age, c->sync_interval);
+			problem(h, 2, "the last walk ended %lld s ago, over 3 intervals of %ld s",
+				age, c->sync_interval);
 	} else {
 		fprintf(out, "last walk:     none yet\n");
-		snprintf(problem, sizeof(problem), "no walk has run yet");
+		problem(h, 2, "no walk has run yet");
 	}
 	sqlite3_finalize(st);
+	return 0;
+}
 
-	if (query(db, counts_sql, &st) < 0)
-		return 1;
-	if (sqlite3_step(st) == SQLITE_ROW)
-		fprintf(out, "conversations: %lld live, %lld gone\nusers:         %lld\nmessages:      %lld\n",
-			sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1),
-			sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3));
-	sqlite3_finalize(st);
+/* The outbox by state, the oldest pending item, the items in sending;
+ * an overdue item (exit 2) and one sending too long (exit 1) are
+ * problems.  daemon is lock_holder's answer. */
+static int show_outbox(sqlite3 *db, const struct conf *c, long daemon, FILE *out, struct health *h)
+{
+	sqlite3_stmt *st = NULL;
+	long long overdue = -1;
 
 	if (query(db, outbox_sql, &st) < 0)
-		return 1;
+		return -1;
 	fputs("outbox:        ", out);
 	for (int i = 0; sqlite3_step(st) == SQLITE_ROW; i++)
 		fprintf(out, "%s%lld %s", i ? ", " : "", sqlite3_column_int64(st, 1), col(st, 0));
 	sqlite3_finalize(st);
 	if (query(db, pending_sql, &st) < 0)
-		return 1;
-	if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) {
-		overdue = sqlite3_column_int64(st, 1);
-		fprintf(out, "; oldest pending %lld s", sqlite3_column_int64(st, 0));
+		return -1;
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		if (sqlite3_column_type(st, 0) != SQLITE_NULL)
+			fprintf(out, "; oldest pending %lld s", sqlite3_column_int64(st, 0));
+		if (sqlite3_column_type(st, 1) != SQLITE_NULL)
+			overdue = sqlite3_column_int64(st, 1);
 	}
 	fputc('\n', out);
 	sqlite3_finalize(st);
-	if (!*problem && overdue > c->max_backoff + c->poll_interval)
-		snprintf(problem, sizeof(problem), "an outbox item is %lld s past its time "
-			 "(max-backoff + poll-interval is %ld s): is dexsyncd running?",
-			 overdue, c->max_backoff + c->poll_interval);
-	fprintf(out, "health:        %s\n", *problem ? problem : "ok");
-	return *problem ? 2 : 0;
+	if (overdue > c->max_backoff + c->poll_interval)
+		problem(h, 2, "an outbox item is %lld s past its time (max-backoff + poll-interval is "
+			"%ld s): is dexsyncd running?", overdue, c->max_backoff + c->poll_interval);
+
+	if (query(db, sending_sql, &st) < 0)
+		return -1;
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		long long n = sqlite3_column_int64(st, 0), id = sqlite3_column_int64(st, 1);
+		int known = sqlite3_column_type(st, 2) != SQLITE_NULL;
+		long long age = sqlite3_column_int64(st, 2);
+
+		fprintf(out, "sending:       %lld item%s", n, n == 1 ? "" : "s");
+		if (known)
+			fprintf(out, ", item %lld for %lld s", id, age);
+		else
+			fprintf(out, ", item %lld since an unknown time", id);
+		if (daemon == -1)
+			fprintf(out, "; no dexsyncd serves the database: 'dexsync retry ID' puts %s back",
+				n == 1 ? "it" : "them");
+		fputc('\n', out);
+		if (known && age > SENDING_TOO_LONG)
+			problem(h, 1, "item %lld has been sending for %lld s, over 10 minutes%s", id, age,
+				daemon == -1 ? " (no dexsyncd runs: 'dexsync retry' it)" : "");
+	}
+	sqlite3_finalize(st);
+	return 0;
+}
+
+int status_run(sqlite3 *db, const char *database, const struct conf *c, FILE *out)
+{
+	struct health h = { NULL, 0 };
+	sqlite3_stmt *st = NULL;
+	long daemon = lock_holder(database);
+	int rc = -1;
+
+	if (show_last_walk(db, c, out, &h) < 0)
+		goto out;
+	if (query(db, counts_sql, &st) < 0)
+		goto out;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		fprintf(out, "conversations: %lld live, %lld gone\nusers:         %lld\nmessages:      %lld\n",
+			sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1),
+			sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3));
+	sqlite3_finalize(st);
+	if (show_outbox(db, c, daemon, out, &h) < 0)
+		goto out;
+	if (daemon > 0)
+		fprintf(out, "daemon:        dexsyncd pid %ld\n", daemon);
+	else if (daemon == 0)
+		fprintf(out, "daemon:        dexsyncd (pid unknown)\n");
+	else if (daemon == -1)
+		fprintf(out, "daemon:        none running\n");
+	else
+		fprintf(out, "daemon:        unknown (the lock file cannot be read)\n");
+	fprintf(out, "health:        %s\n", h.text ? h.text : h.level ? "(out of memory)" : "ok");
+	rc = h.level;
+out:
+	free(h.text);
+	return rc < 0 ? 1 : rc;
 }

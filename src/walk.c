@@ -5,11 +5,18 @@
  * a walk cut short by a crash, a signal or a failed request resumes from
  * the last committed page.  Unchanged rows cost a lookup and no write.
  * Rows listed by a walk that started from the first page are kept in a TEMP
- * table (temp_store=FILE: it does not grow our memory) for gone_at. */
+ * table (temp_store=FILE: it does not grow our memory) for gone_at.
+ *
+ * A server that lists forever is stopped (SPEC 3.3) by a cursor it gave
+ * before, by more items than twice its own total, or by pages in a row that
+ * list no conversation this walk had not listed yet; for the last, each
+ * status walk keeps a bit per rowid it listed (struct idset). */
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,9 +30,37 @@
 #include "page.h"
 #include "walk.h"
 
-#define WALK_NO_TOTAL_PAGES	1000000	/* page guard when meta.total is absent */
 #define WALK_TX_MS		1000	/* longest a transaction of pages stays open */
 #define WALK_LINGER_MS		20	/* how long it waits open for a page */
+/* Pages in a row that list nothing new end the walk.  One such page is
+ * normal while data changes (rows inserted ahead of the walk's position
+ * shift the next page back over rows it listed), two can happen when the
+ * shift spans more than a page; three in a row is the server going round. */
+#define WALK_STALE_PAGES	3
+#define WALK_DETAIL_FAILS	3	/* transient failures in a row end the details */
+
+/* The set of rowids one status walk listed: a bit per rowid, in blocks of
+ * 32768 rowids (4 KiB), found by an open-addressed table.  Our rowids run
+ * from 1 up, so a million rows take 31 blocks (124 KiB).  The table holds at
+ * most IDS_MAX_BLOCKS blocks (2 MiB, 16 million rowids); a row beyond that
+ * counts as new, so memory stays bounded and the guard can only miss a loop
+ * there (the cursor and total guards remain), never stop a good walk. */
+#define IDS_SHIFT	15
+#define IDS_BLOCK	((1u << IDS_SHIFT) / 8)
+#define IDS_SLOT_BITS	10
+#define IDS_SLOTS	(1u << IDS_SLOT_BITS)
+#define IDS_MAX_BLOCKS	(IDS_SLOTS / 2)
+
+struct idblock {
+	uint64_t key;               /* rowid >> IDS_SHIFT */
+	unsigned char *bits;        /* NULL: a free slot */
+};
+
+struct idset {
+	struct idblock *slot;       /* IDS_SLOTS, allocated with the first */
+	unsigned blocks;
+	struct idblock *last;       /* rows come in runs: the block used last */
+};
 
 struct walk {
 	sqlite3 *db;
@@ -36,6 +71,10 @@ struct walk {
 	struct walk_counts n;
 	int track_seen;             /* this walk may set gone_at at its end */
 	int initial;                /* into an empty mirror */
+	/* The loop guards of the status walk under way. */
+	struct idset ids;           /* rowids it listed */
+	long items;                 /* items it listed */
+	int stale;                  /* pages in a row that listed nothing new */
 	/* The open transaction of pages, if any. */
 	int in_tx;
 	struct timespec tx_start;
@@ -55,8 +94,59 @@ static void walk_fail(struct walk *w, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* Store one page's rows inside the open transaction. */
-static int store_rows(struct walk *w, const struct page *p, const char *now)
+/* Add rowid to the set: 1 if it was not in it, else 0.  A rowid the set
+ * has no room for counts as new (see IDS_MAX_BLOCKS). */
+static int ids_add(struct idset *s, sqlite3_int64 rowid)
+{
+	uint64_t key = (uint64_t)rowid >> IDS_SHIFT;
+	size_t bit = (size_t)((uint64_t)rowid & ((1u << IDS_SHIFT) - 1));
+	unsigned char mask = (unsigned char)(1u << (bit & 7));
+	struct idblock *b = s->last;
+	size_t i;
+
+	if (!b || b->key != key) {
+		if (!s->slot && !(s->slot = calloc(IDS_SLOTS, sizeof(*s->slot))))
+			return 1;
+		/* Fibonacci hashing; at most half full, so a probe ends. */
+		for (i = (size_t)((key * 0x9E3779B97F4A7C15u) >> (64 - IDS_SLOT_BITS));
+		     s->slot[i].bits && s->slot[i].key != key; i = (i + 1) % IDS_SLOTS)
+			;
+		b = &s->slot[i];
+		if (!b->bits) {
+			if (s->blocks == IDS_MAX_BLOCKS || !(b->bits = calloc(1, IDS_BLOCK)))
+				return 1;
+			b->key = key;
+			s->blocks++;
+		}
+		s->last = b;
+	}
+	if (b->bits[bit / 8] & mask)
+		return 0;
+	b->bits[bit / 8] |= mask;
+	return 1;
+}
+
+/* Empty the set and give its memory back. */
+static void ids_reset(struct idset *s)
+{
+	for (size_t i = 0; s->slot && i < IDS_SLOTS; i++)
+		free(s->slot[i].bits);
+	free(s->slot);
+	memset(s, 0, sizeof(*s));
+}
+
+/* A status walk (re)starts from its first page or its stored cursor: the
+ * loop guards start over. */
+static void guards_reset(struct walk *w)
+{
+	ids_reset(&w->ids);
+	w->items = 0;
+	w->stale = 0;
+}
+
+/* Store one page's rows inside the open transaction; *fresh counts the
+ * rows this status walk had not listed before. */
+static int store_rows(struct walk *w, const struct page *p, const char *now, size_t *fresh)
 {
 	sqlite3_int64 rowid;
 
@@ -81,6 +171,7 @@ static int store_rows(struct walk *w, const struct page *p, const char *now)
 			return -1;
 		}
 		w->n.seen++;
+		*fresh += (size_t)ids_add(&w->ids, rowid);
 		if (w->track_seen && mirror_seen(w->m, rowid) < 0)
 			return -1;
 	}
@@ -129,6 +220,7 @@ static long ms_since(const struct timespec *t0)
 static int store_page(struct walk *w, struct listed *p)
 {
 	char now[32];
+	size_t fresh = 0;
 
 	if (!p->page.rows && page_rows(&p->page, 0) < 0) {
 		walk_fail(w, "page %ld: out of memory", w->n.pages + 1);
@@ -144,11 +236,12 @@ static int store_page(struct walk *w, struct listed *p)
 		clock_gettime(CLOCK_MONOTONIC, &w->tx_start);
 	}
 	db_now(now, sizeof(now));
-	if (store_rows(w, &p->page, now) < 0) {
+	if (store_rows(w, &p->page, now, &fresh) < 0) {
 		walk_fail(w, "storing page %ld failed: %s", w->n.pages + 1, sqlite3_errmsg(w->db));
 		walk_abandon(w);
 		return -1;
 	}
+	w->stale = fresh > 0 ? 0 : w->stale + 1;
 	w->n.pages++;
 	free(w->reached);
 	w->reached = p->next_cursor;
@@ -156,17 +249,19 @@ static int store_page(struct walk *w, struct listed *p)
 	return 0;
 }
 
-/* The guards against a server that lists forever: more pages than its own
- * total allows, or a cursor it gave before in this walk. */
-static int walk_guard(struct walk *w, const struct listed *p, long *pages, long *limit)
+/* The guards against a server that lists forever, before a page is stored:
+ * more items than twice its own total (its latest) and a thousand, or a
+ * cursor it gave before in this status walk.  Items, not pages: limit is
+ * a maximum, a server may well answer with shorter pages. */
+static int walk_guard(struct walk *w, const struct listed *p)
 {
+	long total = p->page.total;
 	int seen;
 
-	if (p->page.total >= 0)
-		*limit = 2 * p->page.total / w->c->page_size + 10;
-	if (++*pages > *limit) {
-		walk_fail(w, "more than %ld pages for %ld conversations: the server is looping",
-			  *limit, p->page.total);
+	w->items += (long)(p->page.rows ? p->page.nrows : json_array_size(p->page.data));
+	if (total >= 0 && w->items > 2 * total + 1000) {
+		walk_fail(w, "%ld items listed where the server counts %ld conversations "
+			  "(at most 2 x %ld + 1000): the server is looping", w->items, total, total);
 		return -1;
 	}
 	if (p->next_cursor && (seen = mirror_cursor_repeated(w->m, p->next_cursor)) != 0) {
@@ -177,6 +272,18 @@ static int walk_guard(struct walk *w, const struct listed *p, long *pages, long 
 	return 0;
 }
 
+/* The guard after a page is stored: WALK_STALE_PAGES in a row that listed
+ * no conversation this status walk had not listed (repeats only, or none:
+ * an empty page or one of items without an id) end the walk. */
+static int walk_progress(struct walk *w)
+{
+	if (w->stale < WALK_STALE_PAGES)
+		return 0;
+	walk_fail(w, "%d pages in a row listed no conversation this walk had not listed: "
+		  "the server is looping", w->stale);
+	return -1;
+}
+
 /* Walk one status filter (NULL: everything) from its stored cursor or the
  * first page to the end.  Returns 0 when the end was reached. */
 static int walk_status(struct walk *w, const char *status)
@@ -184,7 +291,6 @@ static int walk_status(struct walk *w, const char *status)
 	char key[64], *cursor = NULL;
 	struct lister *l;
 	struct listed p;
-	long pages = 0, limit = WALK_NO_TOTAL_PAGES;
 	int rc = -1, next;
 
 	snprintf(key, sizeof(key), "walk_cursor:%s", status ? status : "*");
@@ -192,6 +298,7 @@ static int walk_status(struct walk *w, const char *status)
 		walk_fail(w, "cannot read the stored cursor: %s", sqlite3_errmsg(w->db));
 		return -1;
 	}
+	guards_reset(w);
 	l = lister_start(w->api, w->c, status, cursor, w->initial, w->stop);
 	free(cursor);
 	if (!l) {
@@ -217,9 +324,11 @@ static int walk_status(struct walk *w, const char *status)
 				walk_fail(w, "%s", lister_error(l));
 			break;
 		}
+		if (p.restart)
+			guards_reset(w);
 		if (p.restart && mirror_cursors_reset(w->m) < 0)
 			walk_fail(w, "cannot reset the cursors: %s", sqlite3_errmsg(w->db));
-		else if (walk_guard(w, &p, &pages, &limit) == 0 && store_page(w, &p) == 0) {
+		else if (walk_guard(w, &p) == 0 && store_page(w, &p) == 0 && walk_progress(w) == 0) {
 			listed_free(&p);
 			notify_watchdog();
 			continue;
@@ -231,45 +340,118 @@ static int walk_status(struct walk *w, const char *status)
 	if (walk_commit(w, key) < 0)
 		rc = -1;
 	lister_finish(l, &w->n.retries);
+	guards_reset(w);
 	return rc;
 }
 
+/* "/conversations/" and all of id percent-encoded, malloc'd; NULL when out
+ * of memory (or id is empty).  Not api_escape, which ends at a NUL: an id may hold one.
+ * (libcurl ignores the handle: it served character-set conversion on
+ * non-ASCII systems only.)  An id "." or ".." is a dot segment libcurl would
+ * remove from the path: its dots are escaped too. */
+static char *detail_path(const struct mirror_id *id)
+{
+	static const char prefix[] = "/conversations/";
+	char *esc, *path;
+	const char *seg;
+	size_t size;
+
+	if (id->len == 0 || id->len > INT_MAX || !(esc = curl_easy_escape(NULL, id->id, (int)id->len)))
+		return NULL;
+	seg = !strcmp(esc, ".") ? "%2E" : !strcmp(esc, "..") ? "%2E%2E" : esc;
+	size = sizeof(prefix) + strlen(seg);
+	if ((path = malloc(size)))
+		snprintf(path, size, "%s%s", prefix, seg);
+	curl_free(esc);
+	return path;
+}
+
+/* The detail answer as a JSON object (\u0000 in strings accepted), or NULL
+ * with the reason in err. */
+static json_t *detail_parse(const struct api_response *r, char *err, size_t errlen)
+{
+	json_error_t jerr;
+	json_t *j = json_loadb(r->body, r->len, JSON_ALLOW_NUL, &jerr);
+
+	if (!j)
+		snprintf(err, errlen, "invalid JSON at line %d, column %d (byte %d): %s",
+			 jerr.line, jerr.column, jerr.position, jerr.text);
+	else if (!json_is_object(j)) {
+		snprintf(err, errlen, "not a JSON object");
+		json_decref(j);
+		j = NULL;
+	}
+	return j;
+}
+
+/* Fetch and store the detail of one conversation.  A 404 or 410 ends the
+ * asking (it is gone upstream); another permanent failure, or an answer we
+ * cannot read, puts it behind the others so that it never blocks them; a
+ * transient one leaves it for the next cycle. */
+static void walk_detail(struct walk *w, const struct mirror_id *id, int *fails)
+{
+	struct api_response r;
+	char err[256], *path = detail_path(id);
+	json_t *j;
+
+	if (id->len == 0) {
+		/* Not from the list (it skips such items): no path names it. */
+		log_warning("conversation detail: a conversation with an empty id; not asked for again");
+		mirror_detail_done(w->m, id);
+		free(path);
+		return;
+	}
+	if (!path) {
+		log_warning("conversation detail of %s: out of memory; asked for again next cycle",
+			    id->id);
+		return;
+	}
+	switch (lister_get(w->api, path, &r, w->stop, &w->n.retries, fails, WALK_DETAIL_FAILS)) {
+	case API_OK:
+		if (!(j = detail_parse(&r, err, sizeof(err)))) {
+			log_warning("conversation detail: GET %s: %s; asked for again after the others",
+				    path, err);
+			mirror_detail_behind(w->m, id);
+			break;
+		}
+		if (mirror_store_detail(w->m, id, j) == 0)
+			w->n.details++;
+		json_decref(j);
+		break;
+	case API_PERMANENT:
+		if (r.status == 404 || r.status == 410) {
+			log_warning("conversation detail: %s; not asked for again", r.error);
+			mirror_detail_done(w->m, id);
+		} else {
+			log_warning("conversation detail: %s; asked for again after the others", r.error);
+			mirror_detail_behind(w->m, id);
+		}
+		break;
+	case API_TRANSIENT:
+		log_warning("conversation detail: %s; asked for again next cycle", r.error);
+		break;
+	}
+	free(path);
+}
+
 /* GET /conversations/:id for the rows that are new or changed, oldest
- * change first, at most max-details.  Failures are logged, not fatal: the
- * rows stay marked and are asked for again next cycle. */
+ * change first, then those whose detail failed permanently, at most
+ * max-details.  Failures are logged, not fatal; WALK_DETAIL_FAILS transient
+ * failures in a row (the server is down or overloaded) end the phase for
+ * this cycle, so that it never takes the retries of every row. */
 static void walk_details(struct walk *w)
 {
-	char **ids = NULL, err[256], path[512];
-	struct api_response r;
-	int n;
+	struct mirror_id *ids = NULL;
+	int n, i, fails = 0;
 
 	if (!w->c->fetch_details)
 		return;
 	n = mirror_details_due(w->m, w->c->max_details, &ids);
-	for (int i = 0; i < n && !*w->stop; i++) {
-		char *esc = api_escape(w->api, ids[i]);
-		json_t *j;
-
-		if (!esc)
-			break;
-		snprintf(path, sizeof(path), "/conversations/%.400s", esc);
-		curl_free(esc);
-		if (lister_get(w->api, path, &r, w->stop, &w->n.retries) != API_OK) {
-			if (r.status == 404 || r.status == 410)
-				mirror_detail_done(w->m, ids[i]);
-			log_warning("conversation detail: %s", r.error);
-			continue;
-		}
-		if (!(j = api_json(&r, err, sizeof(err))) || !json_is_object(j)) {
-			log_warning("conversation detail: GET %s: %s", path,
-				    j ? "not a JSON object" : err);
-			json_decref(j);
-			continue;
-		}
-		if (mirror_store_detail(w->m, ids[i], j) == 0)
-			w->n.details++;
-		json_decref(j);
-	}
+	for (i = 0; i < n && !*w->stop && fails < WALK_DETAIL_FAILS; i++)
+		walk_detail(w, &ids[i], &fails);
+	if (fails >= WALK_DETAIL_FAILS && !*w->stop)
+		log_notice("conversation details: %d transient failures in a row; "
+			   "%d conversations wait for the next cycle", fails, n - i + 1);
 	mirror_ids_free(ids, n);
 }
 
@@ -323,6 +505,22 @@ static int walk_end(struct walk *w)
 		return -1;
 	}
 	return 0;
+}
+
+/* A walk that deferred the indexes and failed short of walk_end builds
+ * them now, in the page cache's place like walk_end: the mirror is not left
+ * without them (SPEC 3.9).  If that fails too, the next start builds them. */
+static void walk_indexes_back(struct walk *w)
+{
+	char *cache = NULL;
+	int small = db_cache_small(w->db, &cache) == 0;
+
+	if (db_indexes_restore(w->db) < 0)
+		log_err("database %s: building the deferred indexes failed: %s; "
+			"they are built at the next start", sqlite3_db_filename(w->db, "main"),
+			sqlite3_errmsg(w->db));
+	if (small)
+		db_cache_restore(w->db, cache);
 }
 
 static int walk_all(struct walk *w)
@@ -393,10 +591,21 @@ int walk_run(sqlite3 *db, struct api *api, const struct conf *c, volatile sig_at
 			 resumed ? "resumed and completed" : "completed", w.n.pages, w.n.seen,
 			 w.n.inserted, w.n.changed, w.n.unchanged, w.n.gone, w.n.details,
 			 w.n.requests, secs);
+	else if (*stop)
+		log_notice("walk interrupted by a signal after %ld pages (%ld seen, %ld inserted, "
+			   "%ld changed, %.2f s): they are stored, and the next walk resumes from "
+			   "the page after them", w.n.pages, w.n.seen, w.n.inserted, w.n.changed, secs);
 	else
 		log_err("walk failed after %ld pages (%ld seen, %ld inserted, %ld changed, %.2f s): %s; "
 			"resuming from the last stored page next cycle",
 			w.n.pages, w.n.seen, w.n.inserted, w.n.changed, secs, w.error);
+	/* Stopped by a signal, it exits now (building the indexes of a large
+	 * mirror takes seconds): db_open builds them at the next start. */
+	if (rc != 0 && w.initial && !*stop)
+		walk_indexes_back(&w);
+	else if (rc != 0 && w.initial)
+		log_notice("database %s: the deferred indexes are built at the next start",
+			   sqlite3_db_filename(db, "main"));
 	/* Empty the walk's TEMP tables with the temp journal off: under the
 	 * memory journal, freeing a million-row table would copy every page of
 	 * it into RAM first, for a rollback nobody needs. */

@@ -18,6 +18,12 @@ instead), drop (close without answering), reset (close half-way through the
 body), ack_lost (apply a write, then answer 500 or drop).  Random faults for
 soak tests: srv.random_faults = {"status500": 0.2, "status429": 0.1}.
 
+Switches for the list, all off by default: short_pages = N (at most N items a
+page, whatever limit asks), no_total (meta without "total"), claimed_total = N
+(meta.total says N), recycle (fresh cursors forever, going round the same
+items again), nul_strings (each listed subject and last message text holds a
+\u0000; srv.listed(c) is the item as served); loop_cursor and endless as below.
+
 Run alone (the demo): fakedexra.py --conversations 200 --key K --port-file F;
 it stops by itself after --lifetime seconds.
 """
@@ -92,6 +98,11 @@ class FakeDexra:
         self.loop_cursor = False    # answer every page with the same next_cursor
         self.endless = False        # answer every page with a new cursor, forever
         self.huge_cursor = 0        # pad cursors to this many bytes
+        self.short_pages = 0        # at most this many items a page (0: limit)
+        self.no_total = False       # leave meta.total out
+        self.claimed_total = None   # meta.total says this instead
+        self.recycle = False        # fresh cursors forever, round the same items
+        self.nul_strings = False    # a \u0000 in each subject and message text
         self.on_page = None         # callback(server, page_number) between pages
         self.write_delay = 0        # seconds each POST/PATCH takes
         self.next_id = 1
@@ -112,6 +123,17 @@ class FakeDexra:
     def delete(self, cid):
         with self.lock:
             del self.convs[cid]
+
+    def listed(self, c):
+        """Conversation c as the list serves it (nul_strings)."""
+        if not self.nul_strings:
+            return c
+        c = json.loads(json.dumps(c))
+        if isinstance(c.get("subject"), str):
+            c["subject"] = c["subject"][:3] + "\x00" + c["subject"][3:]
+        if isinstance(c.get("last_message"), dict) and isinstance(c["last_message"].get("text"), str):
+            c["last_message"]["text"] = "\x00" + c["last_message"]["text"]
+        return c
 
     def expire_cursors(self):
         with self.lock:
@@ -324,13 +346,25 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     return 400, {"error": "invalid or expired cursor"}
             rows = [c for _, c in sorted(s.convs.items())
                     if status is None or c["status"] == status]
-            page = rows[offset:offset + limit]
-            nxt = s.encode_cursor(offset + limit, status) if offset + limit < len(rows) else None
+            size = min(limit, s.short_pages) if s.short_pages else limit
+            if s.recycle and rows:
+                # The offset grows forever (a fresh cursor each time); the
+                # items go round.
+                start = offset % len(rows)
+                page = rows[start:start + size]
+                nxt = s.encode_cursor(offset + len(page), status)
+            else:
+                page = rows[offset:offset + size]
+                nxt = s.encode_cursor(offset + size, status) if offset + size < len(rows) else None
             if s.loop_cursor:
                 nxt = "loop"
             elif s.endless:
                 nxt = s.encode_cursor(offset + limit, status)
-            return 200, {"data": page, "meta": {"total": len(rows), "next_cursor": nxt}}
+            meta = {"total": len(rows) if s.claimed_total is None else s.claimed_total,
+                    "next_cursor": nxt}
+            if s.no_total:
+                del meta["total"]
+            return 200, {"data": [s.listed(c) for c in page], "meta": meta}
 
     def get_conversation(self, cid):
         s = self.srv

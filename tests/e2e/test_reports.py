@@ -210,6 +210,51 @@ class ReportTest(OutboxTest):
             self.assertEqual(p.returncode, 1, args)
             self.assertIn(says, p.stderr)
 
+    def test_hostile_rows(self):
+        """A row anyone can write: escaped in a table and in HTML, exact and
+        correctly quoted in CSV and JSON."""
+        copy = os.path.join(self.dir, "hostile.db")
+        con = sqlite3.connect(self.db)
+        con.execute("VACUUM INTO ?", (copy,))
+        con.close()
+        con = sqlite3.connect(copy)
+        evil = 'open\n\x1b[2J"a,b\r\x9b\u202e'
+        broken = b"snoozed\x00\xff\x1b]0;t\x07"
+        with con:
+            con.execute("UPDATE conversations SET status = ? WHERE id = 'conv_0000001'", (evil,))
+            con.execute("UPDATE conversations SET status = CAST(? AS TEXT) WHERE id = 'conv_0000003'", (broken,))
+        con.close()
+
+        def run(*args):
+            p = subprocess.run([DEXSYNC, "-d", copy, "report", "by-status"] + list(args), capture_output=True,
+                               timeout=30)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            return p.stdout
+
+        table = run().decode("utf-8")
+        for ch in table:
+            self.assertFalse((ord(ch) < 0x20 and ch != "\n") or 0x7f <= ord(ch) <= 0x9f or ch == "\u202e",
+                             repr(table))
+        self.assertIn('open\\n\\x1b[2J"a,b\\r\\u009b\\u202e', table)
+        self.assertIn("snoozed\\x00\\xff\\x1b]0;t\\x07", table)
+        lines = table.splitlines()
+        self.assertEqual(len(lines), 2 + len(self.by_status()) + 2)
+        self.assertEqual(len({width(l) for l in lines}), 1, table)
+
+        rows = list(csv.reader(io.StringIO(run("--format", "csv").decode("utf-8", "surrogateescape"), newline="")))
+        self.assertIn([evil, "1"], rows)
+        self.assertIn([broken.decode("utf-8", "surrogateescape"), "1"], rows)
+
+        got = {r["status"]: r["conversations"] for r in json.loads(run("--format", "json"))}
+        self.assertEqual(got[evil], 1)
+        self.assertEqual(got["snoozed\x00\ufffd\x1b]0;t\x07"], 1)
+
+        page = run("--format", "html").decode("utf-8")
+        self.assertNotIn("\x1b", page)
+        self.assertNotIn("\x00", page)
+        self.assertIn("open\\n\\x1b[2J&quot;a,b\\r\\u009b\\u202e", page)
+        os.remove(copy)
+
     # ---- status --------------------------------------------------------
     def status(self, db=None):
         return subprocess.run([DEXSYNC, "-d", db or self.db, "status"], capture_output=True, text=True, timeout=10)
@@ -232,8 +277,9 @@ class ReportTest(OutboxTest):
                 c.execute(q)
             c.close()
             return self.status(copy)
-        with_sql("INSERT INTO outbox(kind, payload, created_at) VALUES ('message', "
-                 "'{\"conversation_id\": \"c\", \"content\": \"x\"}', '2020-01-01T00:00:00Z')")
+        with_sql("INSERT INTO outbox(kind, payload, created_at, next_attempt_at) VALUES ('message', "
+                 "'{\"conversation_id\": \"c\", \"content\": \"x\"}', '2020-01-01T00:00:00Z', "
+                 "'2020-01-01T00:00:00Z')")
         p = self.status(copy)
         self.assertEqual(p.returncode, 2)
         self.assertIn("past its time", p.stdout)

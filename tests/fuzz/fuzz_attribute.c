@@ -27,7 +27,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	queue_valid_email(s);
 	queue_valid_id(s);
-	msg = queue_message("conv_1", s, size & 1, err, sizeof(err));
+	msg = queue_message("conv_1", (const char *)data, size, size & 1, err, sizeof(err));
 	json_decref(msg);
 	free(s);
 	return 0;

@@ -1,10 +1,11 @@
-/* fuzz_conf.c - arbitrary bytes as dexsyncd.conf */
+/* fuzz_conf.c - arbitrary bytes as dexsyncd.conf, and as an API key file */
 #include "config.h"
 
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "conf.h"
@@ -29,5 +30,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fclose(f);
 	if (conf_load(path, &c) == 0)
 		conf_free(&c);
+	/* The same bytes as an API key file: a key comes back only when it
+	 * can go into an HTTP header. */
+	if (conf_defaults(&c) == 0) {
+		char *key;
+
+		free(c.api_key_file);
+		c.api_key_file = strdup(path);
+		c.api_key_file_set = 1;
+		unsetenv("CREDENTIALS_DIRECTORY");
+		unsetenv("DEXRA_API_KEY");
+		if (c.api_key_file && (key = conf_api_key(&c))) {
+			for (const char *p = key; *p; p++)
+				if (*p <= ' ' || *p == 0x7f)
+					abort();
+			conf_key_free(key);
+		}
+		conf_free(&c);
+	}
 	return 0;
 }

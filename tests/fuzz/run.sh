@@ -21,13 +21,14 @@ build_one() {	# name sources...
 	$CC $flags -o "$out/$name" "$here/$name.c" "$@" $libs
 }
 build_one fuzz_page "$src/page.c"
-build_one fuzz_conf "$src/conf.c" "$src/log.c"
-build_one fuzz_retry_after "$src/api.c" "$src/log.c" "$src/notify.c"
-build_one fuzz_attribute "$src/queue.c"
+build_one fuzz_conf "$src/conf.c" "$src/log.c" "$src/escape.c"
+build_one fuzz_retry_after "$src/api.c" "$src/log.c" "$src/notify.c" "$src/escape.c"
+build_one fuzz_attribute "$src/queue.c" "$src/escape.c"
+build_one fuzz_escape "$src/escape.c"
 
 mkdir -p "$here/crashes"
 status=0
-for t in page conf retry_after attribute; do
+for t in page conf retry_after attribute escape; do
 	work="$out/corpus-$t"
 	mkdir -p "$work"
 	cp "$here/corpus/$t/"* "$work/" 2>/dev/null || true

@@ -65,6 +65,12 @@ static void test_duration(void **state)
 	assert_int_equal(conf_parse_duration(" 5", &v), -1);
 	assert_int_equal(conf_parse_duration("99999999999999999999", &v), -1);
 	assert_int_equal(conf_parse_duration("9223372036854775807d", &v), -1);
+	/* at most ten years, so that sums of durations cannot overflow */
+	assert_int_equal(conf_parse_duration("3650d", &v), 0);
+	assert_int_equal(v, CONF_DURATION_MAX);
+	assert_int_equal(conf_parse_duration("3651d", &v), -1);
+	assert_int_equal(conf_parse_duration("315360001", &v), -1);
+	assert_int_equal(conf_parse_duration("87601h", &v), -1);
 }
 
 static void test_defaults(void **state)
@@ -139,6 +145,21 @@ static void test_refused(void **state)
 		"outbox { max-attempts = 0 }\n",
 		"api }\n",
 		"database = \"unterminated\n",
+		"database = \"\"\n",
+		"api { base-url = \"http://\" }\n",
+		"api { base-url = \"https:///v1\" }\n",
+		"api { base-url = \"https://h/v1?page=2\" }\n",
+		"api { base-url = \"https//h/v1\" }\n",
+		"api { proxy = \"junk\" }\n",
+		"api { proxy = \"gopher://h\" }\n",
+		"api { ca-file = \"/nonexistent/ca.pem\" }\n",
+		"api { ca-file = \"/\" }\n",
+		"api { timeout = 2d }\n",
+		"api { connect-timeout = 0 }\n",
+		"api { api-key = \"a\\r\\nX-Injected: 1\" }\n",
+		"api { api-key = \"a b\" }\n",
+		"sync { interval = 3651d }\n",
+		"sync { max-details = 1000001 }\n",
 	};
 	struct conf c;
 
@@ -213,6 +234,142 @@ static void test_key_sources(void **state)
 	conf_free(&c);
 }
 
+/* Paths in the config are made absolute against the directory the
+ * program started in, even after it moved elsewhere (as daemon() does). */
+static void test_relative_paths(void **state)
+{
+	char start[PATH_MAX], want[PATH_MAX + 16], *abs;
+	struct conf c;
+
+	(void)state;
+	assert_non_null(getcwd(start, sizeof(start)));
+	assert_int_equal(load("database = \"m.db\"\napi { api-key-file = \"./k\" ca-file = \"\" }\n", &c), 0);
+	snprintf(want, sizeof(want), "%s/m.db", strcmp(start, "/") ? start : "");
+	assert_string_equal(c.database, want);
+	snprintf(want, sizeof(want), "%s/k", strcmp(start, "/") ? start : "");
+	assert_string_equal(c.api_key_file, want);
+	assert_string_equal(c.ca_file, "");
+	conf_free(&c);
+
+	assert_int_equal(chdir(dir), 0);
+	abs = conf_abspath("x/y");
+	snprintf(want, sizeof(want), "%s/x/y", strcmp(start, "/") ? start : "");
+	assert_string_equal(abs, want);
+	free(abs);
+	abs = conf_abspath("/etc/x");
+	assert_string_equal(abs, "/etc/x");
+	free(abs);
+	/* a config read after the move: its relative names still mean start */
+	assert_int_equal(load("database = \"m.db\"\n", &c), 0);
+	snprintf(want, sizeof(want), "%s/m.db", strcmp(start, "/") ? start : "");
+	assert_string_equal(c.database, want);
+	conf_free(&c);
+	assert_int_equal(chdir(start), 0);
+}
+
+/* What libconfuse must never see: it would exit on a read error and stop
+ * quietly at a NUL byte.  conf_load() refuses, and the process goes on. */
+static void test_not_a_config_file(void **state)
+{
+	char path[PATH_MAX];
+	struct conf c;
+	FILE *f;
+
+	(void)state;
+	assert_int_equal(conf_load(dir, &c), -1);
+	snprintf(path, sizeof(path), "%s/nul.conf", dir);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fwrite("log-level = info\n\0\n", 1, 20, f);
+	fclose(f);
+	assert_int_equal(conf_load(path, &c), -1);
+	snprintf(path, sizeof(path), "%s/fifo.conf", dir);
+	assert_int_equal(mkfifo(path, 0600), 0);
+	assert_int_equal(conf_load(path, &c), -1);      /* at once, no writer needed */
+	snprintf(path, sizeof(path), "%s/big.conf", dir);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	for (int i = 0; i < 70000; i++)
+		fputs("# a comment line\n", f);
+	fclose(f);
+	assert_int_equal(conf_load(path, &c), -1);
+	/* a config just under the limit is fine */
+	f = fopen(path, "w");
+	assert_non_null(f);
+	for (int i = 0; i < 60000; i++)
+		fputs("# a comment line\n", f);
+	fputs("log-level = debug\n", f);
+	fclose(f);
+	assert_int_equal(conf_load(path, &c), 0);
+	assert_int_equal(c.log_level, LOG_DEBUG);
+	conf_free(&c);
+}
+
+#define KEY_FROM(text) key_from(text, sizeof(text) - 1)
+
+/* Load a config naming key file kf (written with text) and read the key. */
+static char *key_from(const char *text, size_t len)
+{
+	char conf[512], *key;
+	struct conf c;
+	FILE *f;
+
+	f = fopen(write_file("kf", "", 0600), "w");
+	assert_non_null(f);
+	fwrite(text, 1, len, f);
+	fclose(f);
+	snprintf(conf, sizeof(conf), "api { api-key-file = \"%s/kf\" }\n", dir);
+	assert_int_equal(load(conf, &c), 0);
+	key = conf_api_key(&c);
+	conf_free(&c);
+	return key;
+}
+
+/* The key goes into "Authorization: Bearer KEY": a line break or a control
+ * character in it would write other headers. */
+static void test_key_content(void **state)
+{
+	char conf[PATH_MAX + 64], path[PATH_MAX], *key;
+	struct conf c;
+
+	(void)state;
+	unsetenv("CREDENTIALS_DIRECTORY");
+	unsetenv("DEXRA_API_KEY");
+	key = KEY_FROM("  k3y-ok\r\n\n");
+	assert_string_equal(key, "k3y-ok");
+	conf_key_free(key);
+	assert_null(KEY_FROM("abc\r\nX-Injected: 1\n"));
+	assert_null(KEY_FROM("abc\nsecond\n"));
+	assert_null(KEY_FROM("abc\0def\n"));
+	assert_null(KEY_FROM("abc\x01" "def\n"));
+	assert_null(KEY_FROM("abc def\n"));
+	assert_null(KEY_FROM("\xc3\xa9\n"));
+	assert_null(KEY_FROM(" \n"));
+
+	/* a FIFO is refused at once, a directory too */
+	snprintf(path, sizeof(path), "%s/key-fifo", dir);
+	assert_int_equal(mkfifo(path, 0600), 0);
+	snprintf(conf, sizeof(conf), "api { api-key-file = \"%s\" }\n", path);
+	assert_int_equal(load(conf, &c), 0);
+	assert_null(conf_api_key(&c));
+	conf_free(&c);
+	snprintf(conf, sizeof(conf), "api { api-key-file = \"%s\" }\n", dir);
+	assert_int_equal(load(conf, &c), 0);
+	assert_null(conf_api_key(&c));
+	conf_free(&c);
+
+	/* the environment is checked the same way */
+	assert_int_equal(load("api { api-key-file = \"\" }\n", &c), 0);
+	setenv("DEXRA_API_KEY", "abc\r\nX-Injected: 1", 1);
+	assert_null(conf_api_key(&c));
+	setenv("DEXRA_API_KEY", "abc", 1);
+	key = conf_api_key(&c);
+	assert_string_equal(key, "abc");
+	conf_key_free(key);
+	unsetenv("DEXRA_API_KEY");
+	conf_free(&c);
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -237,6 +394,9 @@ int main(void)
 		cmocka_unit_test(test_values),
 		cmocka_unit_test(test_refused),
 		cmocka_unit_test(test_key_sources),
+		cmocka_unit_test(test_relative_paths),
+		cmocka_unit_test(test_not_a_config_file),
+		cmocka_unit_test(test_key_content),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -174,14 +174,64 @@ static void test_participant(void **state)
 	json_t *a = json_pack("{s:s}", "id", "u_1");
 	json_t *b = json_pack("{s:s}", "user_id", "u_2");
 	json_t *c = json_pack("{s:i}", "id", 3);
+	json_t *d = json_pack("{s:s%}", "id", "u\0x", (size_t)3);
+	size_t len;
 
 	(void)state;
-	assert_string_equal(participant_user_id(a), "u_1");
-	assert_string_equal(participant_user_id(b), "u_2");
-	assert_null(participant_user_id(c));
+	assert_string_equal(participant_user_id(a, &len), "u_1");
+	assert_int_equal(len, 3);
+	assert_string_equal(participant_user_id(b, &len), "u_2");
+	assert_null(participant_user_id(c, &len));
+	assert_memory_equal(participant_user_id(d, &len), "u\0x", 3);
+	assert_int_equal(len, 3);
 	json_decref(a);
 	json_decref(b);
 	json_decref(c);
+	json_decref(d);
+}
+
+/* \u0000 is valid JSON: the page is taken, every string kept whole with its
+ * length, and the item's JSON keeps the escape.  A cursor holding one could
+ * not be sent back whole: refused by name. */
+static void test_page_nul(void **state)
+{
+	static const char body[] =
+		"{\"data\":[{\"id\":\"c\\u0000d\",\"status\":\"open\",\"subject\":\"a\\u0000b\","
+		"\"user\":{\"id\":\"u\\u0000\"},\"last_message\":{\"id\":\"m\",\"text\":\"\\u0000t\"}},"
+		"{\"id\":\"\\u0000\"}],\"meta\":{\"total\":2}}";
+	struct page p;
+	const struct conv_row *row;
+	char err[256];
+
+	(void)state;
+	for (int self_contained = 0; self_contained < 2; self_contained++) {
+		assert_int_equal(parse(body, &p, err), 0);
+		assert_int_equal(page_rows(&p, self_contained), 0);
+		assert_int_equal(p.nrows, 2);
+		row = &p.rows[0];
+		assert_int_equal(row->id_len, 3);
+		assert_memory_equal(row->id, "c\0d", 4);
+		assert_int_equal(row->subject_len, 3);
+		assert_memory_equal(row->subject, "a\0b", 4);
+		assert_int_equal(row->user_id_len, 2);
+		assert_memory_equal(row->user_id, "u\0", 3);
+		assert_int_equal(row->last_message_text_len, 2);
+		assert_memory_equal(row->last_message_text, "\0t", 3);
+		assert_int_equal(row->status_len, 4);
+		assert_string_equal(row->status, "open");
+		assert_json(row->json, row->json_len,
+			    "{\"id\":\"c\\u0000d\",\"status\":\"open\",\"subject\":\"a\\u0000b\","
+			    "\"user\":{\"id\":\"u\\u0000\"},\"last_message\":{\"id\":\"m\",\"text\":\"\\u0000t\"}}");
+		if (self_contained)
+			assert_json(row->message_json, row->message_json_len,
+				    "{\"id\":\"m\",\"text\":\"\\u0000t\"}");
+		/* An id of one NUL is an id, not an empty one. */
+		assert_int_equal(p.rows[1].id_len, 1);
+		assert_null(p.rows[1].skip);
+		page_free(&p);
+	}
+	assert_int_equal(parse("{\"data\":[],\"meta\":{\"next_cursor\":\"a\\u0000b\"}}", &p, err), -1);
+	assert_string_equal(err, "meta.next_cursor holds a NUL character: it cannot be sent back");
 }
 
 int main(void)
@@ -193,6 +243,7 @@ int main(void)
 		cmocka_unit_test(test_row_wrong_types),
 		cmocka_unit_test(test_rows_json),
 		cmocka_unit_test(test_participant),
+		cmocka_unit_test(test_page_nul),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

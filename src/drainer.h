@@ -1,0 +1,33 @@
+/* drainer.h - the outbox's own thread, so that writes never wait for a walk
+ * (SPEC 3, "Writes do not wait for the walk") */
+#ifndef DEXSYNC_DRAINER_H
+#define DEXSYNC_DRAINER_H
+
+#include <signal.h>
+
+#include "conf.h"
+
+struct drainer;
+
+/* Open a connection to c->database and a client with key, with recover
+ * put the items a crash left in 'sending' back to pending (only the holder
+ * of the daemon's lock may), and start a thread that drains
+ * the outbox now and then every poll-interval (sooner when a retry falls
+ * due).  After a drain that sent or failed anything it writes a byte to
+ * wake_fd, for the caller's STATUS=.  c must outlive the drainer.  NULL
+ * after logging why. */
+struct drainer *drainer_start(const struct conf *c, const char *key, int wake_fd, int recover);
+
+/* Drain now, not at the next poll-interval (after a walk, as -1 does). */
+void drainer_poke(struct drainer *d);
+
+/* Items sent and failed since start, for STATUS=. */
+void drainer_counts(struct drainer *d, long *sent, long *failed);
+
+/* Stop the thread and free it.  With final, the thread ends after one more
+ * full drain (dexsyncd -1), unless *interrupt becomes set meanwhile, which
+ * abandons a request in flight as a transient failure.  Returns 0, or -1
+ * when the last drain stopped on a database error. */
+int drainer_stop(struct drainer *d, int final, volatile sig_atomic_t *interrupt);
+
+#endif

@@ -1,0 +1,122 @@
+/* lock.c - one dexsyncd per database: flock() on DATABASE.lock */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "lock.h"
+#include "log.h"
+
+/* DATABASE.lock, malloc'd; NULL after logging when out of memory. */
+static char *lock_path(const char *database)
+{
+	char *path = malloc(strlen(database) + sizeof(".lock"));
+
+	if (!path) {
+		log_err("database %s: out of memory", database);
+		return NULL;
+	}
+	strcpy(path, database);
+	strcat(path, ".lock");
+	return path;
+}
+
+/* The pid written in the lock file, 0 when there is none. */
+static long read_pid(int fd)
+{
+	char buf[32];
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+	char *end;
+	long pid;
+
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	pid = strtol(buf, &end, 10);
+	return end != buf && pid > 0 ? pid : 0;
+}
+
+/* Open database's lock file (creating it with create) and try flock(how);
+ * returns the descriptor, or -1 with *pid: the holder's pid (0 unknown)
+ * when it is held, -1 after logging an error, -2 when the file does not
+ * exist and create is 0. */
+static int lock_open(const char *database, int create, int how, long *pid)
+{
+	char *path = lock_path(database);
+	int fd;
+
+	*pid = -1;
+	if (!path)
+		return -1;
+	fd = create ? open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644)
+		    : open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0 && create && (errno == EACCES || errno == EROFS))
+		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		if (errno == ENOENT && !create)
+			*pid = -2;
+		else
+			log_err("%s: %s", path, strerror(errno));
+		free(path);
+		return -1;
+	}
+	free(path);
+	if (flock(fd, how | LOCK_NB) == 0)
+		return fd;
+	if (errno == EWOULDBLOCK)
+		*pid = read_pid(fd);
+	else
+		log_err("database %s: cannot lock: %s", database, strerror(errno));
+	close(fd);
+	return -1;
+}
+
+int lock_daemon(const char *database)
+{
+	long pid;
+	int fd = lock_open(database, 1, LOCK_EX, &pid);
+
+	if (fd < 0 && pid > 0)
+		log_err("%s is served by dexsyncd (pid %ld)", database, pid);
+	else if (fd < 0 && pid == 0)
+		log_err("%s is served by dexsyncd (pid unknown)", database);
+	return fd;
+}
+
+void lock_write_pid(int fd)
+{
+	char buf[32];
+	int n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+
+	/* Only a courtesy for the messages: the lock is the flock itself. */
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, buf, (size_t)n, 0) != n)
+		log_debug("cannot write the pid into the lock file: %s", strerror(errno));
+}
+
+int lock_try(const char *database, long *pid)
+{
+	return lock_open(database, 1, LOCK_EX, pid);
+}
+
+long lock_holder(const char *database)
+{
+	long pid;
+	int fd = lock_open(database, 0, LOCK_SH, &pid);
+
+	if (fd >= 0) {
+		close(fd);
+		return -1;
+	}
+	return pid == -2 ? -1 : pid == -1 ? -2 : pid;
+}
+
+void lock_release(int fd)
+{
+	if (fd >= 0)
+		close(fd);
+}

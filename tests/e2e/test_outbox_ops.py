@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""The outbox under real operations: a second daemon on the same database,
+the write lock held by another process while items are delivered, a large
+deferred backlog, a walk whose details all fail, a Retry-After past
+max-age, and keys and ids that must go out exactly as stored."""
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import tap  # noqa: E402
+from harness import DEXSYNC, VALGRIND, OutboxTest  # noqa: E402
+
+HOLD = ("import sqlite3, sys, time\n"
+        "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "c.execute('BEGIN IMMEDIATE')\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(float(sys.argv[2]))\n"
+        "c.execute('COMMIT')\n")
+
+SANITIZED = bool(os.environ.get("SANITIZERS", "").strip() not in ("", "no")) or bool(VALGRIND)
+
+
+def diag(text):
+    print("# " + text, flush=True)
+
+
+def cpu_seconds(pid):
+    """User plus system CPU time of a process, from /proc."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class OutboxOpsTest(OutboxTest):
+    conversations = 20
+
+    def service(self, extra_outbox="", sync="interval = 1h"):
+        self.conf = self.write_conf(outbox="min-backoff = 1s\nmax-backoff = 1s\npoll-interval = 1s\n"
+                                    + extra_outbox, sync=sync)
+        return self.spawn("-n")
+
+    def stop(self, proc):
+        proc.send_signal(signal.SIGTERM)
+        out, err = self.finish(proc, timeout=60)
+        self.assertEqual(proc.returncode, 0, err)
+        return err
+
+    def hold_lock(self, seconds):
+        p = subprocess.Popen([sys.executable, "-c", HOLD, self.db, str(seconds)],
+                             stdout=subprocess.PIPE, text=True)
+        self.assertEqual(p.stdout.readline().strip(), "locked")
+        return p
+
+    def sent_count(self):
+        return self.scalar("SELECT count(*) FROM outbox WHERE state = 'sent'")
+
+    def test_second_daemon_refused_no_message_twice(self):
+        # The fake server does not honour Idempotency-Key: a resend would
+        # reach the customer twice.
+        for i in range(30):
+            self.queue("message", None, {"conversation_id": "conv_0000001", "content": "m%d" % i})
+        self.srv.write_delay = 0.1
+        first = self.service()
+        self.wait_for(lambda: self.sent_count() >= 2, 20, "the first daemon to send")
+        time.sleep(1)
+        t = time.time()
+        second = self.spawn("-n")
+        out, err = self.finish(second, timeout=10)
+        self.assertLess(time.time() - t, 5)
+        self.assertEqual(second.returncode, 1, err)
+        self.assertIn("%s is served by dexsyncd (pid %d)" % (self.db, first.pid), err)
+        once = self.once()
+        self.assertEqual(once.returncode, 1)
+        self.assertIn("is served by dexsyncd (pid %d)" % first.pid, once.stderr)
+        self.wait_for(lambda: self.sent_count() == 30, 30, "all 30 sent")
+        self.stop(first)
+        contents = [m["doc"]["content"] for m in self.srv.messages]
+        self.assertEqual(sorted(contents), sorted("m%d" % i for i in range(30)))
+        self.assertEqual(contents, ["m%d" % i for i in range(30)], "per-target order")
+        # The lock goes with its holder: a new daemon starts.
+        p = self.once()
+        self.assertEqual(p.returncode, 0, p.stderr)
+
+    def test_lock_held_13s_twice_while_delivering(self):
+        for i in range(20):
+            self.queue("message", None, {"conversation_id": "conv_0000002", "content": "x%d" % i})
+        self.srv.write_delay = 0.3
+        proc = self.service()
+        for round_ in range(2):
+            self.wait_for(lambda: self.sent_count() >= 3 + round_ * 6, 60, "some sent")
+            holder = self.hold_lock(13)
+            time.sleep(0.5)
+            t = time.time()
+            st = subprocess.run([DEXSYNC, "-d", self.db, "status"], capture_output=True, text=True,
+                                timeout=30)
+            self.outputs += [st.stdout, st.stderr]
+            self.assertLess(time.time() - t, 3, "status waited for the write lock")
+            self.assertIn("outbox", st.stdout + st.stderr)
+            holder.wait(30)
+        self.wait_for(lambda: self.sent_count() == 20, 90, "all 20 sent")
+        err = self.stop(proc)
+        self.assertEqual(self.scalar("SELECT count(*) FROM outbox WHERE state <> 'sent'"), 0)
+        contents = [m["doc"]["content"] for m in self.srv.messages]
+        self.assertEqual(contents, ["x%d" % i for i in range(20)], "each once, in order")
+        self.assertNotIn("sends it again", err)
+
+    def test_deferred_backlog_costs_nothing_and_holds_nothing_back(self):
+        con = sqlite3.connect(self.db, timeout=30)
+        with con:
+            con.executemany("INSERT INTO outbox(kind, target, payload) VALUES ('user_update', ?, ?)",
+                            (("u_bulk_%d" % i, json.dumps({"custom_attributes": {"n": i}}))
+                             for i in range(30000)))
+            con.execute("UPDATE outbox SET attempts = 1,"
+                        " next_attempt_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '+1 hour')"
+                        " WHERE state = 'pending'")
+        con.close()
+        runs = self.scalar("SELECT count(*) FROM sync_runs")
+        proc = self.service()
+        self.wait_for(lambda: self.scalar("SELECT count(*) FROM sync_runs WHERE outcome = 'ok'") > runs,
+                      60, "the walk at start")
+        time.sleep(1)
+        c0, t0 = cpu_seconds(proc.pid), time.time()
+        time.sleep(30)
+        used = cpu_seconds(proc.pid) - c0
+        per_minute = used * 60 / (time.time() - t0)
+        diag("idle with 30,000 deferred: %.0f ms of CPU a minute" % (per_minute * 1000))
+        if not SANITIZED:
+            self.assertLessEqual(per_minute, 0.050)
+        t = time.time()
+        self.assertEqual(self.dexsync("send", "conv_0000003", "not held back").returncode, 0)
+        self.wait_for(lambda: len(self.srv.messages) == 1, 10, "the new message")
+        diag("a new message went out in %.2f s" % (time.time() - t))
+        self.stop(proc)
+        self.assertEqual(self.srv.patches, [])
+
+    def test_messages_go_while_every_detail_fails(self):
+        self.srv.fault("status", count=1000000, prefix="/conversations/", code=503)
+        self.srv.on_page = lambda s, n: time.sleep(0.2)
+        self.sql("UPDATE conversations SET detail = NULL")
+        proc = self.service(sync="interval = 1h\nfetch-details = true\nmax-details = 1000")
+        self.wait_for(lambda: any(r["path"].startswith("/conversations/") for r in self.srv.requests),
+                      30, "the detail phase")
+        t = time.time()
+        self.assertEqual(self.dexsync("send", "conv_0000004", "during details").returncode, 0)
+        self.wait_for(lambda: len(self.srv.messages) == 1, 15, "the message during the detail phase")
+        diag("delivered %.2f s after queuing, every detail failing" % (time.time() - t))
+        self.stop(proc)
+
+    def test_retry_after_past_max_age_fails_at_once(self):
+        self.conf = self.write_conf(outbox="max-age = 1h")
+        self.srv.fault("status", prefix="/messages", code=429, retry_after="7200")
+        self.dexsync("send", "conv_0000001", "too late")
+        p = self.once()
+        self.assertEqual(self.scalar("SELECT state FROM outbox"), "failed")
+        err = self.scalar("SELECT last_error FROM outbox")
+        self.assertIn("7200 s", err)
+        self.assertIn("max-age", err)
+        self.assertIn("0 sent, 0 to retry, 1 failed", p.stderr)
+
+    def test_keys_sent_exactly_or_refused(self):
+        con = sqlite3.connect(self.db, timeout=10)
+        payload = json.dumps({"conversation_id": "conv_0000001", "content": "k"})
+        bad = ["", "a\r\nX-Injected: 1", "k" * 256, " lead", "trail ", "ü" * 10, "tab\there"]
+        for key in bad:
+            with self.assertRaises(sqlite3.IntegrityError, msg=repr(key)):
+                with con:
+                    con.execute("INSERT INTO outbox(kind, payload, idempotency_key) VALUES ('message', ?, ?)",
+                                (payload, key))
+        long_a, long_b = "A" * 63 + "-first", "A" * 63 + "-second"
+        full = "".join(chr(c) for c in range(0x21, 0x7f)) * 2 + "x" * 67
+        self.assertEqual(len(full), 255)
+        with con:
+            for key in (long_a, long_b, full):
+                con.execute("INSERT INTO outbox(kind, payload, idempotency_key) VALUES ('message', ?, ?)",
+                            (payload, key))
+        con.close()
+        self.drain_until_done()
+        self.assertEqual([m["key"] for m in self.srv.messages], [long_a, long_b, full])
+        self.assertNotIn("X-Injected", json.dumps([r["headers"] for r in self.srv.requests]))
+
+    def test_long_user_ids_are_sent_whole(self):
+        a, b, c = "u" * 199 + "a", "u" * 199 + "b", "u" * 600 + "/a?b#c %"
+        for uid in (a, b):
+            self.assertEqual(self.dexsync("update-user", uid, "plan=pro").returncode, 0)
+        self.queue("user_update", c, {"custom_attributes": {"plan": "pro"}})
+        self.drain_until_done()
+        self.assertEqual([p["id"] for p in self.srv.patches], [a, b, c])
+        self.assertEqual(self.scalar("SELECT count(*) FROM users WHERE id IN (?, ?, ?)", a, b, c), 3)
+
+    def test_retried_item_goes_before_newer_ones(self):
+        # A failed item retried behind newer ones of its queue heads the queue again.
+        self.srv.fault("status", prefix="/messages", code=400)
+        self.dexsync("send", "conv_0000001", "first")
+        self.once()
+        self.assertEqual(self.scalar("SELECT state FROM outbox WHERE id = 1"), "failed")
+        self.srv.write_delay = 0
+        con = sqlite3.connect(self.db, timeout=10)
+        with con:
+            con.execute("INSERT INTO outbox(kind, target, payload) VALUES ('message', NULL, ?)",
+                        (json.dumps({"conversation_id": "conv_0000001", "content": "second"}),))
+            # Queued by hand with a time, as an old script might.
+            con.execute("UPDATE outbox SET state = 'pending' WHERE id = 1")
+        con.close()
+        self.drain_until_done()
+        self.assertEqual([m["doc"]["content"] for m in self.srv.messages], ["first", "second"])
+
+
+if __name__ == "__main__":
+    tap.main()
