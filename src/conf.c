@@ -23,7 +23,7 @@
 #define DEFAULT_DATABASE	LOCALSTATEDIR "/lib/dexsyncd/mirror.db"
 #define DEFAULT_KEY_FILE	SYSCONFDIR "/dexsyncd/api-key"
 #define MAX_KEY_LEN		4096
-#define MAX_CONF_SIZE		(1024 * 1024)	/* a config is a few hundred bytes */
+#define MAX_CONF_SIZE		1048576		/* 1 MiB; a config is a few hundred bytes */
 #define MAX_TIMEOUT		86400		/* connect-timeout and timeout */
 #define MAX_DETAILS		1000000		/* the walk allocates a slot for each */
 
@@ -75,6 +75,8 @@ static cfg_opt_t top_opts[] = {
  * programs call before they detach. */
 static char *start_dir;
 
+/* Take the start directory if not yet taken; -1 when getcwd() fails (the
+ * directory was removed), which only relative names then trip over. */
 static int remember_start_dir(void)
 {
 	if (!start_dir)
@@ -82,6 +84,7 @@ static int remember_start_dir(void)
 	return start_dir ? 0 : -1;
 }
 
+/* See conf.h.  A leading "./" is dropped; nothing else is normalised. */
 char *conf_abspath(const char *path)
 {
 	size_t n;
@@ -185,6 +188,8 @@ static int check_range(cfg_t *cfg, cfg_opt_t *opt, long lo, long hi)
 	return 0;
 }
 
+/* Validators: each is attached to its key by set_validators(), called by
+ * libconfuse once the key's value is read, and reports with cfg_error(). */
 static int v_positive(cfg_t *cfg, cfg_opt_t *opt)
 {
 	return check_range(cfg, opt, 1, LONG_MAX);
@@ -230,6 +235,7 @@ static int v_timeout(cfg_t *cfg, cfg_opt_t *opt)
 	return check_range(cfg, opt, 1, MAX_TIMEOUT);
 }
 
+/* max-details: a walk allocates a slot for each detail it may fetch. */
 static int v_max_details(cfg_t *cfg, cfg_opt_t *opt)
 {
 	return check_range(cfg, opt, 0, MAX_DETAILS);
@@ -283,6 +289,7 @@ static const char *url_problem(const char *url, const char *const *schemes, int 
 	return why;
 }
 
+/* base-url: printed in the error, unlike a proxy. */
 static int v_base_url(cfg_t *cfg, cfg_opt_t *opt)
 {
 	static const char *const schemes[] = { "http", "https", NULL };
@@ -352,9 +359,7 @@ static int v_ca_file(cfg_t *cfg, cfg_opt_t *opt)
 		return -1;
 	}
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-	if (fd < 0)
-		cfg_error(cfg, "option '%s': cannot read %s: %s", opt->name, path, strerror(errno));
-	else if (fstat(fd, &st) < 0)
+	if (fd < 0 || fstat(fd, &st) < 0)
 		cfg_error(cfg, "option '%s': cannot read %s: %s", opt->name, path, strerror(errno));
 	else if (!S_ISREG(st.st_mode))
 		cfg_error(cfg, "option '%s': %s is not a regular file", opt->name, path);
@@ -379,6 +384,7 @@ static int v_api_key(cfg_t *cfg, cfg_opt_t *opt)
 	return 0;
 }
 
+/* status: each one of the API's three. */
 static int v_status(cfg_t *cfg, cfg_opt_t *opt)
 {
 	for (unsigned i = 0; i < cfg_opt_size(opt); i++) {
@@ -393,6 +399,7 @@ static int v_status(cfg_t *cfg, cfg_opt_t *opt)
 	return 0;
 }
 
+/* The outbox section as a whole, once it is read. */
 static int v_outbox(cfg_t *cfg, cfg_opt_t *opt)
 {
 	cfg_t *sec = cfg_opt_getnsec(opt, 0);
@@ -419,6 +426,7 @@ static void conf_errfunc(cfg_t *cfg, const char *fmt, va_list ap)
 	log_err("%s:%d: %s", parsing_path ? parsing_path : "(defaults)", cfg ? cfg->line : 0, msg);
 }
 
+/* Attach every validator to its key ("section|key"). */
 static void set_validators(cfg_t *cfg)
 {
 	static const struct {
@@ -452,6 +460,7 @@ static void set_validators(cfg_t *cfg)
 		cfg_set_validate_func(cfg, v[i].key, v[i].fn);
 }
 
+/* strdup() that passes NULL through. */
 static char *dup_or_null(const char *s)
 {
 	return s ? strdup(s) : NULL;
@@ -523,8 +532,8 @@ static int line_of(const char *text, size_t offset)
  * permissions.  libconfuse's own reader would exit the process on a read
  * error (a directory: "input in flex scanner failed") and stop quietly at
  * a NUL byte, so only a regular file of at most MAX_CONF_SIZE bytes without
- * one gets past here.  Returns the text (free() it), or NULL after logging
- * one line that names the file. */
+ * one gets past here.  Returns the text (wipe it before free(): it may hold
+ * an api-key), or NULL after logging one line that names the file. */
 static char *conf_slurp(const char *path, mode_t *mode)
 {
 	struct stat st;
@@ -545,22 +554,17 @@ static char *conf_slurp(const char *path, mode_t *mode)
 		goto fail;
 	}
 	*mode = st.st_mode;
-	/* room for the file, a byte more to see the end (or growth), the NUL */
-	size = st.st_size < MAX_CONF_SIZE ? (size_t)st.st_size + 2 : MAX_CONF_SIZE + 2;
+	if (st.st_size > MAX_CONF_SIZE) {
+		log_err("%s: larger than %d bytes, not a config file", path, MAX_CONF_SIZE);
+		goto fail;
+	}
+	/* room for the file, a byte more to see its end (or that it grew), the NUL */
+	size = (size_t)st.st_size + 2;
+	if (!(buf = malloc(size))) {
+		log_err("%s: out of memory", path);
+		goto fail;
+	}
 	for (;;) {
-		if (len + 1 == size || !buf) {
-			if (len > MAX_CONF_SIZE || st.st_size > MAX_CONF_SIZE) {
-				log_err("%s: larger than %d bytes, not a config file", path, MAX_CONF_SIZE);
-				goto fail;
-			}
-			if (buf)
-				size = size * 2 > MAX_CONF_SIZE + 2 ? MAX_CONF_SIZE + 2 : size * 2;
-			if (!(more = realloc(buf, size))) {
-				log_err("%s: out of memory", path);
-				goto fail;
-			}
-			buf = more;
-		}
 		n = read(fd, buf + len, size - 1 - len);
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -571,18 +575,42 @@ static char *conf_slurp(const char *path, mode_t *mode)
 		if (n == 0)
 			break;
 		len += (size_t)n;
+		if (len + 1 < size)
+			continue;
+		if (len > MAX_CONF_SIZE) {
+			log_err("%s: larger than %d bytes, not a config file", path, MAX_CONF_SIZE);
+			goto fail;
+		}
+		size = size * 2 > MAX_CONF_SIZE + 2 ? MAX_CONF_SIZE + 2 : size * 2;
+		if (!(more = realloc(buf, size))) {
+			log_err("%s: out of memory", path);
+			goto fail;
+		}
+		buf = more;
 	}
 	close(fd);
 	buf[len] = '\0';
 	if ((nul = memchr(buf, '\0', len))) {
 		log_err("%s:%d: holds a NUL byte, not a config file", path, line_of(buf, (size_t)(nul - buf)));
+		explicit_bzero(buf, len);
 		free(buf);
 		return NULL;
+	}
+	/* A backslash at the very end, in a string cut short, matches no rule
+	 * of libconfuse's scanner, whose default (flex's ECHO) writes it to
+	 * standard output.  A space after it changes no meaning: the string
+	 * is cut short anyway, and elsewhere a space is eaten.  The loop above
+	 * left room for it: len + 1 < size. */
+	if (len > 0 && buf[len - 1] == '\\') {
+		buf[len] = ' ';
+		buf[len + 1] = '\0';
 	}
 	return buf;
 fail:
 	if (fd >= 0)
 		close(fd);
+	if (buf)
+		explicit_bzero(buf, len);      /* what was read may hold an api-key */
 	free(buf);
 	return NULL;
 }
@@ -603,6 +631,8 @@ static int conf_read(const char *path, struct conf *c)
 	cfg = cfg_init(top_opts, CFGF_NONE);
 	if (!cfg) {
 		log_err("%s: out of memory", name);
+		if (text)
+			explicit_bzero(text, strlen(text));
 		free(text);
 		return -1;
 	}
@@ -612,7 +642,10 @@ static int conf_read(const char *path, struct conf *c)
 	parsing_path = path;
 	rc = cfg_parse_buf(cfg, text ? text : "");
 	parsing_path = NULL;
-	free(text);
+	if (text) {
+		explicit_bzero(text, strlen(text));     /* it may hold an api-key */
+		free(text);
+	}
 	if (rc == CFG_FILE_ERROR) {
 		log_err("%s: cannot read: %s", name, strerror(errno));
 	} else if (rc == CFG_SUCCESS) {
@@ -632,6 +665,7 @@ static int conf_read(const char *path, struct conf *c)
 	return 0;
 }
 
+/* See conf.h. */
 int conf_load(const char *path, struct conf *c)
 {
 	return conf_read(path, c);

@@ -303,9 +303,16 @@ static int check_schema(sqlite3 *db, const char *path)
 	return 0;
 }
 
-/* The pragmas of a connection that may write, then the migrations. */
+/* The pragmas of a connection that may write, then the migrations.  The
+ * daemon's connections keep the -wal and -shm files when they close: a
+ * reader who may not write the directory (the dexsync-read group) can open
+ * a WAL database read-only only while they exist. */
 static int setup_writer(sqlite3 *db, const char *path, enum db_mode mode)
 {
+	int persist = 1;
+
+	if (mode == DB_DAEMON)
+		sqlite3_file_control(db, "main", SQLITE_FCNTL_PERSIST_WAL, &persist);
 	sqlite3_busy_timeout(db, mode == DB_DAEMON ? DB_BUSY_TIMEOUT_MS : DB_CLIENT_BUSY_TIMEOUT_MS);
 	if (db_exec(db, "PRAGMA journal_mode = WAL") < 0 ||
 	    db_exec(db, mode == DB_DAEMON ? "PRAGMA synchronous = NORMAL"

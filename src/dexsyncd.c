@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +35,8 @@ static void usage(FILE *out)
 }
 
 struct options {
-	const char *conf_path;
+	const char *conf_path;          /* absolute: it points into conf_abs */
+	char conf_abs[PATH_MAX];
 	int foreground, once, check, level;
 };
 
@@ -42,7 +44,6 @@ struct options {
  * absolute: daemon() changes to /, and SIGHUP reads the same file again. */
 static int parse_options(int argc, char **argv, struct options *o)
 {
-	static char *abs_conf_path;
 	static const struct option longopts[] = {
 		{ "config", required_argument, NULL, 'f' },
 		{ "foreground", no_argument, NULL, 'n' },
@@ -53,6 +54,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
+	char *abs;
 	int ch;
 
 	o->conf_path = DEFAULT_CONF;
@@ -93,12 +95,15 @@ static int parse_options(int argc, char **argv, struct options *o)
 		fprintf(stderr, "dexsyncd: unexpected argument '%s'\n", argv[optind]);
 		return 1;
 	}
-	if (!(abs_conf_path = conf_abspath(o->conf_path))) {
+	if (!(abs = conf_abspath(o->conf_path)) ||
+	    (size_t)snprintf(o->conf_abs, sizeof(o->conf_abs), "%s", abs) >= sizeof(o->conf_abs)) {
 		fprintf(stderr, "dexsyncd: %s: cannot make the path absolute: %s\n",
-			o->conf_path, strerror(errno));
+			o->conf_path, abs ? strerror(ENAMETOOLONG) : strerror(errno));
+		free(abs);
 		return 1;
 	}
-	o->conf_path = abs_conf_path;
+	free(abs);
+	o->conf_path = o->conf_abs;
 	return -1;
 }
 

@@ -9,7 +9,6 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <poll.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +22,9 @@
 #include "outbox.h"
 
 struct drainer {
-	const struct conf *c;
+	/* A shallow copy: the strings stay the runtime's, which stops the
+	 * drainer before it frees them; the struct itself may move (reload). */
+	struct conf c;
 	sqlite3 *db;
 	struct api *api;
 	struct outbox *ob;
@@ -34,7 +35,7 @@ struct drainer {
 	int poked;                  /* under mu: drain again now */
 	atomic_int stop;            /* abandon everything, at once */
 	atomic_int last;            /* end after the drain that starts next */
-	atomic_int done;            /* the thread has ended */
+	atomic_int done;            /* the thread has ended (set under mu) */
 	atomic_int failed_db;       /* the last drain stopped on a database error */
 	atomic_long sent, failed;   /* since start */
 };
@@ -71,15 +72,15 @@ static void *drainer_main(void *arg)
 		}
 		if (last || atomic_load(&d->stop))
 			break;
-		wait = d->c->poll_interval;
+		wait = d->c.poll_interval;
 		if (!atomic_load(&d->failed_db) && n.wait >= 0 && n.wait < wait)
 			wait = n.wait;
 		drainer_sleep(d, wait);
 	}
+	pthread_mutex_lock(&d->mu);
 	atomic_store(&d->done, 1);
-	if (write(d->wake_fd, "", 1) < 0) {
-		/* as above */
-	}
+	pthread_cond_broadcast(&d->cv);
+	pthread_mutex_unlock(&d->mu);
 	return NULL;
 }
 
@@ -105,19 +106,19 @@ struct drainer *drainer_start(const struct conf *c, const char *key, int wake_fd
 		log_err("outbox: out of memory");
 		return NULL;
 	}
-	d->c = c;
+	d->c = *c;
 	d->wake_fd = wake_fd;
 	pthread_mutex_init(&d->mu, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);    /* drainer_sleep's clock */
 	pthread_cond_init(&d->cv, &ca);
 	pthread_condattr_destroy(&ca);
-	if (!(d->api = api_new(c, key))) {
+	if (!(d->api = api_new(&d->c, key))) {
 		log_err("cannot set up the outbox's HTTP client: out of memory");
 		goto fail;
 	}
 	api_set_cancel(d->api, &d->stop);
-	if (!(d->db = db_open(c->database, DB_DAEMON)) || !(d->ob = outbox_open(d->db, d->api, c)) ||
+	if (!(d->db = db_open(d->c.database, DB_DAEMON)) || !(d->ob = outbox_open(d->db, d->api, &d->c)) ||
 	    (recover && outbox_recover(d->ob) < 0))
 		goto fail;
 	/* Signals are the main thread's: it sleeps in poll() for them. */
@@ -157,12 +158,23 @@ int drainer_stop(struct drainer *d, int final, volatile sig_atomic_t *interrupt)
 		return 0;
 	atomic_store(final ? &d->last : &d->stop, 1);
 	drainer_poke(d);
-	/* The final drain may take long; a signal meanwhile cuts it short. */
+	/* The final drain may take long; a signal meanwhile cuts it short
+	 * (looked at every 50 ms: signals do not wake a condition wait). */
+	pthread_mutex_lock(&d->mu);
 	while (!atomic_load(&d->done)) {
+		struct timespec until;
+
 		if (interrupt && *interrupt)
 			atomic_store(&d->stop, 1);
-		poll(NULL, 0, 50);
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_nsec += 50000000;
+		if (until.tv_nsec >= 1000000000) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&d->cv, &d->mu, &until);
 	}
+	pthread_mutex_unlock(&d->mu);
 	pthread_join(d->thread, NULL);
 	rc = atomic_load(&d->failed_db) ? -1 : 0;
 	drainer_free(d);

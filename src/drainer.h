@@ -14,7 +14,8 @@ struct drainer;
  * of the daemon's lock may), and start a thread that drains
  * the outbox now and then every poll-interval (sooner when a retry falls
  * due).  After a drain that sent or failed anything it writes a byte to
- * wake_fd, for the caller's STATUS=.  c must outlive the drainer.  NULL
+ * wake_fd, for the caller's STATUS=.  The strings of c must outlive the
+ * drainer (c itself may move).  NULL
  * after logging why. */
 struct drainer *drainer_start(const struct conf *c, const char *key, int wake_fd, int recover);
 

@@ -79,7 +79,12 @@ static int lock_open(const char *database, int create, int how, long *pid)
 int lock_daemon(const char *database)
 {
 	long pid;
-	int fd = lock_open(database, 1, LOCK_EX, &pid);
+	int fd;
+
+	/* `dexsync status` holds a shared lock for a moment to look: try a
+	 * few times over 100 ms before naming a holder. */
+	for (int i = 0; (fd = lock_open(database, 1, LOCK_EX, &pid)) < 0 && pid >= 0 && i < 10; i++)
+		usleep(10000);
 
 	if (fd < 0 && pid > 0)
 		log_err("%s is served by dexsyncd (pid %ld)", database, pid);

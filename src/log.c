@@ -1,6 +1,7 @@
 /* log.c - syslog(3) with an optional copy on stderr */
 #include "config.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +10,7 @@
 #include "escape.h"
 #include "log.h"
 
-static int log_level = LOG_INFO;
+static atomic_int log_level = LOG_INFO;     /* set by a reload while the outbox logs */
 static int log_to_stderr;
 static int log_to_syslog;
 static const char *log_ident = PACKAGE;
@@ -80,12 +81,12 @@ void log_set_facility(int facility)
 
 void log_set_level(int level)
 {
-	log_level = level;
+	atomic_store(&log_level, level);
 }
 
 int log_get_level(void)
 {
-	return log_level;
+	return atomic_load(&log_level);
 }
 
 int log_level_from_name(const char *name)
@@ -121,7 +122,7 @@ void log_vmsg(int prio, const char *fmt, va_list ap)
 	const char *line;
 	int n;
 
-	if (prio > log_level)
+	if (prio > atomic_load(&log_level))
 		return;
 	n = vasprintf(&text, fmt, ap);
 	if (n < 0)

@@ -86,22 +86,28 @@ END;
 CREATE TRIGGER outbox_check_insert
 	BEFORE INSERT ON outbox
 BEGIN
-	SELECT RAISE(ABORT, 'outbox: idempotency_key must be 1 to 255 printable ASCII characters')
+	SELECT RAISE(ABORT, 'outbox_idempotency_key: the key must be 1 to 255 printable ASCII characters')
 	WHERE typeof(NEW.idempotency_key) <> 'text'
 		OR length(NEW.idempotency_key) NOT BETWEEN 1 AND 255
 		OR NEW.idempotency_key GLOB '*[^ -~]*'
 		OR NEW.idempotency_key GLOB ' *' OR NEW.idempotency_key GLOB '* ';
-	SELECT RAISE(ABORT, 'outbox: the target holds a control character or is empty')
+	-- A payload that is not JSON is left to the named CHECK constraint.
+	SELECT RAISE(ABORT, 'outbox_target: the target holds a control character or is empty')
 	WHERE EXISTS (SELECT 1 FROM (SELECT NEW.target AS t
 				     UNION ALL SELECT json_extract(NEW.payload, '$.conversation_id')
-				     UNION ALL SELECT json_extract(NEW.payload, '$.user_id'))
+					WHERE json_valid(NEW.payload)
+				     UNION ALL SELECT json_extract(NEW.payload, '$.user_id')
+					WHERE json_valid(NEW.payload))
 		      WHERE t IS NOT NULL AND (typeof(t) <> 'text' OR length(t) = 0
 			    OR instr(t, char(0)) > 0
 			    OR t GLOB '*[' || char(1) || '-' || char(31) || char(127) || ']*'));
-	SELECT RAISE(ABORT, 'outbox: the payload holds a NUL character (\u0000)')
-	WHERE instr(NEW.payload, '\u0000') > 0;
-	SELECT RAISE(ABORT, 'outbox: message content is empty or only white space')
-	WHERE NEW.kind = 'message' AND json_type(NEW.payload, '$.content') IS 'text'
+	-- \u0000 is a NUL when an odd number of backslashes leads it (one or
+	-- three are looked for); the text "\\u0000" is not one.
+	SELECT RAISE(ABORT, 'outbox_payload_nul: the payload holds a NUL character (\u0000)')
+	WHERE NEW.payload GLOB '*[^\]\u0000*' OR NEW.payload GLOB '*[^\]\\\u0000*';
+	SELECT RAISE(ABORT, 'outbox_message_content: the content is empty or only white space')
+	WHERE NEW.kind = 'message' AND json_valid(NEW.payload)
+		AND json_type(NEW.payload, '$.content') IS 'text'
 		AND length(trim(json_extract(NEW.payload, '$.content'),
 				' ' || char(9, 10, 11, 12, 13))) = 0;
 END;
@@ -109,7 +115,7 @@ END;
 CREATE TRIGGER outbox_check_key_update
 	BEFORE UPDATE OF idempotency_key ON outbox
 BEGIN
-	SELECT RAISE(ABORT, 'outbox: idempotency_key must be 1 to 255 printable ASCII characters')
+	SELECT RAISE(ABORT, 'outbox_idempotency_key: the key must be 1 to 255 printable ASCII characters')
 	WHERE typeof(NEW.idempotency_key) <> 'text'
 		OR length(NEW.idempotency_key) NOT BETWEEN 1 AND 255
 		OR NEW.idempotency_key GLOB '*[^ -~]*'

@@ -13,10 +13,16 @@ as medians of --runs runs:
   reference      reference.py: http.client + json + sqlite3 upsert per page
   dexsyncd -1    into an empty database; then again over unchanged data
                  (rows written, bytes written from rusage = /proc/PID/io)
-plus, once: the outbox drain of 20,000 messages over nginx (and the TCP
+plus, once a size: the initial walk again with 20,000 messages draining
+beside it (the walk's own seconds, from its log line, against the same
+figure alone), and the longest a queuing client waited for the write lock
+during an initial walk (a probe taking BEGIN IMMEDIATE every 20 ms); and
+once: the outbox drain of 20,000 messages over nginx (and the TCP
 connections it used), and the detail-fetch rate of 10,000 details."""
 import argparse
 import os
+import re
+import threading
 import shutil
 import sqlite3
 import statistics
@@ -86,6 +92,59 @@ def conf(work, base, db, details=False, max_details=1000):
                 % (db, base, "true" if details else "false", max_details))
     os.chmod(path, 0o600)
     return path
+
+
+def walk_seconds(stderr):
+    """The seconds of the walk's own log line."""
+    m = re.search(r"walk completed: .* ([0-9.]+) s$", stderr, re.M)
+    assert m, stderr[-2000:]
+    return float(m.group(1))
+
+
+def queue_messages(db, n):
+    con = sqlite3.connect(db)
+    with con:
+        con.executemany("INSERT INTO outbox(kind, payload) VALUES ('message', json_object("
+                        "'conversation_id', ?, 'content', ?))",
+                        (("conv_%d" % (i % 500), "message %d" % i) for i in range(n)))
+    con.close()
+
+
+def initial_with(dexsyncd, work, base, db, messages=0, probe=False):
+    """An initial walk (schema made first against the empty list), with
+    messages queued beside it; returns the walk's seconds, the messages
+    sent by the time the walk ended, and the longest wait of a probe for
+    the write lock (None without probe)."""
+    fresh(db)
+    empty = base.rsplit("/n", 1)[0] + "/empty/v1"
+    sh([dexsyncd, "-f", conf(work, empty, db), "-1"])
+    queue_messages(db, messages)
+    longest, stop = [0.0], threading.Event()
+
+    def prober():
+        con = sqlite3.connect(db, timeout=120, isolation_level=None)
+        while not stop.is_set():
+            t = time.time()
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("COMMIT")
+            longest[0] = max(longest[0], time.time() - t)
+            time.sleep(0.02)
+        con.close()
+
+    th = threading.Thread(target=prober)
+    if probe:
+        th.start()
+    p = subprocess.run([dexsyncd, "-f", conf(work, base, db), "-1", "-l", "info"],
+                       capture_output=True, text=True)
+    stop.set()
+    if probe:
+        th.join()
+    assert p.returncode == 0, p.stderr[-2000:]
+    con = sqlite3.connect(db)
+    sent = con.execute("SELECT count(*) FROM outbox WHERE sent_at <= "
+                       "(SELECT max(finished_at) FROM sync_runs)").fetchone()[0]
+    con.close()
+    return walk_seconds(p.stderr), sent, longest[0] if probe else None
 
 
 def fresh(path):
@@ -180,6 +239,16 @@ def bench_size(a, n, work, dexsyncd, floor_bin):
         ("  dexsyncd -1, unchanged (0 rows written)", fmt(m["d2"]), rate(m["d2"]), "%.1f MiB" % (m["rss2"] / 1024)),
         ("    bytes written (rusage)", "%.1f MB" % (m["bytes2"] / 1e6), "", ""),
         ("    / (fetch + parse)", "%.2f x" % (m["d2"] / (m["fetch"] + m["parse"])), "", ""),
+    ]
+    alone, _, _ = initial_with(dexsyncd, work, base, db)
+    busy, sent, _ = initial_with(dexsyncd, work, base, db, messages=20000)
+    _, _, longest = initial_with(dexsyncd, work, base, db, probe=True)
+    rows += [
+        ("  initial walk alone (its log line)", fmt(alone), rate(alone), ""),
+        ("  initial walk, 20,000 messages beside it", fmt(busy), rate(busy), ""),
+        ("    messages sent by its end (to the second)", "%d" % sent, "%.0f msg/s" % (sent / busy), ""),
+        ("    / alone", "%.2f x" % (busy / alone), "", ""),
+        ("  longest wait for the write lock (probe)", "%.2f s" % longest, "", ""),
     ]
     if n <= 100000:
         rows += bench_details(a, n, work, dexsyncd, base, db, m["d1"])

@@ -302,6 +302,14 @@ class ConfigTest(DexTest):
         p = self.check('api { api-key = "%s" }\noutbox { max-age = 3650d max-backoff = 3650d }\n' % KEY)
         self.assertEqual(p.returncode, 0, p.stderr)
 
+    def test_string_cut_short_writes_nothing_to_stdout(self):
+        # libconfuse's scanner echoes a backslash it cannot match to stdout.
+        for text in ('database = "x\\', "database = 'x\\"):
+            p = self.check(text)
+            self.assertEqual(p.returncode, 1)
+            self.assertEqual(p.stdout, "")
+            self.assertIn("t.conf:1:", p.stderr)
+
     def test_control_characters_escaped_in_errors(self):
         # libconfuse turns \n in a quoted string into a line break: the
         # error quoting the value must stay one line, without raw controls.
