@@ -8,6 +8,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,6 +114,38 @@ void api_set_cancel(struct api *api, atomic_int *cancel)
 	api->cancel = cancel;
 }
 
+/* libcurl's memory is wiped when freed: its request buffers hold the
+ * Authorization header, and a key that a reload rotated out must not stay
+ * behind in the freed heap. */
+static void wipe_free(void *p)
+{
+	if (p) {
+		explicit_bzero(p, malloc_usable_size(p));
+		free(p);
+	}
+}
+
+static void *wipe_realloc(void *p, size_t n)
+{
+	size_t had;
+	void *q;
+
+	if (!p)
+		return malloc(n);
+	had = malloc_usable_size(p);
+	if (!(q = malloc(n ? n : 1)))
+		return NULL;
+	memcpy(q, p, had < n ? had : n);
+	wipe_free(p);
+	return q;
+}
+
+int api_global_init(void)
+{
+	return curl_global_init_mem(CURL_GLOBAL_DEFAULT, malloc, wipe_free, wipe_realloc, strdup,
+				    calloc) == CURLE_OK ? 0 : -1;
+}
+
 struct api *api_new(const struct conf *c, const char *key)
 {
 	struct api *api = calloc(1, sizeof(*api));
@@ -148,6 +181,7 @@ struct api *api_new(const struct conf *c, const char *key)
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
 	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L);    /* an id ".." is an id, not a step up */
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, c->connect_timeout);
@@ -404,7 +438,7 @@ enum api_outcome api_request(struct api *api, const char *method, const char *pa
 json_t *api_json(const struct api_response *r, char *err, size_t errlen)
 {
 	json_error_t jerr;
-	json_t *j = json_loadb(r->body, r->len, 0, &jerr);
+	json_t *j = json_loadb(r->body, r->len, JSON_ALLOW_NUL, &jerr);
 
 	if (!j)
 		snprintf(err, errlen, "invalid JSON at line %d, column %d (byte %d): %s",

@@ -29,6 +29,10 @@ struct api_response {
 
 struct api;
 
+/* curl_global_init, with libcurl's freed memory wiped (it held the key).
+ * Once, before any thread; 0 or -1. */
+int api_global_init(void);
+
 /* A client for c->base_url with the given key (copied; the copy is wiped by
  * api_free()).  NULL when out of memory. */
 struct api *api_new(const struct conf *c, const char *key);
@@ -52,7 +56,8 @@ unsigned long api_requests(const struct api *api);
 /* URL-escape s for a query value or a path segment; free with curl_free(). */
 char *api_escape(struct api *api, const char *s);
 
-/* Parse r's body as JSON.  NULL on bad JSON, with the position in err. */
+/* Parse r's body as JSON (\u0000 in strings accepted).  NULL on bad JSON,
+ * with the position in err. */
 json_t *api_json(const struct api_response *r, char *err, size_t errlen);
 
 /* Pure helpers, exposed for the unit tests. */

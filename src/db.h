@@ -29,12 +29,14 @@ int db_exec(sqlite3 *db, const char *sql);
  * logs and returns NULL on error. */
 sqlite3_stmt *db_prepare(sqlite3 *db, const char *sql);
 
-/* An initial mirror (an empty conversations table) drops the secondary
- * indexes of the mirror tables and builds them once at its end: inserting
- * a million rows into several random-order indexes costs more than the
- * rows, sorting them once costs a fraction.  The indexes' SQL waits in
- * sync_state under DB_DEFERRED, so a walk cut short goes on without them
- * and a later migration finds them in place.  Each is one transaction.
+/* An initial mirror (an empty conversations table) drops the schema's own
+ * secondary indexes of the mirror tables (never one a user created) and
+ * builds them once at its end: inserting a million rows into several
+ * random-order indexes costs more than the rows, sorting them once costs a
+ * fraction.  The indexes' SQL waits in sync_state under DB_DEFERRED, so a
+ * walk cut short goes on without them, the daemon's next start or a later
+ * migration builds them.  Each index is built in a transaction of its own,
+ * so the write lock is never held for all of them at once.
  * db_indexes_defer returns 1 for an initial mirror, else 0; both return -1
  * after logging an error. */
 #define DB_DEFERRED "deferred_index:"

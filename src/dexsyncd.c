@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "api.h"
 #include "conf.h"
 #include "lock.h"
 #include "log.h"
@@ -134,7 +135,7 @@ int main(int argc, char **argv)
 		conf_free(&c);
 		return rc;
 	}
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+	if (api_global_init() < 0) {
 		log_err("cannot initialise libcurl");
 		conf_free(&c);
 		return 1;

@@ -345,7 +345,7 @@ static int item_sent(struct outbox *ob, struct item *it, const char *body,
 		     const struct api_response *r)
 {
 	sqlite3_stmt *st = ob->st[S_SENT];
-	json_t *resp = json_loadb(r->body, r->len, 0, NULL);
+	json_t *resp = json_loadb(r->body, r->len, JSON_ALLOW_NUL, NULL);
 	const char *remote = json_string_value(json_object_get(resp, "id"));
 	char *raw = resp ? json_dumps(resp, JSON_COMPACT) : NULL;
 	int rc = -1;

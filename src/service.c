@@ -165,7 +165,8 @@ int service_once(struct conf *c, int lock_fd)
 
 	if (install_signals() < 0 || runtime_open(&rt, c, lock_fd, 1) < 0)
 		return 1;
-	rc = walk_run(rt.db, rt.api, &rt.c, &stop_requested, NULL) < 0;
+	/* Stopped by a signal is not a failure: the walk resumes next time. */
+	rc = walk_run(rt.db, rt.api, &rt.c, &stop_requested, NULL) < 0 && !stop_requested;
 	if (drainer_stop(rt.dr, 1, &stop_requested) < 0)
 		rc = 1;
 	rt.dr = NULL;
@@ -245,7 +246,8 @@ int service_loop(struct conf *c, const char *conf_path, int level_override, int 
 		}
 		if (walk_requested || mono_now() >= next_walk) {
 			walk_requested = 0;
-			outcome = walk_run(rt.db, rt.api, &rt.c, &stop_requested, &w) == 0 ? "ok" : "failed";
+			outcome = walk_run(rt.db, rt.api, &rt.c, &stop_requested, &w) == 0 ? "ok"
+				  : stop_requested ? "interrupted" : "failed";
 			next_walk = mono_now() + (double)rt.c.sync_interval;
 			drainer_poke(rt.dr);
 		}

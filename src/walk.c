@@ -370,13 +370,9 @@ static char *detail_path(const struct mirror_id *id)
  * with the reason in err. */
 static json_t *detail_parse(const struct api_response *r, char *err, size_t errlen)
 {
-	json_error_t jerr;
-	json_t *j = json_loadb(r->body, r->len, JSON_ALLOW_NUL, &jerr);
+	json_t *j = api_json(r, err, errlen);
 
-	if (!j)
-		snprintf(err, errlen, "invalid JSON at line %d, column %d (byte %d): %s",
-			 jerr.line, jerr.column, jerr.position, jerr.text);
-	else if (!json_is_object(j)) {
+	if (j && !json_is_object(j)) {
 		snprintf(err, errlen, "not a JSON object");
 		json_decref(j);
 		j = NULL;
@@ -600,7 +596,7 @@ int walk_run(sqlite3 *db, struct api *api, const struct conf *c, volatile sig_at
 			"resuming from the last stored page next cycle",
 			w.n.pages, w.n.seen, w.n.inserted, w.n.changed, secs, w.error);
 	/* Stopped by a signal, it exits now (building the indexes of a large
-	 * mirror takes seconds): db_open builds them at the next start. */
+	 * mirror takes seconds): the daemon builds them at its next start. */
 	if (rc != 0 && w.initial && !*stop)
 		walk_indexes_back(&w);
 	else if (rc != 0 && w.initial)
