@@ -4,6 +4,7 @@
 #ifdef HAVE_MALLOC_TRIM
 #include <malloc.h>
 #endif
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -131,6 +132,27 @@ static int run_each(sqlite3 *db, const char *query, int *n)
 	"		'conversations_live_day', 'messages_conversation_id', 'participants_user_id')\n" \
 	"LIMIT 1"
 
+/* Each full-text index of the mirror tables (src/sql/0005-search.sql)
+ * whose triggers are there: a rebuild of the index and its triggers' SQL
+ * into sync_state under its name, like a deferred index's, then the
+ * triggers dropped, so that an initial mirror does no index work per row.
+ * RESTORE_NEXT runs the rebuild and puts the triggers back in one
+ * transaction.  Only these triggers, by name. */
+#define DEFER_FTS_NEXT \
+	"SELECT printf('INSERT INTO sync_state(key, value) VALUES (%Q, %Q); %s',\n" \
+	"	'" DB_DEFERRED "' || fts,\n" \
+	"	printf('INSERT INTO \"%w\"(\"%w\") VALUES (''rebuild''); ', fts, fts) ||\n" \
+	"		group_concat('CREATE TRIGGER IF NOT EXISTS' || substr(sql, 15), '; '),\n" \
+	"	group_concat(printf('DROP TRIGGER \"%w\"', name), '; '))\n" \
+	"FROM (SELECT name, sql, substr(name, 1, instr(name, '_fts_') + 3) AS fts\n" \
+	"	FROM sqlite_schema\n" \
+	"	WHERE type = 'trigger' AND sql GLOB 'CREATE TRIGGER *'\n" \
+	"		AND name IN ('conversations_fts_insert', 'conversations_fts_delete',\n" \
+	"			'conversations_fts_update', 'messages_fts_insert',\n" \
+	"			'messages_fts_delete', 'messages_fts_update'))\n" \
+	"GROUP BY fts\n" \
+	"LIMIT 1"
+
 /* Each deferred index: built (unless one of its name is there again), and
  * its key deleted. */
 #define RESTORE_NEXT \
@@ -146,20 +168,24 @@ static int run_each(sqlite3 *db, const char *query, int *n)
 int db_indexes_defer(sqlite3 *db)
 {
 	char *empty;
-	int n = 0, initial, rc;
+	int n = 0, nfts = 0, initial, rc;
 
 	if (db_exec(db, "BEGIN IMMEDIATE") < 0)
 		return -1;
 	rc = first_text(db, "SELECT NOT EXISTS (SELECT 1 FROM conversations)", &empty);
 	initial = rc > 0 && !strcmp(empty, "1");
 	sqlite3_free(empty);
-	if (rc < 0 || (initial && run_each(db, DEFER_NEXT, &n) < 0) || db_exec(db, "COMMIT") < 0) {
+	if (rc < 0 || (initial && run_each(db, DEFER_NEXT, &n) < 0) ||
+	    (initial && run_each(db, DEFER_FTS_NEXT, &nfts) < 0) || db_exec(db, "COMMIT") < 0) {
 		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
 		return -1;
 	}
 	if (n > 0)
 		log_info("database %s: an initial mirror: %d indexes are built at its end",
 			 sqlite3_db_filename(db, "main"), n);
+	if (nfts > 0)
+		log_info("database %s: an initial mirror: %d full-text indexes are built at its end",
+			 sqlite3_db_filename(db, "main"), nfts);
 	return initial;
 }
 
@@ -213,8 +239,9 @@ int db_indexes_restore(sqlite3 *db)
 		if (rc == 0)
 			break;
 		clock_gettime(CLOCK_MONOTONIC, &t1);
-		log_info("database %s: built the deferred index %s in %.2f s",
-			 sqlite3_db_filename(db, "main"), name,
+		log_info("database %s: built the deferred %s %s in %.2f s",
+			 sqlite3_db_filename(db, "main"),
+			 strstr(name, "_fts") ? "full-text index" : "index", name,
 			 (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 		sqlite3_free(name);
 		name = NULL;
@@ -234,7 +261,7 @@ static int migrate(sqlite3 *db, const char *path)
 	char sql[64];
 	int have, deferred = 0;
 
-	if ((have = user_version(db)) == db_schema_version())
+	if (user_version(db) == db_schema_version())
 		return 0;
 	if (db_exec(db, "BEGIN IMMEDIATE") < 0)
 		return -1;
@@ -252,13 +279,19 @@ static int migrate(sqlite3 *db, const char *path)
 	if (have < db_schema_version() && have >= 1 && run_each(db, RESTORE_NEXT, &deferred) < 0)
 		goto fail;
 	for (size_t i = 0; i < N_MIGRATIONS; i++) {
+		struct timespec t0, t1;
+
 		if (migrations[i].version <= have)
 			continue;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
 		if (db_exec(db, migrations[i].sql) < 0) {
 			log_err("database %s: migration %s failed", path, migrations[i].name);
 			goto fail;
 		}
-		log_info("database %s: applied migration %s", path, migrations[i].name);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		/* Its time: a migration may build an index of the rows there. */
+		log_info("database %s: applied migration %s in %.2f s", path, migrations[i].name,
+			 (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 	}
 	snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", db_schema_version());
 	if (db_exec(db, sql) < 0 || db_exec(db, "COMMIT") < 0)
@@ -335,10 +368,16 @@ static int setup_reader(sqlite3 *db, const char *path)
 
 sqlite3 *db_open(const char *path, enum db_mode mode)
 {
-	int flags = SQLITE_OPEN_NOMUTEX;
+	int flags = SQLITE_OPEN_NOMUTEX, fd;
 	sqlite3 *db = NULL;
 
 	flags |= mode == DB_READONLY ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
+	/* A new database is made here rather than by SQLite (0644), so that
+	 * the umask decides its mode (the unit's 0007: 0660, the group dexsync
+	 * queues writes); SQLite gives its -wal and -shm files the same. */
+	if (mode == DB_DAEMON &&
+	    (fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0666)) >= 0)
+		close(fd);
 	if (mode == DB_DAEMON)
 		flags |= SQLITE_OPEN_CREATE;
 	else if (access(path, F_OK) < 0) {

@@ -15,14 +15,14 @@
 /* DATABASE.lock, malloc'd; NULL after logging when out of memory. */
 static char *lock_path(const char *database)
 {
-	char *path = malloc(strlen(database) + sizeof(".lock"));
+	size_t size = strlen(database) + sizeof(".lock");
+	char *path = malloc(size);
 
 	if (!path) {
 		log_err("database %s: out of memory", database);
 		return NULL;
 	}
-	strcpy(path, database);
-	strcat(path, ".lock");
+	snprintf(path, size, "%s.lock", database);
 	return path;
 }
 

@@ -21,6 +21,29 @@ DEXSYNC = os.environ.get("DEXSYNC", "dexsync")
 VALGRIND = os.environ.get("DEXSYNC_VALGRIND", "").split()
 
 
+# Holds the write lock (BEGIN IMMEDIATE, as the daemon's transactions do,
+# with a page written) for argv[2] seconds; prints "locked" once it has it.
+HOLD_WRITE_LOCK = """
+import sqlite3, sys, time
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("BEGIN IMMEDIATE")
+con.execute("UPDATE outbox SET attempts = attempts WHERE id = 0")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+con.execute("COMMIT")
+"""
+
+
+def hold_write_lock(db, seconds=60):
+    """Another process holding db's write lock; returns its Popen once it does."""
+    p = subprocess.Popen([sys.executable, "-c", HOLD_WRITE_LOCK, db, str(seconds)],
+                         stdout=subprocess.PIPE, text=True)
+    if p.stdout.readline().strip() != "locked":
+        p.kill()
+        raise RuntimeError("could not take the write lock of " + db)
+    return p
+
+
 class DexTest(unittest.TestCase):
     conversations = 0
     server_kwargs = {}

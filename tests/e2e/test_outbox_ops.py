@@ -14,14 +14,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import tap  # noqa: E402
-from harness import DEXSYNC, VALGRIND, OutboxTest  # noqa: E402
-
-HOLD = ("import sqlite3, sys, time\n"
-        "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
-        "c.execute('BEGIN IMMEDIATE')\n"
-        "print('locked', flush=True)\n"
-        "time.sleep(float(sys.argv[2]))\n"
-        "c.execute('COMMIT')\n")
+from harness import DEXSYNC, VALGRIND, OutboxTest, hold_write_lock  # noqa: E402
 
 SANITIZED = bool(os.environ.get("SANITIZERS", "").strip() not in ("", "no")) or bool(VALGRIND)
 
@@ -50,12 +43,6 @@ class OutboxOpsTest(OutboxTest):
         out, err = self.finish(proc, timeout=60)
         self.assertEqual(proc.returncode, 0, err)
         return err
-
-    def hold_lock(self, seconds):
-        p = subprocess.Popen([sys.executable, "-c", HOLD, self.db, str(seconds)],
-                             stdout=subprocess.PIPE, text=True)
-        self.assertEqual(p.stdout.readline().strip(), "locked")
-        return p
 
     def sent_count(self):
         return self.scalar("SELECT count(*) FROM outbox WHERE state = 'sent'")
@@ -94,7 +81,7 @@ class OutboxOpsTest(OutboxTest):
         proc = self.service()
         for round_ in range(2):
             self.wait_for(lambda: self.sent_count() >= 3 + round_ * 6, 60, "some sent")
-            holder = self.hold_lock(13)
+            holder = hold_write_lock(self.db, 13)
             time.sleep(0.5)
             t = time.time()
             st = subprocess.run([DEXSYNC, "-d", self.db, "status"], capture_output=True, text=True,

@@ -14,23 +14,14 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import tap  # noqa: E402
-from harness import DEXSYNC, OutboxTest  # noqa: E402
-
-HOLD = ("import sqlite3, sys, time\n"
-        "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
-        "c.execute('BEGIN IMMEDIATE')\n"
-        "print('locked', flush=True)\n"
-        "time.sleep(float(sys.argv[2]))\n"
-        "c.execute('COMMIT')\n")
+from harness import DEXSYNC, OutboxTest, hold_write_lock  # noqa: E402
 
 
 class SharedDbTest(OutboxTest):
     conversations = 300
 
     def hold_lock(self, seconds):
-        p = subprocess.Popen([sys.executable, "-c", HOLD, self.db, str(seconds)], stdout=subprocess.PIPE, text=True)
-        self.assertEqual(p.stdout.readline().strip(), "locked")
-        return p
+        return hold_write_lock(self.db, seconds)
 
     def test_lock_held_longer_than_busy_timeout(self):
         self.dexsync("send", "conv_0000001", "waits for the lock")
