@@ -8,6 +8,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -17,12 +18,14 @@
 
 #include "api.h"
 #include "log.h"
+#include "metrics.h"
 #include "notify.h"
 
 #define MAX_BODY	(64u << 20)	/* a larger answer is an error, not an OOM */
 #define MAX_SHOWN	160		/* bytes of a path or body quoted in errors */
 #define MAX_KEY		255		/* Idempotency-Key characters (SPEC 3) */
 #define IDEM_HEADER	"Idempotency-Key: "
+#define AUTH_HEADER	"Authorization: Bearer "
 
 /* max-rate caps what the server sees from this process: the walk's client
  * and the outbox's take turns on one clock. */
@@ -156,14 +159,14 @@ struct api *api_new(const struct conf *c, const char *key)
 		return NULL;
 	api->base_url = strdup(c->base_url);
 	api->curl = curl_easy_init();
-	alen = strlen("Authorization: Bearer ") + strlen(key) + 1;
+	alen = strlen(AUTH_HEADER) + strlen(key) + 1;
 	auth = malloc(alen);
 	if (!api->base_url || !api->curl || !auth) {
 		free(auth);
 		api_free(api);
 		return NULL;
 	}
-	snprintf(auth, alen, "Authorization: Bearer %s", key);
+	snprintf(auth, alen, AUTH_HEADER "%s", key);
 	api->headers = curl_slist_append(NULL, auth);
 	explicit_bzero(auth, alen);
 	free(auth);
@@ -269,7 +272,7 @@ long api_parse_retry_after(const char *value, time_t now)
 		errno = 0;
 		long v = strtol(buf, NULL, 10);
 
-		return errno ? -1 : v;
+		return errno ? LONG_MAX : v;    /* digits past a long: wait "forever" */
 	}
 	t = curl_getdate(buf, NULL);
 	if (t == -1)
@@ -369,6 +372,24 @@ static void describe_failure(struct api *api, const char *method, const char *pa
 	}
 }
 
+/* A server that echoes the key (an error quoting the Authorization header)
+ * must not put it in a log line, an item's last_error or a stored answer:
+ * every copy in the body becomes as many '*'s (the JSON stays valid).  A
+ * key under 8 characters is a test key, and would blank out plain words. */
+static void redact_key(struct api *api)
+{
+	const char *key = api->headers->data + strlen(AUTH_HEADER);
+	size_t klen = strlen(key);
+	char *p = api->body, *end = api->body + api->body_len;
+
+	if (!api->body || klen < 8)
+		return;
+	while ((p = memmem(p, (size_t)(end - p), key, klen))) {
+		memset(p, '*', klen);
+		p += klen;
+	}
+}
+
 enum api_outcome api_request(struct api *api, const char *method, const char *path,
 			     const char *body, const char *idempotency_key,
 			     struct api_response *r)
@@ -423,10 +444,12 @@ enum api_outcome api_request(struct api *api, const char *method, const char *pa
 	cc = curl_easy_perform(h);
 	if (cc == CURLE_OK)
 		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
+	redact_key(api);
 	r->body = api->body ? api->body : "";
 	r->len = api->body_len;
 	r->retry_after = api->retry_after;
 	r->outcome = api_classify(cc, r->status);
+	metrics_request(r->outcome);
 	if (r->outcome != API_OK)
 		describe_failure(api, method, path, cc, r);
 	log_debug("%s %.*s: %s%ld, %zu bytes", method, MAX_SHOWN, path,

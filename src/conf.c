@@ -26,6 +26,7 @@
 #define MAX_CONF_SIZE		1048576		/* 1 MiB; a config is a few hundred bytes */
 #define MAX_TIMEOUT		86400		/* connect-timeout and timeout */
 #define MAX_DETAILS		1000000		/* the walk allocates a slot for each */
+#define MAX_HISTORY_DAYS	36500		/* history-days */
 
 static int cb_duration(cfg_t *cfg, cfg_opt_t *opt, const char *value, void *result);
 
@@ -47,6 +48,7 @@ static cfg_opt_t sync_opts[] = {
 	CFG_STR_LIST("status", "{}", CFGF_NONE),               /* {} = everything */
 	CFG_BOOL("fetch-details", cfg_true, CFGF_NONE),
 	CFG_INT("max-details", 1000, CFGF_NONE),               /* per cycle */
+	CFG_INT("history-days", 0, CFGF_NONE),                 /* events kept, 0 = forever */
 	CFG_END()
 };
 
@@ -63,6 +65,7 @@ static cfg_opt_t top_opts[] = {
 	CFG_STR("database", DEFAULT_DATABASE, CFGF_NONE),
 	CFG_STR("log-level", "info", CFGF_NONE),
 	CFG_STR("syslog-facility", "daemon", CFGF_NONE),
+	CFG_STR("metrics-file", "", CFGF_NONE),                /* "" = none (metrics.h) */
 	CFG_SEC("api", api_opts, CFGF_NONE),
 	CFG_SEC("sync", sync_opts, CFGF_NONE),
 	CFG_SEC("outbox", outbox_opts, CFGF_NONE),
@@ -239,6 +242,12 @@ static int v_timeout(cfg_t *cfg, cfg_opt_t *opt)
 static int v_max_details(cfg_t *cfg, cfg_opt_t *opt)
 {
 	return check_range(cfg, opt, 0, MAX_DETAILS);
+}
+
+/* history-days: a hundred years is forever enough. */
+static int v_history_days(cfg_t *cfg, cfg_opt_t *opt)
+{
+	return check_range(cfg, opt, 0, MAX_HISTORY_DAYS);
 }
 
 /* Does u have part, and not empty? */
@@ -436,6 +445,7 @@ static void set_validators(cfg_t *cfg)
 		{ "log-level", v_log_level },
 		{ "syslog-facility", v_facility },
 		{ "database", v_path },
+		{ "metrics-file", v_path },
 		{ "api|base-url", v_base_url },
 		{ "api|api-key-file", v_path },
 		{ "api|api-key", v_api_key },
@@ -448,6 +458,7 @@ static void set_validators(cfg_t *cfg)
 		{ "sync|page-size", v_page_size },
 		{ "sync|status", v_status },
 		{ "sync|max-details", v_max_details },
+		{ "sync|history-days", v_history_days },
 		{ "outbox|poll-interval", v_positive },
 		{ "outbox|max-attempts", v_positive },
 		{ "outbox|min-backoff", v_positive },
@@ -481,6 +492,7 @@ static int conf_copy(cfg_t *cfg, const char *path, struct conf *c)
 	c->database = conf_abspath(cfg_getstr(cfg, "database"));
 	c->log_level = log_level_from_name(cfg_getstr(cfg, "log-level"));
 	c->syslog_facility = log_facility_from_name(cfg_getstr(cfg, "syslog-facility"));
+	c->metrics_file = conf_abspath(cfg_getstr(cfg, "metrics-file"));
 
 	url = strdup(cfg_getstr(api, "base-url"));
 	if (url)
@@ -505,6 +517,7 @@ static int conf_copy(cfg_t *cfg, const char *path, struct conf *c)
 			return -1;
 	c->fetch_details = cfg_getbool(sync, "fetch-details");
 	c->max_details = cfg_getint(sync, "max-details");
+	c->history_days = cfg_getint(sync, "history-days");
 
 	c->poll_interval = cfg_getint(ob, "poll-interval");
 	c->max_attempts = cfg_getint(ob, "max-attempts");
@@ -512,8 +525,8 @@ static int conf_copy(cfg_t *cfg, const char *path, struct conf *c)
 	c->max_backoff = cfg_getint(ob, "max-backoff");
 	c->max_age = cfg_getint(ob, "max-age");
 
-	if (!c->path || !c->database || !c->base_url || !c->api_key_file || !c->ca_file ||
-	    !c->proxy || !c->status || (cfg_getstr(api, "api-key") && !c->api_key))
+	if (!c->path || !c->database || !c->metrics_file || !c->base_url || !c->api_key_file ||
+	    !c->ca_file || !c->proxy || !c->status || (cfg_getstr(api, "api-key") && !c->api_key))
 		return -1;
 	return 0;
 }
@@ -680,6 +693,7 @@ void conf_free(struct conf *c)
 {
 	free(c->path);
 	free(c->database);
+	free(c->metrics_file);
 	free(c->base_url);
 	free(c->api_key_file);
 	conf_key_free(c->api_key);

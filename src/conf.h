@@ -9,6 +9,7 @@ struct conf {
 	char *database;
 	int log_level;          /* LOG_ERR..LOG_DEBUG */
 	int syslog_facility;    /* LOG_DAEMON, ... */
+	char *metrics_file;     /* Prometheus text file, absolute; "" = none */
 
 	char *base_url;         /* without a trailing slash */
 	char *api_key_file;
@@ -26,6 +27,7 @@ struct conf {
 	unsigned nstatus;
 	int fetch_details;
 	long max_details;
+	long history_days;      /* conversation_events kept; 0 = forever */
 
 	long poll_interval;
 	long max_attempts;

@@ -4,9 +4,12 @@
 #ifdef HAVE_MALLOC_TRIM
 #include <malloc.h>
 #endif
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -258,7 +261,7 @@ int db_indexes_restore(sqlite3 *db)
  * current schema is read without taking the write lock. */
 static int migrate(sqlite3 *db, const char *path)
 {
-	char sql[64];
+	char sql[64], *other = NULL;
 	int have, deferred = 0;
 
 	if (user_version(db) == db_schema_version())
@@ -273,6 +276,13 @@ static int migrate(sqlite3 *db, const char *path)
 	if (have > db_schema_version()) {
 		log_err("database %s: schema version %d is newer than this dexsync knows (%d); upgrade dexsync",
 			path, have, db_schema_version());
+		goto fail;
+	}
+	if (have == 0 && first_text(db, "SELECT name FROM sqlite_schema LIMIT 1", &other) != 0) {
+		if (other)
+			log_err("database %s: holds other tables ('%s') and no dexsync schema: not a "
+				"dexsync mirror; refusing to add to it", path, other);
+		sqlite3_free(other);
 		goto fail;
 	}
 	/* A migration may alter a deferred index: put them back first. */
@@ -347,12 +357,49 @@ static int setup_writer(sqlite3 *db, const char *path, enum db_mode mode)
 	if (mode == DB_DAEMON)
 		sqlite3_file_control(db, "main", SQLITE_FCNTL_PERSIST_WAL, &persist);
 	sqlite3_busy_timeout(db, mode == DB_DAEMON ? DB_BUSY_TIMEOUT_MS : DB_CLIENT_BUSY_TIMEOUT_MS);
+	/* The command line queues into a mirror the daemon made and keeps
+	 * current; it never migrates, nor adopts another file. */
+	if (mode == DB_CLIENT)
+		return check_schema(db, path) < 0 || db_exec(db, "PRAGMA synchronous = FULL") < 0 ||
+		       db_exec(db, "PRAGMA temp_store = FILE") < 0 ? -1 : 0;
 	if (db_exec(db, "PRAGMA journal_mode = WAL") < 0 ||
-	    db_exec(db, mode == DB_DAEMON ? "PRAGMA synchronous = NORMAL"
-					  : "PRAGMA synchronous = FULL") < 0 ||
+	    db_exec(db, "PRAGMA synchronous = NORMAL") < 0 ||
 	    db_exec(db, "PRAGMA temp_store = FILE") < 0)
 		return -1;
 	return migrate(db, path);
+}
+
+/* Can the existing file at path be a dexsync mirror?  Told from its first
+ * 100 bytes where they are the whole truth, before SQLite opens it (which
+ * would make -wal and -shm files beside a WAL database): an SQLite header,
+ * and, unless a WAL file holds newer pages, a user_version (bytes 60-63,
+ * big-endian) from 1 up.  0, or -1 after logging what it is instead. */
+static int header_check(const char *path)
+{
+	unsigned char h[100];
+	char *wal = NULL;
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK), pending;
+	ssize_t n;
+
+	if (fd < 0) {
+		log_err("database %s: %s", path, strerror(errno));
+		return -1;
+	}
+	n = read(fd, h, sizeof(h));
+	close(fd);
+	if (n != (ssize_t)sizeof(h) || memcmp(h, "SQLite format 3", 16)) {
+		log_err("database %s: not a dexsync mirror (%s; left untouched)", path,
+			n < 0 ? strerror(errno) : n == 0 ? "an empty file" : "not an SQLite database");
+		return -1;
+	}
+	pending = asprintf(&wal, "%s-wal", path) >= 0 && stat(wal, &st) == 0 && st.st_size > 0;
+	free(wal);
+	if (!pending && !(h[60] | h[61] | h[62] | h[63])) {
+		log_err("database %s: not a dexsync mirror (left untouched)", path);
+		return -1;
+	}
+	return 0;
 }
 
 /* A read-only connection: nothing it runs can write (query_only), and it
@@ -382,6 +429,8 @@ sqlite3 *db_open(const char *path, enum db_mode mode)
 		flags |= SQLITE_OPEN_CREATE;
 	else if (access(path, F_OK) < 0) {
 		log_err("database %s: does not exist (has dexsyncd run yet? see -d and -f)", path);
+		return NULL;
+	} else if (header_check(path) < 0) {
 		return NULL;
 	}
 	if (sqlite3_open_v2(path, &db, flags, NULL) != SQLITE_OK) {

@@ -18,13 +18,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backup.h"
+#include "check.h"
 #include "conf.h"
 #include "db.h"
 #include "escape.h"
+#include "history.h"
 #include "lock.h"
 #include "log.h"
 #include "queue.h"
 #include "report.h"
+#include "search.h"
 #include "status.h"
 
 #define DEFAULT_CONF	SYSCONFDIR "/dexsyncd.conf"
@@ -53,7 +57,20 @@ static const char usage_text[] =
 	"  status                                last walk, counts, outbox, daemon; exit 2 when\n"
 	"                                        unhealthy, 1 when an item is sending > 10 min\n"
 	"  report [NAME] [--format table|csv|json|html] [--since DATE] [--until DATE]\n"
-	"         [--attribute KEY]              built-in reports; alone, lists them\n"
+	"         [--attribute KEY]              built-in reports; alone, lists them: by-status,\n"
+	"                                        daily, backlog, outbox, sync-history,\n"
+	"                                        user-attribute, backlog-daily, time-to-close,\n"
+	"                                        reopened, changes\n"
+	"  history CONVERSATION [--format table|csv|json]\n"
+	"                                        what dexsync has seen of one conversation:\n"
+	"                                        its events, listed and sent messages\n"
+	"  backup FILE                           an online, checked copy of the mirror into\n"
+	"                                        FILE, which must not exist\n"
+	"  check                                 integrity, schema, rows, search index,\n"
+	"                                        stranded items; exit 0 sound, 1 a problem\n"
+	"  search QUERY [--status S] [--since DATE] [--limit N] [--all]\n"
+	"         [--format table|csv|json]      full-text search of subjects and messages,\n"
+	"                                        best first; exit 0 found, 1 none, 2 error\n"
 	"\n"
 	"  -f, --config FILE     configuration: the database and the intervals status\n"
 	"                        judges by (default " DEFAULT_CONF ")\n"
@@ -649,6 +666,127 @@ static int cmd_report(struct ctx *x, int argc, char **argv)
 	return report_run(x->db, r, (enum report_format)fmt, &q, stdout) < 0 ? 1 : 0;
 }
 
+/* A date as --since takes it: YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ. */
+static int valid_since(const char *s)
+{
+	static const char date[] = "dddd-dd-dd", stamp[] = "dddd-dd-ddTdd:dd:ddZ";
+	const char *pattern = strlen(s) == strlen(date) ? date : stamp;
+
+	if (strlen(s) != strlen(pattern))
+		return 0;
+	for (size_t i = 0; pattern[i]; i++)
+		if (pattern[i] == 'd' ? s[i] < '0' || s[i] > '9' : s[i] != pattern[i])
+			return 0;
+	return 1;
+}
+
+/* Exit 0 with matches, 1 without (like grep), 2 on any error. */
+static int cmd_search(struct ctx *x, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "status", required_argument, NULL, 's' },
+		{ "since", required_argument, NULL, 'S' },
+		{ "limit", required_argument, NULL, 'l' },
+		{ "all", no_argument, NULL, 'a' },
+		{ "format", required_argument, NULL, 'F' },
+		{ NULL, 0, NULL, 0 }
+	};
+	struct search_query q = { NULL, NULL, NULL, SEARCH_DEFAULT_LIMIT, 0 };
+	int ch, fmt = SEARCH_TABLE;
+	long found;
+	char *end;
+
+	while ((ch = getopt_long(argc, argv, ":s:S:l:aF:", opts, NULL)) != -1) {
+		switch (ch) {
+		case 's':
+			if (strcmp(optarg, "open") && strcmp(optarg, "closed") && strcmp(optarg, "snoozed")) {
+				log_err("search: unknown status '%.40s' (open, closed, snoozed)", optarg);
+				return EXIT_USAGE;
+			}
+			q.status = optarg;
+			break;
+		case 'S':
+			if (!valid_since(optarg)) {
+				log_err("search: --since '%.40s' is not YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ", optarg);
+				return EXIT_USAGE;
+			}
+			q.since = optarg;
+			break;
+		case 'l':
+			q.limit = strtol(optarg, &end, 10);
+			if (*optarg < '0' || *optarg > '9' || *end || q.limit < 1 || q.limit > SEARCH_MAX_LIMIT) {
+				log_err("search: --limit '%.40s' is not a number from 1 to %d", optarg,
+					SEARCH_MAX_LIMIT);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'a':
+			q.all = 1;
+			break;
+		case 'F':
+			if ((fmt = search_format_from_name(optarg)) < 0) {
+				log_err("search: unknown format '%.40s' (table, csv, json)", optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		default:
+			return option_error("search", ch, argv);
+		}
+	}
+	if (argc - optind != 1)
+		return usage_error("%s", "search takes one QUERY (quote it: dexsync search 'export bug')");
+	q.text = argv[optind];
+	found = search_run(x->db, &q, (enum search_format)fmt, stdout);
+	return found < 0 ? EXIT_USAGE : found == 0 ? 1 : 0;
+}
+
+static int cmd_backup(struct ctx *x, int argc, char **argv)
+{
+	if (argc < 2)
+		return usage_error("%s", "backup needs a FILE to write");
+	if (argc > 2)
+		return usage_error("backup takes one FILE, not '%.40s'", argv[2]);
+	return backup_run(x->db, argv[1], stdout);
+}
+
+static int cmd_check(struct ctx *x, int argc, char **argv)
+{
+	if (argc > 1)
+		return usage_error("check takes no argument '%.40s'", argv[1]);
+	return check_run(x->db, x->path, stdout);
+}
+
+static int cmd_history(struct ctx *x, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "format", required_argument, NULL, 'F' },
+		{ NULL, 0, NULL, 0 }
+	};
+	int ch, fmt = REPORT_TABLE;
+
+	while ((ch = getopt_long(argc, argv, ":F:", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'F':
+			fmt = report_format_from_name(optarg);
+			if (fmt < 0 || fmt == REPORT_HTML) {
+				log_err("unknown format '%.40s' (table, csv, json)", optarg);
+				return 1;
+			}
+			break;
+		default:
+			return option_error("history", ch, argv);
+		}
+	}
+	if (optind >= argc)
+		return usage_error("%s", "history: which conversation?");
+	if (argc - optind > 1)
+		return usage_error("history takes one CONVERSATION, not '%.40s'", argv[optind + 1]);
+	if (!*argv[optind])
+		return usage_error("%s", "history: the conversation id is empty");
+	return history_print(x->db, argv[optind], strlen(argv[optind]), (enum report_format)fmt,
+			     stdout) < 0 ? 1 : 0;
+}
+
 static const struct command {
 	const char *name;
 	int (*run)(struct ctx *x, int argc, char **argv);
@@ -662,6 +800,10 @@ static const struct command {
 	{ "cancel", cmd_cancel, DB_CLIENT },
 	{ "status", cmd_status, DB_READONLY },
 	{ "report", cmd_report, DB_READONLY },
+	{ "history", cmd_history, DB_READONLY },
+	{ "backup", cmd_backup, DB_READONLY },
+	{ "check", cmd_check, DB_READONLY },
+	{ "search", cmd_search, DB_READONLY },
 };
 
 /* The configuration: -f, else the default file unless -d names the
@@ -721,13 +863,13 @@ int main(int argc, char **argv)
 		return usage_error("unknown command '%.40s'", argv[optind]);
 
 	if (load_conf(conf_path, database, &c) < 0)
-		return 1;
+		return cmd->run == cmd_search ? EXIT_USAGE : 1;
 	x.path = database ? database : c.database;
 	x.conf = &c;
 	x.db = db_open(x.path, cmd->mode);
 	if (!x.db) {
 		conf_free(&c);
-		return 1;
+		return cmd->run == cmd_search ? EXIT_USAGE : 1;     /* search: 1 is "none found" */
 	}
 	argc -= optind;
 	argv += optind;

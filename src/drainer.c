@@ -19,7 +19,11 @@
 #include "db.h"
 #include "drainer.h"
 #include "log.h"
+#include "metrics.h"
 #include "outbox.h"
+
+#define DRAINER_GRACE_S   10   /* for a request in flight at a stop */
+#define DRAINER_SETTLE_S  15   /* for answers not yet recorded at a stop */
 
 struct drainer {
 	/* A shallow copy: the strings stay the runtime's, which stops the
@@ -33,7 +37,8 @@ struct drainer {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	int poked;                  /* under mu: drain again now */
-	atomic_int stop;            /* abandon everything, at once */
+	atomic_int stop;            /* take no further item */
+	atomic_int cancel;          /* abandon the request in flight */
 	atomic_int last;            /* end after the drain that starts next */
 	atomic_int done;            /* the thread has ended (set under mu) */
 	atomic_int failed_db;       /* the last drain stopped on a database error */
@@ -67,6 +72,8 @@ static void *drainer_main(void *arg)
 		atomic_store(&d->failed_db, outbox_drain(d->ob, &d->stop, &n) < 0);
 		atomic_fetch_add(&d->sent, n.sent);
 		atomic_fetch_add(&d->failed, n.failed);
+		metrics_drain(n.sent, n.retried, n.failed);
+		metrics_flush(d->db, d->c.database, d->c.metrics_file, d->c.poll_interval);
 		if ((n.sent || n.failed) && write(d->wake_fd, "", 1) < 0) {
 			/* the pipe is full: the main loop is awake already */
 		}
@@ -77,6 +84,10 @@ static void *drainer_main(void *arg)
 			wait = n.wait;
 		drainer_sleep(d, wait);
 	}
+	/* Answers the database refused are recorded before the end, if it
+	 * lets us in time: else their items are sent again after a restart. */
+	if (outbox_settle(d->ob, DRAINER_SETTLE_S) > 0)
+		atomic_store(&d->failed_db, 1);
 	pthread_mutex_lock(&d->mu);
 	atomic_store(&d->done, 1);
 	pthread_cond_broadcast(&d->cv);
@@ -117,7 +128,7 @@ struct drainer *drainer_start(const struct conf *c, const char *key, int wake_fd
 		log_err("cannot set up the outbox's HTTP client: out of memory");
 		goto fail;
 	}
-	api_set_cancel(d->api, &d->stop);
+	api_set_cancel(d->api, &d->cancel);
 	if (!(d->db = db_open(d->c.database, DB_DAEMON)) || !(d->ob = outbox_open(d->db, d->api, &d->c)) ||
 	    (recover && outbox_recover(d->ob) < 0))
 		goto fail;
@@ -150,23 +161,23 @@ void drainer_poke(struct drainer *d)
 	pthread_mutex_unlock(&d->mu);
 }
 
-int drainer_stop(struct drainer *d, int final, volatile sig_atomic_t *interrupt)
+/* Wait for the thread's end until deadline (monotonic seconds; 0: none);
+ * *interrupt set meanwhile stops the final drain.  1 when it ended. */
+static int drainer_wait(struct drainer *d, time_t deadline, volatile sig_atomic_t *interrupt)
 {
-	int rc;
+	struct timespec now, until;
 
-	if (!d)
-		return 0;
-	atomic_store(final ? &d->last : &d->stop, 1);
-	drainer_poke(d);
-	/* The final drain may take long; a signal meanwhile cuts it short
-	 * (looked at every 50 ms: signals do not wake a condition wait). */
 	pthread_mutex_lock(&d->mu);
 	while (!atomic_load(&d->done)) {
-		struct timespec until;
-
-		if (interrupt && *interrupt)
-			atomic_store(&d->stop, 1);
-		clock_gettime(CLOCK_MONOTONIC, &until);
+		if (interrupt && *interrupt && !atomic_load(&d->stop)) {
+			pthread_mutex_unlock(&d->mu);
+			return 0;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (deadline && now.tv_sec >= deadline)
+			break;
+		/* signals do not wake a condition wait: look every 50 ms */
+		until = now;
 		until.tv_nsec += 50000000;
 		if (until.tv_nsec >= 1000000000) {
 			until.tv_sec++;
@@ -175,6 +186,35 @@ int drainer_stop(struct drainer *d, int final, volatile sig_atomic_t *interrupt)
 		pthread_cond_timedwait(&d->cv, &d->mu, &until);
 	}
 	pthread_mutex_unlock(&d->mu);
+	return atomic_load(&d->done);
+}
+
+int drainer_stop(struct drainer *d, int final, volatile sig_atomic_t *interrupt)
+{
+	struct timespec now;
+	int rc;
+
+	if (!d)
+		return 0;
+	if (final) {
+		atomic_store(&d->last, 1);
+		drainer_poke(d);
+		if (drainer_wait(d, 0, interrupt))
+			goto joined;
+	}
+	/* No further item; the request in flight may finish (it may have
+	 * been delivered, and an answer recorded is an item not sent twice),
+	 * for DRAINER_GRACE_S, then it is abandoned as a transient failure. */
+	atomic_store(&d->stop, 1);
+	drainer_poke(d);
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (!drainer_wait(d, now.tv_sec + DRAINER_GRACE_S, NULL)) {
+		log_notice("outbox: a request still in flight after %d s is abandoned; its item is "
+			   "sent again later, with the same Idempotency-Key", DRAINER_GRACE_S);
+		atomic_store(&d->cancel, 1);
+		drainer_wait(d, 0, NULL);
+	}
+joined:
 	pthread_join(d->thread, NULL);
 	rc = atomic_load(&d->failed_db) ? -1 : 0;
 	drainer_free(d);

@@ -7,22 +7,37 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "lock.h"
 #include "log.h"
 
-/* DATABASE.lock, malloc'd; NULL after logging when out of memory. */
+/* The lock file of database, malloc'd: the real path of the database
+ * (links and ".." resolved, so that every name of one file finds one lock;
+ * a file that does not exist yet: its directory's real path) and ".lock".
+ * NULL after logging why. */
 static char *lock_path(const char *database)
 {
-	size_t size = strlen(database) + sizeof(".lock");
-	char *path = malloc(size);
+	char *real = realpath(database, NULL), *dir, *slash, *path = NULL;
+	const char *base;
 
-	if (!path) {
-		log_err("database %s: out of memory", database);
-		return NULL;
+	if (!real && errno == ENOENT) {
+		slash = strrchr(database, '/');
+		dir = slash ? strndup(database, (size_t)(slash - database) + (slash == database)) : strdup(".");
+		base = slash ? slash + 1 : database;
+		if (dir && (real = realpath(dir, NULL)) &&
+		    asprintf(&path, "%s/%s.lock", strcmp(real, "/") ? real : "", base) < 0)
+			path = NULL;
+		free(dir);
+		free(real);
+		real = NULL;
+	} else if (real && asprintf(&path, "%s.lock", real) < 0) {
+		path = NULL;
 	}
-	snprintf(path, size, "%s.lock", database);
+	free(real);
+	if (!path)
+		log_err("database %s: cannot find its directory: %s", database, strerror(errno));
 	return path;
 }
 
@@ -118,6 +133,33 @@ long lock_holder(const char *database)
 		return -1;
 	}
 	return pid == -2 ? -1 : pid == -1 ? -2 : pid;
+}
+
+int lock_check(int *fd, const char *database)
+{
+	char *path = lock_path(database);
+	struct stat held, named;
+	long pid;
+	int fresh;
+
+	if (!path)
+		return 0;       /* cannot tell: keep what we hold */
+	if (fstat(*fd, &held) == 0 && stat(path, &named) == 0 &&
+	    held.st_dev == named.st_dev && held.st_ino == named.st_ino) {
+		free(path);
+		return 0;
+	}
+	free(path);
+	log_warning("%s.lock was removed or replaced while dexsyncd held it; locking it again", database);
+	if ((fresh = lock_open(database, 1, LOCK_EX, &pid)) < 0) {
+		if (pid >= 0)
+			log_err("%s is now served by another dexsyncd (pid %ld): stopping", database, pid);
+		return pid >= 0 ? -1 : 0;
+	}
+	close(*fd);
+	*fd = fresh;
+	lock_write_pid(fresh);
+	return 0;
 }
 
 void lock_release(int fd)

@@ -1,6 +1,7 @@
 /* lock.h - one dexsyncd per database (SPEC 3, "One daemon per database")
  *
- * The daemon holds flock(LOCK_EX) on DATABASE.lock, which holds its pid,
+ * The daemon holds flock(LOCK_EX) on DATABASE.lock (DATABASE's real path:
+ * every symbolic link to one file finds one lock), which holds its pid,
  * for as long as it runs; the kernel drops the lock when the process ends,
  * however it ends.  flock() locks do not interact with the POSIX locks
  * SQLite takes on the database itself, and a separate file means closing it
@@ -26,6 +27,12 @@ int lock_try(const char *database, long *pid);
 /* Is a daemon serving database?  Its pid (0 when it did not write one yet),
  * -1 when none is, -2 on error (logged).  Never creates the lock file. */
 long lock_holder(const char *database);
+
+/* Is the daemon's lock *fd still the file database's lock is looked for
+ * in?  Someone removed or replaced it: lock the file there again (*fd
+ * becomes the new one).  0, or -1 (logged) when another daemon holds it
+ * now: the caller must stop. */
+int lock_check(int *fd, const char *database);
 
 void lock_release(int fd);
 

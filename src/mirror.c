@@ -1,6 +1,7 @@
 /* mirror.c - the mirror tables, written through statements prepared once */
 #include "config.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -15,7 +16,7 @@ enum {
 	S_SEEN, S_SEEN_RESET, S_SEEN_INDEX, S_GONE, S_LOOP_ADD, S_LOOP_RESET,
 	S_CURSOR_GET, S_CURSOR_SET, S_CURSOR_DEL,
 	S_DUE, S_DUE_BEHIND, S_DETAIL, S_DETAIL_DONE, S_DETAIL_BEHIND, S_PART_DEL, S_PART_ADD,
-	S_RUN_START, S_RUN_FINISH,
+	S_RUN_START, S_RUN_FINISH, S_HISTORY_SET, S_HISTORY_DEL, S_LAST_ROWID,
 	S_COUNT
 };
 
@@ -53,10 +54,15 @@ static const char *const sql[S_COUNT] = {
 	[S_SEEN] = "INSERT INTO temp.walk_seen(rid) VALUES (?1)",
 	[S_SEEN_RESET] = "DELETE FROM temp.walk_seen",
 	[S_SEEN_INDEX] = "CREATE INDEX IF NOT EXISTS temp.walk_seen_rid ON walk_seen(rid)",
+	/* A row inserted since the walk started (a rowid past the last one
+	 * then) and not listed by it was created by the outbox meanwhile: it
+	 * is not gone. */
 	[S_GONE] =
 		"UPDATE conversations\n"
 		"SET gone_at = ?1\n"
-		"WHERE gone_at IS NULL AND rowid NOT IN (SELECT rid FROM temp.walk_seen)",
+		"WHERE gone_at IS NULL AND rowid NOT IN (SELECT rid FROM temp.walk_seen)\n"
+		"	AND rowid <= ?2",
+	[S_LAST_ROWID] = "SELECT coalesce(max(rowid), 0) FROM conversations",
 	[S_LOOP_ADD] = "INSERT INTO temp.walk_cursors(cursor) VALUES (?1)",
 	[S_LOOP_RESET] = "DELETE FROM temp.walk_cursors",
 	[S_CURSOR_GET] = "SELECT value FROM sync_state WHERE key = ?1",
@@ -95,6 +101,11 @@ static const char *const sql[S_COUNT] = {
 		"	pages = ?3, seen = ?4, inserted = ?5, changed = ?6, unchanged = ?7,\n"
 		"	gone = ?8, details = ?9, requests = ?10, retries = ?11, error = ?12\n"
 		"WHERE id = ?1",
+	/* The keys the history trigger reads (src/sql/0004-history.sql). */
+	[S_HISTORY_SET] =
+		"INSERT INTO sync_state(key, value) VALUES (?1, ?2)\n"
+		"ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+	[S_HISTORY_DEL] = "DELETE FROM sync_state WHERE key = 'history:run'",
 };
 
 struct mirror {
@@ -351,7 +362,21 @@ int mirror_cursors_reset(struct mirror *m)
 	return run(m, S_LOOP_RESET);
 }
 
-int mirror_mark_gone(struct mirror *m, const char *now, long *gone)
+int mirror_last_rowid(struct mirror *m, sqlite3_int64 *rowid)
+{
+	sqlite3_stmt *st = m->st[S_LAST_ROWID];
+	int rc = sqlite3_step(st);
+
+	*rowid = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW) {
+		log_err("database %s: %s", sqlite3_db_filename(m->db, "main"), sqlite3_errmsg(m->db));
+		return -1;
+	}
+	return 0;
+}
+
+int mirror_mark_gone(struct mirror *m, const char *now, sqlite3_int64 last_rowid, long *gone)
 {
 	/* Index the rowids now, once: SQLite's sorter does it in bounded memory,
 	 * where NOT IN (SELECT ...) would build a million-entry set in RAM.
@@ -360,6 +385,7 @@ int mirror_mark_gone(struct mirror *m, const char *now, long *gone)
 	if (run(m, S_SEEN_INDEX) < 0)
 		return -1;
 	bind_text(m->st[S_GONE], 1, now);
+	sqlite3_bind_int64(m->st[S_GONE], 2, last_rowid);
 	if (run(m, S_GONE) < 0)
 		return -1;
 	*gone = sqlite3_changes(m->db);
@@ -525,13 +551,32 @@ int mirror_detail_behind(struct mirror *m, const struct mirror_id *id)
 	return run(m, S_DETAIL_BEHIND);
 }
 
+/* Set sync_state key to value (the history trigger's context). */
+static int history_set(struct mirror *m, const char *key, const char *value)
+{
+	bind_text(m->st[S_HISTORY_SET], 1, key);
+	bind_text(m->st[S_HISTORY_SET], 2, value);
+	return run(m, S_HISTORY_SET);
+}
+
 long long mirror_run_start(struct mirror *m, const char *now, int resumed)
 {
+	char id[32];
+	long long run_id;
+
 	bind_text(m->st[S_RUN_START], 1, now);
 	sqlite3_bind_int(m->st[S_RUN_START], 2, resumed);
 	if (run(m, S_RUN_START) < 0)
 		return -1;
-	return sqlite3_last_insert_rowid(m->db);
+	run_id = sqlite3_last_insert_rowid(m->db);
+	/* From now on the trigger records what this walk changes. */
+	snprintf(id, sizeof(id), "%lld", run_id);
+	return history_set(m, "history:run", id) < 0 ? -1 : run_id;
+}
+
+int mirror_history_seen_all(struct mirror *m, const char *started)
+{
+	return history_set(m, "history:seen_all", started);
 }
 
 int mirror_run_finish(struct mirror *m, long long run_id, const char *outcome,
@@ -546,5 +591,7 @@ int mirror_run_finish(struct mirror *m, long long run_id, const char *outcome,
 	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
 		sqlite3_bind_int64(st, (int)i + 3, v[i]);
 	bind_text(st, 12, error);
-	return run(m, S_RUN_FINISH);
+	if (run(m, S_RUN_FINISH) < 0)
+		return -1;
+	return run(m, S_HISTORY_DEL);
 }

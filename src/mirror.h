@@ -42,8 +42,12 @@ void mirror_expect_new(struct mirror *m);
 /* Remember a row as listed in this walk (for gone_at); forget all with reset. */
 int mirror_seen(struct mirror *m, sqlite3_int64 rowid);
 int mirror_seen_reset(struct mirror *m);
-/* Set gone_at on live rows this walk did not list; *gone gets the count. */
-int mirror_mark_gone(struct mirror *m, const char *now, long *gone);
+/* Set gone_at on live rows this walk did not list, up to last_rowid (the
+ * last row when it started: rows inserted since, by the outbox, are not
+ * gone); *gone gets the count. */
+int mirror_mark_gone(struct mirror *m, const char *now, sqlite3_int64 last_rowid, long *gone);
+/* The largest rowid of conversations (0 when empty). */
+int mirror_last_rowid(struct mirror *m, sqlite3_int64 *rowid);
 
 /* Add cursor to the set of cursors of this walk: 1 if it was there already
  * (the server is looping), 0 if new, -1 on error.  Reset empties the set. */
@@ -75,9 +79,15 @@ int mirror_detail_done(struct mirror *m, const struct mirror_id *id);
  * (detail_needed = 2), until it changes again or its detail comes. */
 int mirror_detail_behind(struct mirror *m, const struct mirror_id *id);
 
-/* sync_runs bookkeeping. */
+/* sync_runs bookkeeping.  Between start and finish the run's id is in
+ * sync_state ('history:run'), where the history trigger finds it: changes
+ * made meanwhile are recorded as this walk's events. */
 long long mirror_run_start(struct mirror *m, const char *now, int resumed);
 int mirror_run_finish(struct mirror *m, long long run, const char *outcome,
 		      const struct walk_counts *n, const char *error);
+/* A walk of everything from its first page, started at started, listed
+ * every live row: the old value of a later change was seen at least then
+ * ('history:seen_all', the earliest `after` of an event). */
+int mirror_history_seen_all(struct mirror *m, const char *started);
 
 #endif

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "backoff.h"
 #include "db.h"
@@ -24,12 +25,15 @@
 
 enum {
 	S_RECOVER, S_DUE, S_NEXT_DUE, S_EARLIER, S_UNSCHEDULE, S_SCHEDULE, S_REF, S_SENDING,
-	S_SENT, S_RETRY, S_FAIL, S_MSG, S_USER, S_CONV, S_BEGIN, S_COMMIT, S_ROLLBACK,
+	S_SENT, S_RETRY, S_FAIL, S_MSG, S_USER, S_CONV, S_MSG_EVENT, S_CONV_EVENT, S_SWEEP,
+	S_BEGIN, S_COMMIT, S_ROLLBACK,
 	S_COUNT
 };
 
+#define SWEEP_EVERY 300         /* seconds between two looks for lost heads */
+
 /* The due lookups name their index: the plan must never sort the items
- * that wait (tests/e2e/test_outbox_ops.py checks it). */
+ * that wait (tests/unit/test_outbox.c checks it). */
 static const char *const sql[S_COUNT] = {
 	[S_RECOVER] =
 		"UPDATE outbox\n"
@@ -90,6 +94,45 @@ static const char *const sql[S_COUNT] = {
 		"	first_seen_at, changed_at)\n"
 		"VALUES (?1, ?2, ?3, ?4, ?5, ?6, " NOW_UTC ", " NOW_UTC ")\n"
 		"ON CONFLICT(id) DO NOTHING",
+	/* The history of what the outbox changed (origin 'outbox'): a sent
+	 * message ?2 became the last message of conversation ?1, after the
+	 * last one the walks listed or the outbox sent since; item ?3's
+	 * request started the interval. */
+	[S_MSG_EVENT] =
+		"INSERT INTO conversation_events(conversation_id, field, old_value, new_value,\n"
+		"	after, seen_at, origin, conversation_created_at)\n"
+		"SELECT ?1, 'last_message',\n"
+		"	coalesce((SELECT e.new_value FROM conversation_events AS e\n"
+		"		  WHERE e.conversation_id = ?1 AND e.field = 'last_message'\n"
+		"			AND e.origin = 'outbox' AND e.seen_at >= coalesce(c.changed_at, '')\n"
+		"		  ORDER BY e.id DESC LIMIT 1), c.last_message_id),\n"
+		"	?2, coalesce((SELECT sending_at FROM outbox WHERE id = ?3), " NOW_UTC "),\n"
+		"	" NOW_UTC ", 'outbox', c.created_at\n"
+		"FROM (SELECT 1) LEFT JOIN conversations AS c ON c.id = ?1",
+	/* A conversation the outbox created: its status from nothing. */
+	[S_CONV_EVENT] =
+		"INSERT INTO conversation_events(conversation_id, field, old_value, new_value,\n"
+		"	after, seen_at, origin, conversation_created_at)\n"
+		"SELECT id, 'status', NULL, status,\n"
+		"	coalesce((SELECT sending_at FROM outbox WHERE id = ?2), first_seen_at),\n"
+		"	first_seen_at, 'outbox', created_at\n"
+		"FROM conversations\n"
+		"WHERE id = ?1",
+	/* The safety net under migration 0003's triggers: a queue's head that
+	 * has no time, or one that is not a time, by an edit the triggers do
+	 * not see (next_attempt_at set to NULL or to text by hand), gets one;
+	 * a message waiting for a conversation item in the queue keeps none. */
+	[S_SWEEP] =
+		"UPDATE outbox\n"
+		"SET next_attempt_at = coalesce(strftime('%Y-%m-%dT%H:%M:%SZ', next_attempt_at), " NOW_UTC ")\n"
+		"WHERE id IN (SELECT min(id) FROM outbox WHERE state IN ('pending', 'sending') GROUP BY target)\n"
+		"	AND state = 'pending'\n"
+		"	AND (next_attempt_at IS NULL\n"
+		"	     OR next_attempt_at IS NOT strftime('%Y-%m-%dT%H:%M:%SZ', next_attempt_at))\n"
+		"	AND NOT (target GLOB '" REF_PREFIX "[0-9]*' AND EXISTS (\n"
+		"		SELECT 1 FROM outbox AS c\n"
+		"		WHERE c.id = CAST(substr(outbox.target, 8) AS INTEGER)\n"
+		"			AND c.state IN ('pending', 'sending')))",
 	[S_BEGIN] = "BEGIN IMMEDIATE",
 	[S_COMMIT] = "COMMIT",
 	[S_ROLLBACK] = "ROLLBACK",
@@ -105,6 +148,7 @@ struct item {
 	char *label;            /* "item 17 (message to conv_1)" for the log */
 	long attempts;
 	long age;               /* seconds since queued or retried */
+	int cut;                /* a NUL in a text column: not sendable as stored */
 };
 
 /* The answer to a delivered request that the database did not let us
@@ -125,6 +169,7 @@ struct outbox {
 	const struct conf *c;
 	sqlite3_stmt *st[S_COUNT];
 	struct unrecorded *unrecorded;
+	time_t last_sweep;
 };
 
 /* A formatted string, malloc'd; NULL when out of memory. */
@@ -336,6 +381,21 @@ static int mirror_result(struct outbox *ob, const struct item *it, const char *b
 	rc = json_string_value(json_object_get(resp, "id")) || which == S_USER ? step_done(ob, which) : 0;
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
+	/* The change it made, in the history, in the same transaction; a
+	 * conversation already listed by a walk is not created by us. */
+	if (rc == 0 && json_string_value(json_object_get(resp, "id")) && which != S_USER &&
+	    (which == S_MSG || sqlite3_changes(ob->db) > 0)) {
+		st = ob->st[which == S_MSG ? S_MSG_EVENT : S_CONV_EVENT];
+		if (which == S_MSG) {
+			bind_text(st, 1, json_string_value(json_object_get(req, "conversation_id")));
+			bind_text(st, 2, json_string_value(json_object_get(resp, "id")));
+			sqlite3_bind_int64(st, 3, it->id);
+		} else {
+			bind_text(st, 1, json_string_value(json_object_get(resp, "id")));
+			sqlite3_bind_int64(st, 2, it->id);
+		}
+		rc = step_done(ob, which == S_MSG ? S_MSG_EVENT : S_CONV_EVENT);
+	}
 	json_decref(req);
 	return rc;
 }
@@ -361,7 +421,8 @@ static int item_sent(struct outbox *ob, struct item *it, const char *body,
 	if (step_done(ob, S_SENT) < 0 ||
 	    (json_is_object(resp) && mirror_result(ob, it, body, resp, raw) < 0) ||
 	    step_done(ob, S_COMMIT) < 0) {
-		step_done(ob, S_ROLLBACK);
+		if (!sqlite3_get_autocommit(ob->db))   /* SQLite may have ended it */
+			step_done(ob, S_ROLLBACK);
 		goto out;
 	}
 	log_debug("outbox: %s sent as %s", it->label, remote ? remote : "(no id)");
@@ -519,6 +580,20 @@ static int flush_unrecorded(struct outbox *ob, struct drain_counts *n)
 	return rc;
 }
 
+int outbox_settle(struct outbox *ob, int seconds)
+{
+	time_t until = time(NULL) + seconds;
+	struct drain_counts n;
+	int left = 0;
+
+	memset(&n, 0, sizeof(n));
+	while (ob->unrecorded && flush_unrecorded(ob, &n) < 0 && time(NULL) < until)
+		sleep(1);
+	for (struct unrecorded *u = ob->unrecorded; u; u = u->next)
+		left++;
+	return left;
+}
+
 /* Send one due item that heads its queue and record the answer.  Returns
  * 0, or -1 on a database error. */
 static int item_send(struct outbox *ob, struct item *it, struct drain_counts *n)
@@ -531,6 +606,11 @@ static int item_send(struct outbox *ob, struct item *it, struct drain_counts *n)
 	if (it->age > ob->c->max_age) {
 		n->failed++;
 		return item_fail(ob, it, 0, "older than max-age, never delivered", 0);
+	}
+	if (it->cut) {
+		n->failed++;
+		return item_fail(ob, it, 0, "its target, payload or idempotency key holds a NUL "
+				 "character: it cannot be sent as stored", 0);
 	}
 	if (!strcmp(it->kind, "message")) {
 		rc = resolve_reference(ob, it, &body, &why);
@@ -572,6 +652,19 @@ static int item_send(struct outbox *ob, struct item *it, struct drain_counts *n)
 	return 0;
 }
 
+/* Column i of st as a string (malloc'd; "" for NULL); *cut is set when
+ * the text holds a NUL, where a C string would end early. */
+static char *column_dup(sqlite3_stmt *st, int i, int *cut)
+{
+	const char *t = (const char *)sqlite3_column_text(st, i);
+
+	if (!t)
+		return strdup("");
+	if (strlen(t) != (size_t)sqlite3_column_bytes(st, i))
+		*cut = 1;
+	return strdup(t);
+}
+
 /* Load the next due item into *it.  Returns 1, 0 when none is due, -1 on
  * error. */
 static int due_load(struct outbox *ob, struct item *it)
@@ -592,9 +685,9 @@ static int due_load(struct outbox *ob, struct item *it)
 	kind = (const char *)sqlite3_column_text(st, 1);
 	it->kind = !strcmp(kind, "message") ? "message"
 		   : !strcmp(kind, "user_update") ? "user_update" : "conversation";
-	it->target = strdup((const char *)sqlite3_column_text(st, 2));
-	it->payload = strdup((const char *)sqlite3_column_text(st, 3));
-	it->idempotency_key = strdup((const char *)sqlite3_column_text(st, 4));
+	it->target = column_dup(st, 2, &it->cut);
+	it->payload = column_dup(st, 3, &it->cut);
+	it->idempotency_key = column_dup(st, 4, &it->cut);
 	it->attempts = sqlite3_column_int(st, 5);
 	it->age = (long)sqlite3_column_int64(st, 6);
 	sqlite3_reset(st);
@@ -660,6 +753,13 @@ int outbox_drain(struct outbox *ob, atomic_int *stop, struct drain_counts *n)
 	n->wait = -1;
 	if (ob->unrecorded && flush_unrecorded(ob, n) < 0)
 		rc = -1;
+	if (rc == 0 && time(NULL) - ob->last_sweep >= SWEEP_EVERY) {
+		if ((rc = step_done(ob, S_SWEEP)) == 0 && sqlite3_changes(ob->db) > 0)
+			log_notice("outbox: %d queue%s had lost %s due time (edited by hand?); due now",
+				   sqlite3_changes(ob->db), sqlite3_changes(ob->db) == 1 ? "" : "s",
+				   sqlite3_changes(ob->db) == 1 ? "its" : "their");
+		ob->last_sweep = time(NULL);
+	}
 	/* Each item leaves the due set: sent, failed, retried later, or put
 	 * out of line; so the loop ends. */
 	while (rc == 0 && !atomic_load(stop) && (rc = due_load(ob, &it)) > 0) {

@@ -34,4 +34,9 @@ int outbox_recover(struct outbox *ob);
  * early when *stop is set.  Returns 0, or -1 on a database error. */
 int outbox_drain(struct outbox *ob, atomic_int *stop, struct drain_counts *n);
 
+/* Try to record the answers the database refused, for up to seconds (a
+ * stop: what is left is sent again after a restart).  Returns how many
+ * are left. */
+int outbox_settle(struct outbox *ob, int seconds);
+
 #endif

@@ -47,6 +47,21 @@ static const struct report_def reports[] = {
 	  "WHERE substr(started_at, 1, 10) BETWEEN ?1 AND ?2" },
 	{ "user-attribute", "Users by custom attribute",
 	  "SELECT * FROM report_user_attribute WHERE ?3 IS NULL OR attribute = ?3", NULL },
+	/* From the history (conversation_events). */
+	{ "backlog-daily", "Open and snoozed conversations at the end of each day (UTC)",
+	  "SELECT * FROM report_backlog_daily",
+	  "SELECT * FROM report_backlog_daily WHERE day BETWEEN ?1 AND ?2" },
+	{ "time-to-close", "Hours from creation to the first close, per week of creation",
+	  "SELECT * FROM report_time_to_close",
+	  "SELECT * FROM report_time_to_close\n"
+	  "WHERE week BETWEEN coalesce(date(?1, 'weekday 0', '-6 days'), ?1) AND ?2" },
+	{ "reopened", "Conversations closed and opened again",
+	  "SELECT * FROM report_reopened",
+	  "SELECT * FROM report_reopened WHERE substr(last_reopened_at, 1, 10) BETWEEN ?1 AND ?2" },
+	{ "changes", "Changes seen per walk and field",
+	  "SELECT * FROM report_changes",
+	  "SELECT * FROM report_changes\n"
+	  "WHERE substr(coalesce(started_at, '9999'), 1, 10) BETWEEN ?1 AND ?2" },
 };
 
 #define N_REPORTS (sizeof(reports) / sizeof(reports[0]))
@@ -104,21 +119,16 @@ static void result_free(struct result *res)
 	memset(res, 0, sizeof(*res));
 }
 
-static int result_read(sqlite3 *db, const struct report_def *r, const struct report_query *q,
-		       struct result *res)
+/* Read every row of the prepared statement st into *res (emptied first);
+ * st is finalized.  0, or -1 after logging the error as name's. */
+static int result_fill(sqlite3 *db, const char *name, sqlite3_stmt *st, struct result *res)
 {
-	int bounded = q->since || q->until;
-	sqlite3_stmt *st = NULL;
 	size_t cap = 0;
 	int rc;
 
 	memset(res, 0, sizeof(*res));
-	if (sqlite3_prepare_v2(db, bounded ? r->bounded : r->sql, -1, &st, NULL) != SQLITE_OK)
+	if (!st)
 		goto fail;
-	sqlite3_bind_text(st, 1, q->since ? q->since : "0000-00-00", -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, q->until ? q->until : "9999-99-99", -1, SQLITE_STATIC);
-	if (sqlite3_bind_parameter_count(st) >= 3)
-		sqlite3_bind_text(st, 3, q->attribute, -1, SQLITE_STATIC);
 	res->ncols = sqlite3_column_count(st);
 	res->names = res->ncols > 0 ? calloc((size_t)res->ncols, sizeof(char *)) : NULL;
 	if (!res->names)
@@ -161,10 +171,28 @@ static int result_read(sqlite3 *db, const struct report_def *r, const struct rep
 	sqlite3_finalize(st);
 	return 0;
 fail:
-	log_err("report %s: %s", r->name, sqlite3_errmsg(db));
+	log_err("%s: %s", name, sqlite3_errmsg(db));
 	sqlite3_finalize(st);
 	result_free(res);
 	return -1;
+}
+
+/* Run report r with the bounds and attribute of q into *res. */
+static int result_read(sqlite3 *db, const struct report_def *r, const struct report_query *q,
+		       struct result *res)
+{
+	int bounded = q->since || q->until;
+	sqlite3_stmt *st = NULL;
+	char name[64];
+
+	snprintf(name, sizeof(name), "report %s", r->name);
+	if (sqlite3_prepare_v2(db, bounded ? r->bounded : r->sql, -1, &st, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(st, 1, q->since ? q->since : "0000-00-00", -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, q->until ? q->until : "9999-99-99", -1, SQLITE_STATIC);
+		if (sqlite3_bind_parameter_count(st) >= 3)
+			sqlite3_bind_text(st, 3, q->attribute, -1, SQLITE_STATIC);
+	}
+	return result_fill(db, name, st, res);
 }
 
 size_t report_text_width(const char *s)
@@ -174,6 +202,8 @@ size_t report_text_width(const char *s)
 	wchar_t wc;
 	size_t n;
 
+	if (!s)
+		return 0;
 	memset(&ps, 0, sizeof(ps));
 	while (*s) {
 		n = mbrtowc(&wc, s, MB_CUR_MAX, &ps);
@@ -331,8 +361,9 @@ static json_t *text_json(const char *s, size_t n)
 			memcpy(o, s + k, len);
 			o += len;
 		} else {
-			memcpy(o, "\xef\xbf\xbd", 3);
-			o += 3;
+			*o++ = '\xef';    /* U+FFFD, the replacement character */
+			*o++ = '\xbf';
+			*o++ = '\xbd';
 		}
 	}
 	j = json_stringn(fixed, (size_t)(o - fixed));
@@ -406,19 +437,490 @@ static void html_text(FILE *out, const char *s)
 	html_textn(out, s, strlen(s));
 }
 
-static void html_table(FILE *out, const struct result *res)
+/* The HTML report is a dashboard: the numbers looked at first, then a
+ * chart per report (labelled axes, a legend, a <title> on every bar and
+ * point), then its table, folded when long and cut to its latest rows.
+ * One file: inline CSS and SVG, no script, no external asset. */
+#define CHART_W		720
+#define CHART_H		250
+#define PLOT_L		58      /* room for the y tick values */
+#define PLOT_R		14
+#define PLOT_T		14
+#define PLOT_B		46      /* x tick values and the x axis title */
+#define CHART_MAX_X	90      /* a chart shows the latest 90 days, weeks or walks */
+#define TABLE_MAX_ROWS	30      /* a table shows its latest 30 rows */
+#define TABLE_OPEN_ROWS	12      /* shorter tables are shown unfolded */
+#define MAX_SERIES	8
+
+enum chart_kind { CHART_BARS, CHART_LINES };
+
+struct series {
+	const char *name;
+	const char *color;
+	double *v;              /* one value per x; NAN: none */
+	int band;               /* the upper edge of a band from the series before */
+};
+
+struct chart {
+	enum chart_kind kind;
+	const char *xlabel, *ylabel;
+	int n;                  /* positions on the x axis */
+	int total;              /* before the chart was cut to its latest CHART_MAX_X */
+	const char **x;         /* their labels (into a result) */
+	int ns;
+	struct series s[MAX_SERIES];
+};
+
+static const char *const status_colors[] = { "#2b6cb0", "#d69e2e", "#718096", "#9f7aea" };
+static const char *const field_colors[] = { "#2b6cb0", "#38a169", "#d69e2e", "#9f7aea",
+					    "#e53e3e", "#319795" };
+
+/* The smallest 1, 2 or 5 times a power of ten at or above v (1 for 0 or
+ * less); without libm. */
+static double nice_max(double v)
 {
-	fputs("<table>\n<tr>", out);
+	double p = 1;
+
+	if (!(v > 0))
+		return 1;
+	while (p * 10 < v)
+		p *= 10;
+	while (p > v && p > 1e-9)
+		p /= 10;
+	for (double m = 1; ; m = m == 1 ? 2 : m == 2 ? 5 : 10)
+		if (m * p >= v * (1 - 1e-9))
+			return m * p;
+}
+
+/* A number for a label: whole numbers without decimals, others with one. */
+static void html_num(FILE *out, double v)
+{
+	if (v > -1e15 && v < 1e15 && v == (double)(long long)v)
+		fprintf(out, "%.0f", v);
+	else
+		fprintf(out, "%.1f", v);
+}
+
+/* A chart with n x positions and room for its series; NULL when out of
+ * memory.  Series values start as NAN. */
+static struct chart *chart_new(enum chart_kind kind, int n, const char *xlabel, const char *ylabel)
+{
+	struct chart *c = calloc(1, sizeof(*c));
+
+	if (!c || !(c->x = calloc((size_t)n + 1, sizeof(char *)))) {
+		free(c);
+		return NULL;
+	}
+	c->kind = kind;
+	c->n = n;
+	c->total = n;
+	c->xlabel = xlabel;
+	c->ylabel = ylabel;
+	return c;
+}
+
+/* Add a series; its values (all NAN) in the returned array, NULL when out
+ * of memory or MAX_SERIES are there. */
+static double *chart_series(struct chart *c, const char *name, const char *color, int band)
+{
+	struct series *s;
+
+	if (c->ns == MAX_SERIES)
+		return NULL;
+	s = &c->s[c->ns];
+	if (!(s->v = malloc(((size_t)c->n + 1) * sizeof(double))))
+		return NULL;
+	for (int i = 0; i < c->n; i++)
+		s->v[i] = NAN;
+	s->name = name;
+	s->color = color;
+	s->band = band;
+	c->ns++;
+	return s->v;
+}
+
+static void chart_free(struct chart *c)
+{
+	if (!c)
+		return;
+	for (int k = 0; k < c->ns; k++)
+		free(c->s[k].v);
+	free(c->x);
+	free(c);
+}
+
+static double plot_x(const struct chart *c, int i)
+{
+	double slot = (double)(CHART_W - PLOT_L - PLOT_R) / (c->n ? c->n : 1);
+
+	return PLOT_L + slot * (i + 0.5);
+}
+
+static double plot_y(double v, double top)
+{
+	double ph = CHART_H - PLOT_T - PLOT_B;
+
+	return PLOT_T + ph - (v / top) * ph;
+}
+
+/* The axes: y grid lines with their values, x labels (about seven, the
+ * last always), both titles. */
+static void chart_axes(FILE *out, const struct chart *c, double top)
+{
+	int step = c->n > 7 ? (c->n + 6) / 7 : 1;
+
+	for (int t = 0; t <= 4; t++) {
+		double y = plot_y(top * t / 4, top);
+
+		fprintf(out, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" class=\"grid\"/>"
+			"<text x=\"%d\" y=\"%.1f\" class=\"yt\">", PLOT_L, y, CHART_W - PLOT_R, y,
+			PLOT_L - 6, y + 4);
+		html_num(out, top * t / 4);
+		fputs("</text>\n", out);
+	}
+	fprintf(out, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" class=\"axis\"/>\n",
+		PLOT_L, CHART_H - PLOT_B, CHART_W - PLOT_R, CHART_H - PLOT_B);
+	for (int i = 0; i < c->n; i++) {
+		if (i % step && i != c->n - 1)
+			continue;
+		if (i != c->n - 1 && c->n - 1 - i < step)
+			continue;       /* too close to the last label */
+		/* The last label ends at the plot's edge, not past it. */
+		if (i == c->n - 1 && c->n > 1)
+			fprintf(out, "<text x=\"%d\" y=\"%d\" class=\"xt\" text-anchor=\"end\">",
+				CHART_W - PLOT_R, CHART_H - PLOT_B + 16);
+		else
+			fprintf(out, "<text x=\"%.1f\" y=\"%d\" class=\"xt\">", plot_x(c, i),
+				CHART_H - PLOT_B + 16);
+		html_text(out, c->x[i] ? c->x[i] : "");
+		fputs("</text>\n", out);
+	}
+	fprintf(out, "<text x=\"%d\" y=\"%d\" class=\"at\">", PLOT_L + (CHART_W - PLOT_L - PLOT_R) / 2,
+		CHART_H - 6);
+	html_text(out, c->xlabel);
+	fprintf(out, "</text>\n<text transform=\"translate(14 %d) rotate(-90)\" class=\"at\">",
+		PLOT_T + (CHART_H - PLOT_T - PLOT_B) / 2);
+	html_text(out, c->ylabel);
+	fputs("</text>\n", out);
+}
+
+/* One value's <title>: "x: name value". */
+static void chart_title(FILE *out, const struct chart *c, int i, const struct series *s, double v)
+{
+	fputs("<title>", out);
+	html_text(out, c->x[i] ? c->x[i] : "");
+	fputs(": ", out);
+	html_text(out, s->name);
+	fputc(' ', out);
+	html_num(out, v);
+	fputs("</title>", out);
+}
+
+static void chart_bars(FILE *out, const struct chart *c, double top)
+{
+	double slot = (double)(CHART_W - PLOT_L - PLOT_R) / (c->n ? c->n : 1);
+	double w = slot > 3 ? slot * 0.8 : slot;
+
+	for (int i = 0; i < c->n; i++) {
+		double base = 0;
+
+		for (int k = 0; k < c->ns; k++) {
+			double v = c->s[k].v[i];
+
+			if (isnan(v) || v <= 0)
+				continue;
+			fprintf(out, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\">",
+				plot_x(c, i) - w / 2, plot_y(base + v, top), w,
+				plot_y(base, top) - plot_y(base + v, top), c->s[k].color);
+			chart_title(out, c, i, &c->s[k], v);
+			fputs("</rect>\n", out);
+			base += v;
+		}
+	}
+}
+
+static void chart_lines(FILE *out, const struct chart *c, double top)
+{
+	/* Bands first, under the lines: the polygon between two series. */
+	for (int k = 1; k < c->ns; k++) {
+		const struct series *lo = &c->s[k - 1], *hi = &c->s[k];
+
+		if (!hi->band)
+			continue;
+		fprintf(out, "<polygon fill=\"%s\" fill-opacity=\"0.22\" stroke=\"none\" points=\"", hi->color);
+		for (int i = 0; i < c->n; i++)
+			if (!isnan(hi->v[i]) && !isnan(lo->v[i]))
+				fprintf(out, "%.1f,%.1f ", plot_x(c, i), plot_y(hi->v[i], top));
+		for (int i = c->n - 1; i >= 0; i--)
+			if (!isnan(hi->v[i]) && !isnan(lo->v[i]))
+				fprintf(out, "%.1f,%.1f ", plot_x(c, i), plot_y(lo->v[i], top));
+		fputs("\"><title>", out);
+		html_text(out, lo->name);
+		fputs(" to ", out);
+		html_text(out, hi->name);
+		fputs("</title></polygon>\n", out);
+	}
+	for (int k = 0; k < c->ns; k++) {
+		const struct series *s = &c->s[k];
+		int banded = s->band || (k + 1 < c->ns && c->s[k + 1].band);
+
+		fprintf(out, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"%s\" points=\"",
+			s->color, banded ? "1" : "2");
+		for (int i = 0; i < c->n; i++)
+			if (!isnan(s->v[i]))
+				fprintf(out, "%.1f,%.1f ", plot_x(c, i), plot_y(s->v[i], top));
+		fputs("\"/>\n", out);
+		for (int i = 0; i < c->n; i++) {
+			if (isnan(s->v[i]))
+				continue;
+			fprintf(out, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"%s\" fill=\"%s\">",
+				plot_x(c, i), plot_y(s->v[i], top), c->n > 60 ? "1.8" : "3", s->color);
+			chart_title(out, c, i, s, s->v[i]);
+			fputs("</circle>\n", out);
+		}
+	}
+}
+
+/* The chart as inline SVG, scaled to the page's width, with a legend. */
+static void chart_print(FILE *out, const struct chart *c, const char *title)
+{
+	double top = 0;
+
+	for (int i = 0; i < c->n; i++) {
+		double sum = 0;
+
+		for (int k = 0; k < c->ns; k++) {
+			double v = c->s[k].v[i];
+
+			if (isnan(v))
+				continue;
+			if (c->kind == CHART_BARS)
+				sum += v > 0 ? v : 0;
+			else
+				top = v > top ? v : top;
+		}
+		top = sum > top ? sum : top;
+	}
+	top = nice_max(top);
+	fprintf(out, "<figure>\n<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 %d %d\" "
+		"role=\"img\" class=\"chart\">\n<title>", CHART_W, CHART_H);
+	html_text(out, title);
+	fputs("</title>\n", out);
+	chart_axes(out, c, top);
+	if (c->n == 0)
+		fprintf(out, "<text x=\"%d\" y=\"%d\" class=\"nd\">no data yet</text>\n",
+			CHART_W / 2, CHART_H / 2);
+	else if (c->kind == CHART_BARS)
+		chart_bars(out, c, top);
+	else
+		chart_lines(out, c, top);
+	fputs("</svg>\n<figcaption class=\"legend\">", out);
+	for (int k = 0; k < c->ns; k++) {
+		fprintf(out, "<span><i style=\"background:%s\"></i>", c->s[k].color);
+		html_text(out, c->s[k].name);
+		fputs("</span> ", out);
+	}
+	fputs("</figcaption>\n</figure>\n", out);
+}
+
+/* The column called name, or -1. */
+static int column(const struct result *res, const char *name)
+{
+	for (int i = 0; i < res->ncols; i++)
+		if (!strcmp(res->names[i], name))
+			return i;
+	return -1;
+}
+
+static const struct cell *cell_at(const struct result *res, int row, int col)
+{
+	return &res->cells[row * res->ncols + col];
+}
+
+static double cell_num(const struct result *res, int row, int col)
+{
+	const struct cell *c = cell_at(res, row, col);
+
+	if (col < 0 || !c->text)
+		return NAN;
+	return c->type == SQLITE_INTEGER ? (double)c->integer : strtod(c->text, NULL);
+}
+
+/* Rows first..last of res (in order, or reversed: newest first) as the
+ * x axis, from column xcol; first is set so that at most CHART_MAX_X are
+ * shown, the latest. */
+static struct chart *chart_rows(const struct result *res, int xcol, int reversed,
+				enum chart_kind kind, const char *xlabel, const char *ylabel)
+{
+	int n = res->nrows > CHART_MAX_X ? CHART_MAX_X : res->nrows;
+	struct chart *c = chart_new(kind, n, xlabel, ylabel);
+
+	if (c)
+		c->total = res->nrows;
+	for (int i = 0; c && i < n; i++) {
+		int row = reversed ? n - 1 - i : res->nrows - n + i;
+
+		c->x[i] = shown(cell_at(res, row, xcol));
+	}
+	return c;
+}
+
+/* Fill series v from column col, the rows as chart_rows laid them out. */
+static void chart_fill(const struct chart *c, double *v, const struct result *res, int col,
+		       int reversed)
+{
+	for (int i = 0; v && i < c->n; i++)
+		v[i] = cell_num(res, reversed ? c->n - 1 - i : res->nrows - c->n + i, col);
+}
+
+/* daily: one stacked bar a day, a colour a status, the latest days. */
+static struct chart *chart_daily(const struct result *res)
+{
+	static const char *const names[] = { "open", "snoozed", "closed", "other" };
+	int n = 0, first;
+	struct chart *c;
+	double *v[4];
+
+	for (int r = 0; r < res->nrows; r++)
+		n += !r || strcmp(shown(cell_at(res, r, 0)), shown(cell_at(res, r - 1, 0)));
+	first = n > CHART_MAX_X ? n - CHART_MAX_X : 0;
+	if (!(c = chart_new(CHART_BARS, n - first, "day created (UTC)", "conversations")))
+		return NULL;
+	c->total = n;
+	for (int k = 0; k < 4; k++)
+		if (!(v[k] = chart_series(c, names[k], status_colors[k], 0))) {
+			chart_free(c);
+			return NULL;
+		}
+	for (int r = 0, i = -1; r < res->nrows; r++) {
+		const char *st = shown(cell_at(res, r, 1));
+		int k = !strcmp(st, "open") ? 0 : !strcmp(st, "snoozed") ? 1 : !strcmp(st, "closed") ? 2 : 3;
+
+		if (!r || strcmp(shown(cell_at(res, r, 0)), shown(cell_at(res, r - 1, 0))))
+			i++;
+		if (i < first)
+			continue;
+		c->x[i - first] = shown(cell_at(res, r, 0));
+		v[k][i - first] = (isnan(v[k][i - first]) ? 0 : v[k][i - first]) + cell_num(res, r, 2);
+	}
+	return c;
+}
+
+/* reopened: conversations by how often they were reopened. */
+static struct chart *chart_reopened(const struct result *res)
+{
+	static const char *const labels[] = { "1", "2", "3", "4 or more" };
+	struct chart *c = chart_new(CHART_BARS, 4, "times reopened", "conversations");
+	double *v = c ? chart_series(c, "conversations", status_colors[0], 0) : NULL;
+	int col = column(res, "reopened");
+
+	if (!v) {
+		chart_free(c);
+		return NULL;
+	}
+	for (int i = 0; i < 4; i++) {
+		c->x[i] = labels[i];
+		v[i] = 0;
+	}
+	for (int r = 0; r < res->nrows; r++) {
+		double k = cell_num(res, r, col);
+
+		if (k >= 1)
+			v[k >= 4 ? 3 : (int)k - 1]++;
+	}
+	return c;
+}
+
+/* changes: a stacked bar per walk (newest last), a colour per field; the
+ * outbox's events (no walk) are left to the table. */
+static struct chart *chart_changes(const struct result *res)
+{
+	static const char *const fields[] = { "status", "subject", "last_message", "user", "gone",
+					      "returned" };
+	int n = 0, first, i = -1;
+	struct chart *c;
+	double *v[6];
+
+	/* Rows: newest walk first, the outbox's (run_id NULL) at the end. */
+	for (int r = 0; r < res->nrows; r++)
+		if (cell_at(res, r, 0)->text)
+			n += !r || strcmp(shown(cell_at(res, r, 0)), shown(cell_at(res, r - 1, 0)));
+	first = n > CHART_MAX_X ? n - CHART_MAX_X : 0;
+	if (!(c = chart_new(CHART_BARS, n - first, "walk (sync_runs.id)", "events")))
+		return NULL;
+	c->total = n;
+	for (int k = 0; k < 6; k++)
+		if (!(v[k] = chart_series(c, fields[k], field_colors[k], 0))) {
+			chart_free(c);
+			return NULL;
+		}
+	for (int r = 0; r < res->nrows; r++) {
+		const char *f = shown(cell_at(res, r, 2));
+		int k, pos;
+
+		if (!cell_at(res, r, 0)->text)
+			break;
+		if (!r || strcmp(shown(cell_at(res, r, 0)), shown(cell_at(res, r - 1, 0))))
+			i++;
+		pos = n - 1 - i - first;        /* oldest on the left */
+		if (pos < 0)
+			continue;
+		for (k = 0; k < 5 && strcmp(f, fields[k]); k++)
+			;
+		c->x[pos] = shown(cell_at(res, r, 0));
+		v[k][pos] = cell_num(res, r, 3);
+	}
+	return c;
+}
+
+/* The chart of report r, or NULL (none, or out of memory). */
+static struct chart *chart_for(const struct report_def *r, const struct result *res)
+{
+	struct chart *c = NULL;
+
+	if (!strcmp(r->name, "daily"))
+		return chart_daily(res);
+	if (!strcmp(r->name, "reopened"))
+		return chart_reopened(res);
+	if (!strcmp(r->name, "changes"))
+		return chart_changes(res);
+	if (!strcmp(r->name, "backlog")) {
+		c = chart_rows(res, 0, 0, CHART_BARS, "age since created", "conversations");
+		if (c) {
+			chart_fill(c, chart_series(c, "open", status_colors[0], 0), res, 1, 0);
+			chart_fill(c, chart_series(c, "snoozed", status_colors[1], 0), res, 2, 0);
+		}
+	} else if (!strcmp(r->name, "backlog-daily")) {
+		c = chart_rows(res, 0, 0, CHART_LINES, "end of day (UTC)", "conversations");
+		if (c) {
+			chart_fill(c, chart_series(c, "open", status_colors[0], 0), res, 1, 0);
+			chart_fill(c, chart_series(c, "snoozed", status_colors[1], 0), res, 2, 0);
+		}
+	} else if (!strcmp(r->name, "time-to-close")) {
+		c = chart_rows(res, 0, 0, CHART_LINES, "week created (Monday)", "hours to the first close");
+		if (c) {
+			chart_fill(c, chart_series(c, "median, earliest", "#2b6cb0", 0), res, 2, 0);
+			chart_fill(c, chart_series(c, "median, latest", "#2b6cb0", 1), res, 3, 0);
+			chart_fill(c, chart_series(c, "90th percentile, earliest", "#dd6b20", 0), res, 4, 0);
+			chart_fill(c, chart_series(c, "90th percentile, latest", "#dd6b20", 1), res, 5, 0);
+		}
+	}
+	return c;
+}
+
+static void html_table(FILE *out, const struct result *res, int first, int last)
+{
+	fputs("<div class=\"scroll\"><table>\n<tr>", out);
 	for (int i = 0; i < res->ncols; i++) {
 		fputs("<th>", out);
 		html_text(out, res->names[i]);
 		fputs("</th>", out);
 	}
 	fputs("</tr>\n", out);
-	for (int r = 0; r < res->nrows; r++) {
+	for (int r = first; r < last; r++) {
 		fputs("<tr>", out);
 		for (int i = 0; i < res->ncols; i++) {
-			const struct cell *c = &res->cells[r * res->ncols + i];
+			const struct cell *c = cell_at(res, r, i);
 
 			fputs(c->type == SQLITE_INTEGER || c->type == SQLITE_FLOAT ? "<td class=n>" : "<td>", out);
 			html_textn(out, shown(c), c->text ? c->len : 0);
@@ -426,56 +928,30 @@ static void html_table(FILE *out, const struct result *res)
 		}
 		fputs("</tr>\n", out);
 	}
-	fputs("</table>\n", out);
+	fputs("</table></div>\n", out);
 }
 
-/* An inline SVG bar chart: one bar per distinct label (column label, rows
- * in label order), its height the sum of columns first..last over them. */
-static void html_bars(FILE *out, const struct result *res, int label, int first, int last)
+/* Reports listed newest first: their latest rows are their first. */
+static int newest_first(const struct report_def *r)
 {
-	const int height = 160, bar_max = 24;
-	int n = 0, bar;
-	double *sum = calloc((size_t)res->nrows + 1, sizeof(double)), top = 0;
-	const char **names = calloc((size_t)res->nrows + 1, sizeof(char *));
+	return !strcmp(r->name, "sync-history") || !strcmp(r->name, "changes") ||
+	       !strcmp(r->name, "reopened");
+}
 
-	if (!sum || !names)
-		goto out;
-	for (int r = 0; r < res->nrows; r++) {
-		const char *l = shown(&res->cells[r * res->ncols + label]);
-		double v = 0;
+/* The table of report r, folded when long, cut to its latest rows with a
+ * note that says so and how to get them all. */
+static void html_rows(FILE *out, const struct report_def *r, const struct result *res)
+{
+	int shown_rows = res->nrows > TABLE_MAX_ROWS ? TABLE_MAX_ROWS : res->nrows;
+	int first = newest_first(r) ? 0 : res->nrows - shown_rows;
 
-		for (int i = first; i <= last; i++)
-			v += strtod(shown(&res->cells[r * res->ncols + i]), NULL);
-		if (!n || strcmp(names[n - 1], l))
-			names[n++] = l;
-		sum[n - 1] += v;
-	}
-	for (int i = 0; i < n; i++)
-		top = sum[i] > top ? sum[i] : top;
-	bar = n ? 720 / n : bar_max;
-	bar = bar > bar_max ? bar_max : bar < 2 ? 2 : bar;
-	fprintf(out, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" role=\"img\">\n",
-		n * bar + 40, height + 40);
-	for (int i = 0; i < n; i++) {
-		int h = top > 0 ? (int)(sum[i] / top * height) : 0;
-
-		fprintf(out, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"#4a7ab5\"><title>",
-			20 + i * bar, 10 + height - h, bar - 1, h);
-		html_text(out, names[i]);
-		fprintf(out, ": %.0f</title></rect>\n", sum[i]);
-	}
-	if (n) {
-		fprintf(out, "<text x=\"20\" y=\"%d\" font-size=\"11\">", height + 28);
-		html_text(out, names[0]);
-		fprintf(out, "</text>\n<text x=\"%d\" y=\"%d\" font-size=\"11\" text-anchor=\"end\">",
-			20 + n * bar, height + 28);
-		html_text(out, names[n - 1]);
-		fputs("</text>\n", out);
-	}
-	fputs("</svg>\n", out);
-out:
-	free(sum);
-	free(names);
+	fprintf(out, "<details%s><summary>Table: %d row%s</summary>\n",
+		res->nrows <= TABLE_OPEN_ROWS ? " open" : "", res->nrows, res->nrows == 1 ? "" : "s");
+	if (shown_rows < res->nrows)
+		fprintf(out, "<p class=\"note\">The latest %d of %d rows; all of them: "
+			"<code>dexsync report %s --format csv</code>.</p>\n", shown_rows, res->nrows, r->name);
+	html_table(out, res, first, first + shown_rows);
+	fputs("</details>\n", out);
 }
 
 static int html_section(sqlite3 *db, const struct report_def *r, const struct report_query *q,
@@ -483,20 +959,150 @@ static int html_section(sqlite3 *db, const struct report_def *r, const struct re
 {
 	struct report_query none = { NULL, NULL, q->attribute };
 	struct result res;
+	struct chart *c;
 
 	if (result_read(db, r, r->bounded ? q : &none, &res) < 0)
 		return -1;
-	fputs("<h2>", out);
+	fprintf(out, "<section id=\"%s\">\n<h2>", r->name);
 	html_text(out, r->title);
 	fputs("</h2>\n", out);
-	if (!strcmp(r->name, "daily"))
-		html_bars(out, &res, 0, 2, 2);           /* day, conversations */
-	else if (!strcmp(r->name, "backlog"))
-		html_bars(out, &res, 0, 1, 2);           /* age, open + snoozed */
-	html_table(out, &res);
+	if ((c = chart_for(r, &res))) {
+		if (c->n < c->total)
+			fprintf(out, "<p class=\"note\">The chart shows the latest %d of %d.</p>\n",
+				c->n, c->total);
+		chart_print(out, c, r->title);
+		chart_free(c);
+	}
+	html_rows(out, r, &res);
+	fputs("</section>\n", out);
 	result_free(&res);
 	return 0;
 }
+
+/* The numbers looked at first, each one query. */
+static const char tiles_sql[] =
+	"SELECT (SELECT count(*) FROM conversations WHERE gone_at IS NULL AND status = 'open'),\n"
+	"	(SELECT count(*) FROM conversations WHERE gone_at IS NULL AND status = 'snoozed'),\n"
+	"	(SELECT count(*) FROM conversations\n"
+	"	 WHERE gone_at IS NULL AND substr(created_at, 1, 10) >= date('now', '-6 days')),\n"
+	"	(SELECT count(*) FROM conversation_events\n"
+	"	 WHERE field = 'status' AND new_value = 'closed'\n"
+	"		AND seen_at >= strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-7 days')),\n"
+	"	(SELECT min(created_at) FROM conversations WHERE gone_at IS NULL AND status = 'open'),\n"
+	"	(SELECT CAST(julianday('now') - julianday(min(created_at)) AS INTEGER)\n"
+	"	 FROM conversations WHERE gone_at IS NULL AND status = 'open'),\n"
+	"	(SELECT count(*) FROM outbox WHERE state = 'pending'),\n"
+	"	(SELECT count(*) FROM outbox WHERE state = 'failed'),\n"
+	"	(SELECT replace(substr(started_at, 1, 16), 'T', ' ') FROM sync_runs ORDER BY id DESC LIMIT 1),\n"
+	"	(SELECT outcome || ', ' || seen || ' seen, ' || changed || ' changed'\n"
+	"	 FROM sync_runs ORDER BY id DESC LIMIT 1)";
+
+/* The median hours to close of the closes seen in the last 4 weeks, at
+ * their earliest and latest (see report_time_to_close). */
+static const char median_sql[] =
+	"WITH c AS (\n"
+	"	SELECT max(0, (julianday(coalesce(after, conversation_created_at))\n"
+	"			- julianday(conversation_created_at)) * 24) AS low,\n"
+	"		max(0, (julianday(seen_at) - julianday(conversation_created_at)) * 24) AS high\n"
+	"	FROM conversation_events\n"
+	"	WHERE field = 'status' AND new_value = 'closed'\n"
+	"		AND seen_at >= strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-28 days')\n"
+	"		AND julianday(conversation_created_at) IS NOT NULL\n"
+	"), n AS (SELECT count(*) AS n FROM c)\n"
+	"SELECT (SELECT round(low, 1) FROM c ORDER BY low LIMIT 1 OFFSET (SELECT (n - 1) / 2 FROM n)),\n"
+	"	(SELECT round(high, 1) FROM c ORDER BY high LIMIT 1 OFFSET (SELECT (n - 1) / 2 FROM n))";
+
+static void html_tile(FILE *out, const char *value, const char *label, const char *sub)
+{
+	fputs("<div class=\"tile\"><div class=\"v\">", out);
+	html_text(out, value && *value ? value : "-");
+	fputs("</div><div class=\"k\">", out);
+	html_text(out, label);
+	fputs("</div>", out);
+	if (sub && *sub) {
+		fputs("<div class=\"s\">", out);
+		html_text(out, sub);
+		fputs("</div>", out);
+	}
+	fputs("</div>\n", out);
+}
+
+static int html_tiles(sqlite3 *db, FILE *out)
+{
+	struct result t, m;
+	sqlite3_stmt *st;
+	char oldest[64] = "", median[64] = "", sub[96];
+	int rc = -1;
+
+	if (sqlite3_prepare_v2(db, tiles_sql, -1, &st, NULL) != SQLITE_OK)
+		st = NULL;
+	if (result_fill(db, "report", st, &t) < 0)
+		return -1;
+	if (sqlite3_prepare_v2(db, median_sql, -1, &st, NULL) != SQLITE_OK)
+		st = NULL;
+	if (result_fill(db, "report", st, &m) < 0)
+		goto out;
+	if (t.nrows != 1 || m.nrows != 1)
+		goto done;
+	if (cell_at(&t, 0, 5)->text)
+		snprintf(oldest, sizeof(oldest), "%s d", shown(cell_at(&t, 0, 5)));
+	if (cell_at(&m, 0, 0)->text) {
+		double lo = cell_num(&m, 0, 0), hi = cell_num(&m, 0, 1);
+
+		/* Hours up to two days, then days. */
+		if (hi < 48)
+			snprintf(median, sizeof(median), "%.1f-%.1f h", lo, hi);
+		else
+			snprintf(median, sizeof(median), "%.1f-%.1f d", lo / 24, hi / 24);
+	}
+	fputs("<section class=\"tiles\">\n", out);
+	snprintf(sub, sizeof(sub), "and %s snoozed", shown(cell_at(&t, 0, 1)));
+	html_tile(out, shown(cell_at(&t, 0, 0)), "open now", sub);
+	html_tile(out, shown(cell_at(&t, 0, 2)), "created, last 7 days", NULL);
+	html_tile(out, shown(cell_at(&t, 0, 3)), "closed, last 7 days", "closes seen by the walks");
+	html_tile(out, median, "median time to close, last 4 weeks",
+		  "earliest-latest the walks allow");
+	html_tile(out, oldest, "oldest open", shown(cell_at(&t, 0, 4)));
+	snprintf(sub, sizeof(sub), "%s failed", shown(cell_at(&t, 0, 7)));
+	html_tile(out, shown(cell_at(&t, 0, 6)), "outbox pending", sub);
+	html_tile(out, shown(cell_at(&t, 0, 8)), "last walk", shown(cell_at(&t, 0, 9)));
+	fputs("</section>\n", out);
+done:
+	rc = 0;
+	result_free(&m);
+out:
+	result_free(&t);
+	return rc;
+}
+
+/* The order of the dashboard: what changes first, the lists after. */
+static const char *const dashboard[] = {
+	"daily", "backlog-daily", "time-to-close", "backlog", "reopened", "changes", "by-status",
+	"outbox", "sync-history", "user-attribute",
+};
+
+static const char html_style[] =
+	"body { font-family: system-ui, sans-serif; margin: 1em auto; max-width: 60em;\n"
+	"	padding: 0 1em; color: #1a202c; }\n"
+	"h1 { font-size: 1.5em; margin-bottom: 0.2em; } h2 { font-size: 1.15em; margin: 1.6em 0 0.4em; }\n"
+	".tiles { display: flex; flex-wrap: wrap; gap: 0.6em; }\n"
+	".tile { flex: 1 1 10em; border: 1px solid #cbd5e0; border-radius: 6px; padding: 0.5em 0.7em; }\n"
+	".tile .v { font-size: 1.5em; font-weight: 600; } .tile .k { font-size: 0.9em; }\n"
+	".tile .s, .note, .gen { color: #4a5568; font-size: 0.85em; }\n"
+	"figure { margin: 0; } svg.chart { width: 100%; max-width: 720px; height: auto; }\n"
+	"svg text { font-size: 11px; fill: #2d3748; } .yt { text-anchor: end; }\n"
+	".xt, .at, .nd { text-anchor: middle; } .xt[text-anchor=end] { text-anchor: end; } .at { font-size: 12px; }\n"
+	".grid { stroke: #e2e8f0; } .axis { stroke: #4a5568; }\n"
+	".legend span { margin-right: 1em; white-space: nowrap; font-size: 0.9em; }\n"
+	".legend i { display: inline-block; width: 0.8em; height: 0.8em; margin-right: 0.3em;\n"
+	"	vertical-align: -0.05em; }\n"
+	".scroll { overflow-x: auto; }\n"
+	"table { border-collapse: collapse; margin: 0.4em 0 1em; font-size: 0.9em; }\n"
+	"th, td { border: 1px solid #cbd5e0; padding: 0.15em 0.5em; }\n"
+	"th { background: #edf2f7; } td.n { text-align: right; font-variant-numeric: tabular-nums; }\n"
+	"summary { cursor: pointer; color: #2b6cb0; }\n"
+	"@media print { body { max-width: none; } .tile { break-inside: avoid; }\n"
+	"	section, figure { break-inside: avoid; } summary { color: #1a202c; } }\n";
 
 static int print_html(sqlite3 *db, const struct report_def *only, const struct report_query *q,
 		      FILE *out)
@@ -509,19 +1115,24 @@ static int print_html(sqlite3 *db, const struct report_def *only, const struct r
 	gmtime_r(&t, &tm);
 	strftime(now, sizeof(now), "%Y-%m-%d %H:%M UTC", &tm);
 	fprintf(out, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-		"<title>dexsync report</title>\n<style>\n"
-		"body { font-family: sans-serif; margin: 2em; color: #222; }\n"
-		"table { border-collapse: collapse; margin-bottom: 2em; }\n"
-		"th, td { border: 1px solid #ccc; padding: 0.2em 0.6em; }\n"
-		"th { background: #eee; } td.n { text-align: right; }\n"
-		"</style>\n</head>\n<body>\n<h1>dexsync report</h1>\n<p>Generated %s", now);
-	if (q->since || q->until)
-		fprintf(out, "; dated reports from %s to %s", q->since ? q->since : "the start",
-			q->until ? q->until : "today");
+		"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+		"<title>dexsync report</title>\n<style>\n%s</style>\n</head>\n<body>\n"
+		"<h1>dexsync report</h1>\n<p class=\"gen\">Generated %s", html_style, now);
+	if (q->since || q->until) {
+		fputs("; dated reports from ", out);
+		html_text(out, q->since ? q->since : "the start");
+		fputs(" to ", out);
+		html_text(out, q->until ? q->until : "today");
+	}
 	fputs(".</p>\n", out);
-	for (size_t i = 0; i < N_REPORTS && rc == 0; i++)
-		if (!only || only == &reports[i])
-			rc = html_section(db, &reports[i], q, out);
+	if (!only)
+		rc = html_tiles(db, out);
+	for (size_t i = 0; i < sizeof(dashboard) / sizeof(dashboard[0]) && rc == 0; i++) {
+		const struct report_def *r = report_find(dashboard[i]);
+
+		if (r && (!only || only == r))
+			rc = html_section(db, r, q, out);
+	}
 	fputs("</body>\n</html>\n", out);
 	return rc;
 }
@@ -569,6 +1180,32 @@ int report_run(sqlite3 *db, const struct report_def *r, enum report_format fmt,
 		return -1;
 	}
 	if (result_read(db, r, q, &res) < 0)
+		return -1;
+	if (fmt == REPORT_TABLE)
+		rc = print_table(out, &res);
+	else if (fmt == REPORT_CSV)
+		print_csv(out, &res);
+	else
+		rc = print_json(out, &res);
+	result_free(&res);
+	return rc;
+}
+
+int report_print_sql(sqlite3 *db, const char *name, const char *sql, const char *param,
+		     size_t param_len, enum report_format fmt, FILE *out)
+{
+	struct result res;
+	sqlite3_stmt *st = NULL;
+	int rc = 0;
+
+	setlocale(LC_CTYPE, "C.UTF-8");
+	if (fmt == REPORT_HTML) {
+		log_err("%s: the formats are table, csv and json", name);
+		return -1;
+	}
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK)
+		sqlite3_bind_text64(st, 1, param, param_len, SQLITE_STATIC, SQLITE_UTF8);
+	if (result_fill(db, name, st, &res) < 0)
 		return -1;
 	if (fmt == REPORT_TABLE)
 		rc = print_table(out, &res);

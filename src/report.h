@@ -27,6 +27,12 @@ int report_format_from_name(const char *name);
 int report_run(sqlite3 *db, const struct report_def *r, enum report_format fmt,
 	       const struct report_query *q, FILE *out);
 
+/* Print the rows of sql, its ?1 bound to the param_len bytes at param,
+ * as a table, CSV or JSON like a report; name prefixes an error.  Returns
+ * 0, or -1 after logging a one-line error. */
+int report_print_sql(sqlite3 *db, const char *name, const char *sql, const char *param,
+		     size_t param_len, enum report_format fmt, FILE *out);
+
 /* Display width of UTF-8 text in a terminal (wide characters count 2). */
 size_t report_text_width(const char *s);
 

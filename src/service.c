@@ -22,9 +22,12 @@
 #include "drainer.h"
 #include "lock.h"
 #include "log.h"
+#include "metrics.h"
 #include "notify.h"
 #include "service.h"
 #include "walk.h"
+
+#define LOCK_CHECK_MS 30000  /* how often the lock file is checked (lock_check) */
 
 static volatile sig_atomic_t stop_requested, reload_requested, walk_requested;
 static int wake_pipe[2] = { -1, -1 };
@@ -160,16 +163,23 @@ static void report_status(struct runtime *rt, const char *walk_outcome, const st
 
 int service_once(struct conf *c, int lock_fd)
 {
+	struct walk_counts w = { 0 };
 	struct runtime rt;
+	double t0;
 	int rc;
 
 	if (install_signals() < 0 || runtime_open(&rt, c, lock_fd, 1) < 0)
 		return 1;
+	t0 = mono_now();
 	/* Stopped by a signal is not a failure: the walk resumes next time. */
-	rc = walk_run(rt.db, rt.api, &rt.c, &stop_requested, NULL) < 0 && !stop_requested;
+	rc = walk_run(rt.db, rt.api, &rt.c, &stop_requested, &w);
+	metrics_walk(rc == 0 ? "ok" : stop_requested ? "interrupted" : "failed", &w, mono_now() - t0);
+	rc = rc < 0 && !stop_requested;
 	if (drainer_stop(rt.dr, 1, &stop_requested) < 0)
 		rc = 1;
 	rt.dr = NULL;
+	if (*rt.c.metrics_file)
+		metrics_write(rt.db, rt.c.database, rt.c.metrics_file);
 	runtime_close(&rt, 0);
 	return rc;
 }
@@ -204,15 +214,15 @@ static void reload(struct runtime *rt, const char *conf_path, int level_override
 	notify_ready();
 }
 
-/* Milliseconds the loop may sleep: until the next walk is due, or the
- * watchdog wants feeding. */
+/* Milliseconds the loop may sleep: until the next walk is due, the
+ * watchdog wants feeding, or the lock file is looked at again. */
 static int sleep_ms(double next_walk)
 {
 	double ms = (next_walk - mono_now()) * 1000;
 
 	if (notify_watchdog_ms() >= 0 && ms > notify_watchdog_ms())
 		ms = (double)notify_watchdog_ms();
-	return ms < 0 ? 0 : ms > 86400000 ? 86400000 : (int)ms + 1;
+	return ms < 0 ? 0 : ms > LOCK_CHECK_MS ? LOCK_CHECK_MS : (int)ms + 1;
 }
 
 static void drain_wake_pipe(void)
@@ -229,7 +239,8 @@ int service_loop(struct conf *c, const char *conf_path, int level_override, int 
 	struct runtime rt;
 	struct pollfd pfd;
 	const char *outcome = "not yet";
-	double next_walk;
+	double next_walk, t0;
+	int rc = 0;
 
 	if (install_signals() < 0 || runtime_open(&rt, c, lock_fd, 1) < 0)
 		return 1;
@@ -243,25 +254,36 @@ int service_loop(struct conf *c, const char *conf_path, int level_override, int 
 		if (reload_requested) {
 			reload_requested = 0;
 			reload(&rt, conf_path, level_override);
+			report_status(&rt, outcome, &w);
+		}
+		if (lock_check(&rt.lock_fd, rt.c.database) < 0) {
+			rc = 1;
+			break;
 		}
 		if (walk_requested || mono_now() >= next_walk) {
 			walk_requested = 0;
+			t0 = mono_now();
 			outcome = walk_run(rt.db, rt.api, &rt.c, &stop_requested, &w) == 0 ? "ok"
 				  : stop_requested ? "interrupted" : "failed";
+			metrics_walk(outcome, &w, mono_now() - t0);
+			metrics_flush(rt.db, rt.c.database, rt.c.metrics_file, rt.c.poll_interval);
 			next_walk = mono_now() + (double)rt.c.sync_interval;
 			drainer_poke(rt.dr);
+			report_status(&rt, outcome, &w);
 		}
-		report_status(&rt, outcome, &w);
 		notify_watchdog();
 		if (stop_requested || reload_requested || walk_requested)
 			continue;
 		pfd.fd = wake_pipe[0];
 		pfd.events = POLLIN;
-		if (poll(&pfd, 1, sleep_ms(next_walk)) > 0)
+		if (poll(&pfd, 1, sleep_ms(next_walk)) > 0) {
 			drain_wake_pipe();
+			report_status(&rt, outcome, &w);        /* the outbox moved */
+		}
 	}
 	notify_stopping();
-	log_notice("stopping on a signal");
+	if (!rc)
+		log_notice("stopping on a signal");
 	runtime_close(&rt, 0);
-	return 0;
+	return rc;
 }

@@ -45,13 +45,14 @@ static const char pending_sql[] =
 	"	 FROM outbox WHERE state = 'pending' AND next_attempt_at IS NOT NULL)";
 
 /* Items in 'sending': how many, and the one sending longest (its id and
- * seconds; NULL seconds when it has no sending_at). */
+ * seconds; NULL seconds when its sending_at is missing, not a time or in
+ * the future: set by hand or by a dexsync before 0.2, and listed first). */
 static const char sending_sql[] =
-	"SELECT (SELECT count(*) FROM outbox WHERE state = 'sending'), id,\n"
-	"	unixepoch('now') - unixepoch(sending_at)\n"
-	"FROM outbox\n"
-	"WHERE state = 'sending'\n"
-	"ORDER BY sending_at IS NULL, sending_at, id\n"
+	"SELECT (SELECT count(*) FROM outbox WHERE state = 'sending'), id, age\n"
+	"FROM (SELECT id, sending_at, CASE WHEN unixepoch(sending_at) <= unixepoch('now')\n"
+	"		THEN unixepoch('now') - unixepoch(sending_at) END AS age\n"
+	"      FROM outbox WHERE state = 'sending')\n"
+	"ORDER BY age IS NOT NULL, age DESC, id\n"
 	"LIMIT 1";
 
 /* What is wrong, worst first: exit 2 problems, then exit 1 ones. */
@@ -192,6 +193,9 @@ static int show_outbox(sqlite3 *db, const struct conf *c, long daemon, FILE *out
 		fputc('\n', out);
 		if (known && age > SENDING_TOO_LONG)
 			problem(h, 1, "item %lld has been sending for %lld s, over 10 minutes%s", id, age,
+				daemon == -1 ? " (no dexsyncd runs: 'dexsync retry' it)" : "");
+		else if (!known)
+			problem(h, 1, "item %lld is sending since an unknown time%s", id,
 				daemon == -1 ? " (no dexsyncd runs: 'dexsync retry' it)" : "");
 	}
 	sqlite3_finalize(st);

@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "db.h"
+#include "history.h"
 #include "lister.h"
 #include "log.h"
 #include "mirror.h"
@@ -71,6 +72,7 @@ struct walk {
 	struct walk_counts n;
 	int track_seen;             /* this walk may set gone_at at its end */
 	int initial;                /* into an empty mirror */
+	sqlite3_int64 last_rowid;   /* conversations' last rowid when it started */
 	/* The loop guards of the status walk under way. */
 	struct idset ids;           /* rowids it listed */
 	long items;                 /* items it listed */
@@ -496,7 +498,7 @@ static int walk_end(struct walk *w)
 	if (!w->track_seen)
 		return 0;
 	db_now(now, sizeof(now));
-	if (mirror_mark_gone(w->m, now, &w->n.gone) < 0) {
+	if (mirror_mark_gone(w->m, now, w->last_rowid, &w->n.gone) < 0) {
 		walk_fail(w, "marking gone conversations failed: %s", sqlite3_errmsg(w->db));
 		return -1;
 	}
@@ -558,7 +560,8 @@ int walk_run(sqlite3 *db, struct api *api, const struct conf *c, volatile sig_at
 		return -1;
 	resumed = walk_resumes(&w);
 	db_now(now, sizeof(now));
-	run_id = resumed < 0 ? -1 : mirror_run_start(w.m, now, resumed);
+	run_id = resumed < 0 || mirror_last_rowid(w.m, &w.last_rowid) < 0 ? -1
+			: mirror_run_start(w.m, now, resumed);
 	if (run_id < 0) {
 		mirror_close(w.m);
 		return -1;
@@ -576,6 +579,11 @@ int walk_run(sqlite3 *db, struct api *api, const struct conf *c, volatile sig_at
 	else
 		rc = walk_all(&w);
 
+	/* Listed every live row from the first page: the old value of a later
+	 * change was seen at least at this walk's start (history's `after`). */
+	if (rc == 0 && !resumed && walks_everything(c) && mirror_history_seen_all(w.m, now) < 0)
+		log_warning("database %s: cannot record the walk for the history: %s",
+			    sqlite3_db_filename(db, "main"), sqlite3_errmsg(db));
 	w.n.requests = (long)(api_requests(api) - req0);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
@@ -609,6 +617,13 @@ int walk_run(sqlite3 *db, struct api *api, const struct conf *c, volatile sig_at
 		     "DROP INDEX IF EXISTS temp.walk_seen_rid; DELETE FROM temp.walk_seen;"
 		     "DELETE FROM temp.walk_cursors;"
 		     "PRAGMA temp.journal_mode = MEMORY", NULL, NULL, NULL);
+	if (c->history_days > 0) {
+		long pruned;
+
+		if (history_prune(db, c->history_days, &pruned) == 0 && pruned > 0)
+			log_info("history: %ld events older than %ld days deleted", pruned,
+				 c->history_days);
+	}
 	if (counts)
 		*counts = w.n;
 	free(w.reached);

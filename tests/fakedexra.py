@@ -24,6 +24,12 @@ page, whatever limit asks), no_total (meta without "total"), claimed_total = N
 items again), nul_strings (each listed subject and last message text holds a
 \u0000; srv.listed(c) is the item as served); loop_cursor and endless as below.
 
+History: srv.walk_changes = {W: {conversation id: {field: value, ...}}} changes
+those conversations just before walk W (1, 2, ...) lists its first page; walks
+are counted by first-page requests (no cursor).  Each change applied is in
+srv.changes_applied as (walk, id, fields, time.time()); a field "deleted"
+set to True removes the conversation, False brings it back as it was.
+
 Run alone (the demo): fakedexra.py --conversations 200 --key K --port-file F;
 it stops by itself after --lifetime seconds.
 """
@@ -107,6 +113,10 @@ class FakeDexra:
         self.write_delay = 0        # seconds each POST/PATCH takes
         self.next_id = 1
         self.pages_served = 0
+        self.walk_changes = {}      # walk number -> {id: {field: value}}
+        self.walks_started = 0      # first-page requests served
+        self.changes_applied = []   # (walk, id, fields, time)
+        self.deleted = {}           # id -> conversation, removed by walk_changes
         self.httpd = None
 
     # ---- the dataset -------------------------------------------------
@@ -134,6 +144,22 @@ class FakeDexra:
         if isinstance(c.get("last_message"), dict) and isinstance(c["last_message"].get("text"), str):
             c["last_message"]["text"] = "\x00" + c["last_message"]["text"]
         return c
+
+    def start_walk(self):
+        """A first page is asked for: apply walk_changes for this walk."""
+        with self.lock:
+            self.walks_started += 1
+            for cid, fields in self.walk_changes.get(self.walks_started, {}).items():
+                fields = dict(fields)
+                gone = fields.pop("deleted", None)
+                if gone is False and cid in self.deleted:
+                    self.convs[cid] = self.deleted.pop(cid)
+                if fields:
+                    self.convs[cid].update(fields)
+                if gone is True:
+                    self.deleted[cid] = self.convs.pop(cid)
+                self.changes_applied.append((self.walks_started, cid, dict(self.walk_changes[self.walks_started][cid]),
+                                             time.time()))
 
     def expire_cursors(self):
         with self.lock:
@@ -338,6 +364,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 s.on_page(s, s.pages_served)
             s.pages_served += 1
             offset = 0
+            if not q.get("cursor"):
+                s.start_walk()
             if q.get("cursor") == "loop" and s.loop_cursor:
                 offset = 0
             elif q.get("cursor"):

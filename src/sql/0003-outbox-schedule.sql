@@ -79,7 +79,8 @@ END;
 -- The checks a CHECK constraint cannot be added for on an existing table.
 -- The Idempotency-Key goes into an HTTP header exactly as stored: printable
 -- ASCII, no space at either end (a server would strip it), 1 to 255
--- characters.  Targets go into paths and logs: no control characters.
+-- characters (length() and GLOB stop at a NUL, so instr() looks for one).
+-- Targets go into paths and logs: no control characters.
 -- Message content of only white space is refused like empty content, and a
 -- payload holding \u0000 (SQLite's JSON functions cut a string there, so a
 -- target would not be what is sent).
@@ -89,7 +90,7 @@ BEGIN
 	SELECT RAISE(ABORT, 'outbox_idempotency_key: the key must be 1 to 255 printable ASCII characters')
 	WHERE typeof(NEW.idempotency_key) <> 'text'
 		OR length(NEW.idempotency_key) NOT BETWEEN 1 AND 255
-		OR NEW.idempotency_key GLOB '*[^ -~]*'
+		OR NEW.idempotency_key GLOB '*[^ -~]*' OR instr(NEW.idempotency_key, char(0)) > 0
 		OR NEW.idempotency_key GLOB ' *' OR NEW.idempotency_key GLOB '* ';
 	-- A payload that is not JSON is left to the named CHECK constraint.
 	SELECT RAISE(ABORT, 'outbox_target: the target holds a control character or is empty')
@@ -118,6 +119,41 @@ BEGIN
 	SELECT RAISE(ABORT, 'outbox_idempotency_key: the key must be 1 to 255 printable ASCII characters')
 	WHERE typeof(NEW.idempotency_key) <> 'text'
 		OR length(NEW.idempotency_key) NOT BETWEEN 1 AND 255
-		OR NEW.idempotency_key GLOB '*[^ -~]*'
+		OR NEW.idempotency_key GLOB '*[^ -~]*' OR instr(NEW.idempotency_key, char(0)) > 0
 		OR NEW.idempotency_key GLOB ' *' OR NEW.idempotency_key GLOB '* ';
+END;
+
+-- A target changed by hand is checked like a queued one.
+CREATE TRIGGER outbox_check_target_update
+	BEFORE UPDATE OF target ON outbox
+	WHEN NEW.target IS NOT NULL AND (typeof(NEW.target) <> 'text' OR length(NEW.target) = 0
+		OR instr(NEW.target, char(0)) > 0
+		OR NEW.target GLOB '*[' || char(1) || '-' || char(31) || char(127) || ']*')
+BEGIN
+	SELECT RAISE(ABORT, 'outbox_target: the target holds a control character or is empty');
+END;
+
+-- Rows deleted or moved to another target by hand: the queues they leave,
+-- and the one they join, get a due head as above.
+CREATE TRIGGER outbox_deleted
+	AFTER DELETE ON outbox
+	WHEN OLD.state IN ('pending', 'sending')
+BEGIN
+	UPDATE outbox
+	SET next_attempt_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now')
+	WHERE id = (SELECT min(id) FROM outbox
+		    WHERE target = OLD.target AND state IN ('pending', 'sending'))
+		AND state = 'pending' AND next_attempt_at IS NULL;
+END;
+
+CREATE TRIGGER outbox_moved
+	AFTER UPDATE OF target ON outbox
+	WHEN OLD.target IS NOT NEW.target
+BEGIN
+	UPDATE outbox
+	SET next_attempt_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now')
+	WHERE id IN (SELECT min(id) FROM outbox
+		     WHERE target IN (OLD.target, NEW.target) AND state IN ('pending', 'sending')
+		     GROUP BY target)
+		AND state = 'pending' AND next_attempt_at IS NULL;
 END;

@@ -22,13 +22,13 @@ connections it used), and the detail-fetch rate of 10,000 details."""
 import argparse
 import os
 import re
-import threading
 import shutil
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -52,6 +52,11 @@ http {
             set $page p0;
             if ($arg_cursor != "") { set $page $arg_cursor; }
             rewrite ^ /pages-$size/$page.json break;
+        }
+        location ~ ^/changed(?<size>[0-9]+)/v1/conversations$ {
+            set $page p0;
+            if ($arg_cursor != "") { set $page $arg_cursor; }
+            rewrite ^ /pages-$size-changed/$page.json break;
         }
         location ~ ^/n[0-9]+/v1/conversations/(?<cid>[^/]+)$ {
             return 200 '{"id":"$cid","status":"open","participants":[{"type":"user","id":"u_1"},{"type":"admin","id":"admin_1"}]}';
@@ -240,6 +245,7 @@ def bench_size(a, n, work, dexsyncd, floor_bin):
         ("    bytes written (rusage)", "%.1f MB" % (m["bytes2"] / 1e6), "", ""),
         ("    / (fetch + parse)", "%.2f x" % (m["d2"] / (m["fetch"] + m["parse"])), "", ""),
     ]
+    rows += bench_changed(a, n, work, dexsyncd, db, m["d2"])
     alone, _, _ = initial_with(dexsyncd, work, base, db)
     busy, sent, _ = initial_with(dexsyncd, work, base, db, messages=20000)
     _, _, longest = initial_with(dexsyncd, work, base, db, probe=True)
@@ -250,8 +256,97 @@ def bench_size(a, n, work, dexsyncd, floor_bin):
         ("    / alone", "%.2f x" % (busy / alone), "", ""),
         ("  longest wait for the write lock (probe)", "%.2f s" % longest, "", ""),
     ]
+    rows += bench_search(a, work, dexsyncd, base, db, m["store"])
     if n <= 100000:
         rows += bench_details(a, n, work, dexsyncd, base, db, m["d1"])
+    return rows
+
+
+def bench_search(a, work, dexsyncd, base, db, store):
+    """The full-text index: its build at the end of an initial mirror (the
+    log lines' times), the database with and without it, and dexsync search
+    for a common word (in most rows) and a rare one (10 rows), warm."""
+    dexsync = os.path.join(os.path.dirname(dexsyncd), "dexsync")
+    builds, common, rare = [], [], []
+    for run in range(a.runs):
+        fresh(db)
+        p = subprocess.run([dexsyncd, "-f", conf(work, base, db), "-1", "-l", "info"],
+                           capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr[-2000:]
+        built = re.findall(r"built the deferred full-text index \w+ in ([0-9.]+) s", p.stderr)
+        assert len(built) == 2, p.stderr[-2000:]
+        builds.append(sum(float(b) for b in built))
+    con = sqlite3.connect(db, isolation_level=None)
+    con.execute("UPDATE conversations SET subject = subject || ' zeppelin' "
+                "WHERE rowid IN (SELECT rowid FROM conversations ORDER BY rowid LIMIT 10)")
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    with_index = os.path.getsize(db)
+    bare = db + ".bare"
+    fresh(bare)
+    shutil.copyfile(db, bare)
+    con = sqlite3.connect(bare, isolation_level=None)
+    con.executescript("DROP TABLE conversations_fts; DROP TABLE messages_fts; VACUUM;")
+    con.close()
+    without = os.path.getsize(bare)
+    fresh(bare)
+    for word, times in (("refund", common), ("zeppelin", rare)):
+        cmd = [dexsync, "-d", db, "search", word]
+        sh(cmd)     # warm
+        for run in range(max(a.runs, 5)):
+            times.append(timed(cmd)[0])
+    fmt = lambda s: "%.2f s" % s  # noqa: E731
+    build = statistics.median(builds)
+    return [
+        ("  full-text index build (end of initial)", fmt(build), "", ""),
+        ("    / store floor", "%.2f x" % (build / store), "", ""),
+        ("  database with / without the index", "%.0f MB" % (with_index / 1e6),
+         "%.0f MB" % (without / 1e6), ""),
+        ("  dexsync search, common word (warm)", "%.0f ms" % (statistics.median(common) * 1000), "", ""),
+        ("  dexsync search, rare word (warm)", "%.0f ms" % (statistics.median(rare) * 1000), "", ""),
+    ]
+
+
+def bench_changed(a, n, work, dexsyncd, db, unchanged):
+    """Ten walks, each finding another 10 % of the conversations changed
+    (gen_pages.py N DIR K), over the mirror the runs above left; then the
+    history reports over it, and the bytes an event takes."""
+    pages_dir = os.path.join(work, "pages-%d-changed" % n)
+    base = "http://127.0.0.1:%d/changed%d/v1" % (a.port, n)
+    c = conf(work, base, db)
+    con = sqlite3.connect(db)
+    before = con.execute("SELECT count(*) FROM conversation_events").fetchone()[0]
+    con.close()
+    walks = []
+    for k in range(1, 11):
+        print("N=%d changed walk %d ..." % (n, k), flush=True)
+        shutil.rmtree(pages_dir, ignore_errors=True)
+        sh([sys.executable, os.path.join(HERE, "gen_pages.py"), str(n), pages_dir, str(k)])
+        wall, _, _ = timed([dexsyncd, "-f", c, "-1"])
+        con = sqlite3.connect(db)
+        changed = con.execute("SELECT changed FROM sync_runs ORDER BY id DESC LIMIT 1").fetchone()[0]
+        events = con.execute("SELECT count(*) FROM conversation_events").fetchone()[0]
+        con.close()
+        assert changed == n // 10, (changed, n)
+        walks.append((wall, events - before))
+        before = events
+    wall, events = walks[0]
+    rows = [("  dexsyncd -1, 10 %% changed (%d events)" % events, "%.2f s" % wall, "%.0f conv/s" % (n / wall), ""),
+            ("    / unchanged", "%.2f x" % (wall / unchanged), "", ""),
+            ("    median of ten such walks", "%.2f s" % statistics.median(w for w, _ in walks), "", "")]
+    out = sh(["sqlite3", db, "SELECT count(*), (SELECT sum(pgsize) FROM dbstat WHERE name GLOB "
+              "'conversation_events*') FROM conversation_events"]).stdout.split("|")
+    rows.append(("    bytes per event, with its indexes", "%.0f B" % (int(out[1]) / int(out[0])),
+                 "%s events" % out[0].strip(), ""))
+    dexsync = os.path.join(os.path.dirname(dexsyncd), "dexsync")
+    for name in ("backlog-daily", "time-to-close", "reopened", "changes"):
+        t = time.time()
+        sh([dexsync, "-d", db, "report", name, "--format", "csv"])
+        rows.append(("    report %s" % name, "%.2f s" % (time.time() - t), "", ""))
+    t = time.time()
+    sh([dexsync, "-d", db, "report", "--format", "html"])
+    rows.append(("    report --format html (all)", "%.2f s" % (time.time() - t), "", ""))
+    shutil.rmtree(pages_dir, ignore_errors=True)
     return rows
 
 

@@ -4,7 +4,12 @@ Page k's meta.next_cursor is "p(k+1)", so a web server can map the cursor
 to a file name.  Sizes are like a support desk's: subjects of a few words,
 last messages of a few bytes to 2 KB, unicode and JSON escapes throughout.
 
-    gen_pages.py N DIR"""
+    gen_pages.py N DIR [K]
+
+With K (1..10), the same pages after K walks of 10 % changes each: the
+conversations whose position i has i % 10 < K have the next status, and
+one in three of them a new last message (so the K-th walk over them, after
+the (K-1)-th, finds exactly 10 % changed)."""
 import json
 import os
 import random
@@ -18,6 +23,7 @@ STATUSES = ("open", "closed", "snoozed")
 
 def main():
     n, out = int(sys.argv[1]), sys.argv[2]
+    changed = int(sys.argv[3]) if len(sys.argv) > 3 else 0
     os.makedirs(out, exist_ok=True)
     rng = random.Random(42)
     pages = (n + 99) // 100
@@ -36,6 +42,12 @@ def main():
                 "last_message": {"id": "msg_%d" % (i * 7 + 1),
                                  "text": " ".join(rng.choice(WORDS) for _ in range(words))[:2048]},
             })
+        for k, c in enumerate(data):
+            i = p * 100 + k
+            if i % 10 < changed:
+                c["status"] = STATUSES[(STATUSES.index(c["status"]) + 1) % 3]
+                if i % 3 == 0:
+                    c["last_message"]["id"] += "_v2"
         meta = {"total": n, "next_cursor": "p%d" % (p + 1) if p + 1 < pages else None}
         with open(os.path.join(out, "p%d.json" % p), "w") as f:
             json.dump({"data": data, "meta": meta}, f, ensure_ascii=False, separators=(",", ":"))

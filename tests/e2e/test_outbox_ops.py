@@ -197,6 +197,164 @@ class OutboxOpsTest(OutboxTest):
         self.drain_until_done()
         self.assertEqual([m["doc"]["content"] for m in self.srv.messages], ["first", "second"])
 
+    def test_sigterm_lets_the_request_in_flight_finish(self):
+        self.srv.write_delay = 3
+        self.dexsync("send", "conv_0000001", "in flight at SIGTERM")
+        proc = self.service()
+        self.wait_for(lambda: self.scalar("SELECT state FROM outbox") == "sending", 10, "the request")
+        t = time.time()
+        self.stop(proc)
+        self.assertLess(time.time() - t, 10)
+        self.assertEqual(self.scalar("SELECT state FROM outbox"), "sent")
+        self.assertEqual(self.once().returncode, 0)
+        self.assertEqual(len(self.srv.messages), 1)
+
+    def test_sigterm_records_a_kept_answer_once_the_lock_goes(self):
+        self.srv.write_delay = 2
+        self.dexsync("send", "conv_0000001", "answered while locked")
+        proc = self.service()
+        self.wait_for(lambda: self.scalar("SELECT state FROM outbox") == "sending", 10, "the request")
+        holder = hold_write_lock(self.db, 18)
+        # The answer comes at 2 s; recording it waits busy_timeout (10 s), fails, and is kept.
+        deadline = time.time() + 20
+        while time.time() < deadline and "refused to record" not in self.log_of(proc):
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        os.set_blocking(proc.stderr.fileno(), True)
+        out, err = self.finish(proc, timeout=60)
+        err = self._log.decode(errors="replace") + err
+        holder.wait(30)
+        self.assertIn("refused to record", err)
+        self.assertIn("its answer is recorded now", err)
+        self.assertEqual(proc.returncode, 0, err)
+        self.assertEqual(self.scalar("SELECT state FROM outbox"), "sent")
+        self.assertEqual(self.once().returncode, 0)
+        self.assertEqual(len(self.srv.messages), 1, "sent once")
+
+    def execute(self, statement):
+        con = sqlite3.connect(self.db, timeout=10)
+        with con:
+            con.execute(statement)
+        con.close()
+
+    def log_of(self, proc):
+        """What proc wrote to stderr so far (read without waiting)."""
+        fd = proc.stderr.fileno()
+        os.set_blocking(fd, False)
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            chunk = b""
+        self._log = getattr(self, "_log", b"") + chunk
+        return self._log.decode(errors="replace")
+
+    def test_one_daemon_whatever_the_name(self):
+        link = os.path.join(self.dir, "link.db")
+        os.symlink(self.db, link)
+        first = self.service()
+        self.wait_for(lambda: os.path.exists(self.db + ".lock"), 10, "the lock")
+        time.sleep(0.5)
+        other = self.write_conf("link.conf", base_url=self.srv.url)
+        with open(other) as f:
+            text = f.read().replace(self.db, link)
+        with open(other, "w") as f:
+            f.write(text)
+        p = self.once(conf=other)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("is served by dexsyncd (pid %d)" % first.pid, p.stderr)
+        # A lock file removed under the daemon is made again.
+        os.remove(self.db + ".lock")
+        self.wait_for(lambda: os.path.exists(self.db + ".lock"), 40, "the lock made again")
+        p = self.once()
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("is served by dexsyncd (pid %d)" % first.pid, p.stderr)
+        self.stop(first)
+
+    def test_heads_lost_by_hand_are_found(self):
+        # Edits the triggers see: the head deleted, an item moved to another target.
+        self.srv.fault("status", prefix="/messages", code=503, count=1000)
+        for text in ("a1", "a2", "a3"):
+            self.dexsync("send", "conv_0000001", text)
+        self.once()
+        self.srv.clear_faults()
+        con = sqlite3.connect(self.db, timeout=10)
+        with con:
+            con.execute("DELETE FROM outbox WHERE id = 1")
+            con.execute("UPDATE outbox SET target = 'conv_0000002',"
+                        " payload = json_set(payload, '$.conversation_id', 'conv_0000002') WHERE id = 3")
+        con.close()
+        self.assertEqual(self.scalar("SELECT count(*) FROM outbox WHERE next_attempt_at IS NULL"), 0)
+        self.drain_until_done(timeout=20)
+        self.assertEqual(sorted(m["doc"]["content"] for m in self.srv.messages), ["a2", "a3"])
+        # An edit they do not see (a head's time cleared or garbled): the
+        # daemon's sweep at start finds it.
+        self.dexsync("send", "conv_0000003", "b1")
+        self.dexsync("send", "conv_0000004", "c1")
+        self.execute("UPDATE outbox SET next_attempt_at = NULL WHERE state = 'pending' AND target = 'conv_0000003'")
+        self.execute("UPDATE outbox SET next_attempt_at = 'soon' WHERE state = 'pending' AND target = 'conv_0000004'")
+        p = self.once()
+        self.assertIn("2 queues had lost their due time", p.stderr)
+        self.assertEqual(self.scalar("SELECT count(*) FROM outbox WHERE state <> 'sent'"), 0)
+
+    def test_queuing_never_adopts_another_file(self):
+        other = os.path.join(self.dir, "other.db")
+        con = sqlite3.connect(other)
+        con.execute("CREATE TABLE t(a)")
+        con.commit()
+        con.close()
+        junk = os.path.join(self.dir, "junk.db")
+        with open(junk, "w") as f:
+            f.write("x")
+        for path in (other, junk):
+            with open(path, "rb") as f:
+                before = f.read()
+            p = subprocess.run([DEXSYNC, "-d", path, "send", "conv_1", "hi"], capture_output=True,
+                               text=True, timeout=10)
+            self.outputs += [p.stdout, p.stderr]
+            self.assertEqual(p.returncode, 1, p.stdout)
+            self.assertIn("not a dexsync mirror", p.stderr)
+            with open(path, "rb") as f:
+                self.assertEqual(f.read(), before)
+            self.assertFalse(os.path.exists(path + "-wal"))
+        # Nor does the daemon take a database that holds other tables.
+        conf = self.write_conf("other.conf")
+        with open(conf) as f:
+            text = f.read().replace(self.db, other)
+        with open(conf, "w") as f:
+            f.write(text)
+        p = self.once(conf=conf)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("not a dexsync mirror", p.stderr)
+        con = sqlite3.connect(other)
+        self.assertEqual(con.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0], 1)
+        con.close()
+
+    def test_a_key_the_server_echoes_is_blanked(self):
+        from harness import KEY
+        self.srv.fault("status", prefix="/messages", code=401, body='{"error": "bad token Bearer %s"}' % KEY)
+        self.dexsync("send", "conv_0000001", "x")
+        p = self.once()
+        err = self.scalar("SELECT last_error FROM outbox")
+        self.assertIn("bad token Bearer " + "*" * len(KEY), err)
+        self.assertIn("*" * len(KEY), p.stderr)
+        # tearDown checks that the key is in no output and no database file.
+
+    def test_a_key_with_a_nul_is_refused(self):
+        con = sqlite3.connect(self.db, timeout=10)
+        with self.assertRaises(sqlite3.IntegrityError):
+            with con:
+                con.execute("INSERT INTO outbox(kind, payload, idempotency_key) VALUES ('message', ?,"
+                            " 'abc' || char(0) || char(13) || char(10) || 'X-Evil: 1')",
+                            (json.dumps({"conversation_id": "conv_0000001", "content": "x"}),))
+        con.close()
+
+    def test_status_flags_a_sending_item_of_unknown_age(self):
+        self.dexsync("send", "conv_0000001", "x")
+        self.execute("UPDATE outbox SET state = 'sending', sending_at = NULL")
+        p = self.dexsync("status")
+        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertIn("item 1 is sending since an unknown time", p.stdout + p.stderr)
+
 
 if __name__ == "__main__":
     tap.main()

@@ -25,10 +25,12 @@ build_one fuzz_conf "$src/conf.c" "$src/log.c" "$src/escape.c"
 build_one fuzz_retry_after "$src/api.c" "$src/log.c" "$src/notify.c" "$src/escape.c"
 build_one fuzz_attribute "$src/queue.c" "$src/escape.c"
 build_one fuzz_escape "$src/escape.c"
+build_one fuzz_search "$src/search.c" "$src/db.c" "$src/log.c" "$src/escape.c" "$src/report.c" \
+	$(pkg-config --libs sqlite3) -lm
 
 mkdir -p "$here/crashes"
 status=0
-for t in page conf retry_after attribute escape; do
+for t in page conf retry_after attribute escape search; do
 	work="$out/corpus-$t"
 	mkdir -p "$work"
 	cp "$here/corpus/$t/"* "$work/" 2>/dev/null || true

@@ -1,0 +1,24 @@
+/* history.h - what dexsync has seen of each conversation (conversation_events):
+ * the timeline of one, and pruning old events */
+#ifndef DEXSYNC_HISTORY_H
+#define DEXSYNC_HISTORY_H
+
+#include <sqlite3.h>
+#include <stdio.h>
+
+#include "report.h"
+
+/* Print the timeline of the conversation whose id is the len bytes at id:
+ * first seen, each event, each listed last message and each message sent
+ * from the outbox, in time order, as a table, CSV or JSON.  Returns 0, or
+ * -1 after logging a one-line error (a conversation the mirror has never
+ * seen is one). */
+int history_print(sqlite3 *db, const char *id, size_t len, enum report_format fmt, FILE *out);
+
+/* Delete the events seen more than days ago, oldest first, in transactions
+ * of at most HISTORY_PRUNE_BATCH events, so that the write lock is never
+ * held long.  *deleted gets the count.  Returns 0, or -1 after logging. */
+#define HISTORY_PRUNE_BATCH 1000
+int history_prune(sqlite3 *db, long days, long *deleted);
+
+#endif

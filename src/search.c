@@ -1,0 +1,725 @@
+/* search.c - full-text search of subjects, last messages and messages
+ *
+ * Two FTS5 tables answer a query: conversations_fts (subject,
+ * last_message_text) and messages_fts (text).  Each gives its best matches
+ * by bm25 rank, already narrowed by status, date and gone_at; a
+ * conversation found in both keeps its better rank, and the merged list is
+ * cut to the limit.  Snippets are made last, for the rows shown only: a
+ * snippet costs more than a rank.
+ *
+ * The match is marked in the snippet with two Unicode noncharacters
+ * (U+FDD0, U+FDD1), which text does not hold; a row whose text does hold
+ * one gets its snippet unmarked rather than marked wrong.  The marks
+ * become [ ] in a table and CSV, and offsets in JSON. */
+#include "config.h"
+
+#include <jansson.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "escape.h"
+#include "log.h"
+#include "report.h"
+#include "search.h"
+
+#define MARK_OPEN	"\xef\xb7\x90"  /* U+FDD0 */
+#define MARK_CLOSE	"\xef\xb7\x91"  /* U+FDD1 */
+#define MARK_LEN	3
+#define SNIPPET_TOKENS	"16"
+#define MAX_QUERY	4096
+
+/* The best matches of one table, narrowed: ?1 query, ?2 status or NULL,
+ * ?3 since or NULL, ?4 all (gone too), ?5 limit.  Columns: the
+ * conversation's rowid, the rank, the rowid in the FTS table. */
+static const char conv_sql[] =
+	"SELECT c.rowid, f.rank, f.rowid\n"
+	"FROM conversations_fts AS f\n"
+	"JOIN conversations AS c ON c.rowid = f.rowid\n"
+	"WHERE conversations_fts MATCH ?1\n"
+	"	AND (?2 IS NULL OR c.status = ?2)\n"
+	"	AND (?3 IS NULL OR c.created_at >= ?3)\n"
+	"	AND (?4 OR c.gone_at IS NULL)\n"
+	"ORDER BY f.rank\n"
+	"LIMIT ?5";
+
+/* A conversation's best message (min() takes the other columns from its
+ * row). */
+static const char msg_sql[] =
+	"SELECT c.rowid, min(f.rank), f.rowid\n"
+	"FROM messages_fts AS f\n"
+	"JOIN messages AS m ON m.rowid = f.rowid\n"
+	"JOIN conversations AS c ON c.id = m.conversation_id\n"
+	"WHERE messages_fts MATCH ?1\n"
+	"	AND (?2 IS NULL OR c.status = ?2)\n"
+	"	AND (?3 IS NULL OR c.created_at >= ?3)\n"
+	"	AND (?4 OR c.gone_at IS NULL)\n"
+	"GROUP BY c.rowid\n"
+	"ORDER BY 2\n"
+	"LIMIT ?5";
+
+/* One shown row: ?1 the conversation's rowid. */
+static const char row_sql[] =
+	"SELECT id, status, created_at, subject FROM conversations WHERE rowid = ?1";
+
+/* The snippet of an entry (?2 its rowid) matched by ?1; then 1 when the
+ * subject holds a match.  Unmarked when the text holds a mark itself. */
+static const char conv_snippet_sql[] =
+	"SELECT CASE WHEN instr(coalesce(subject, '') || coalesce(last_message_text, ''), '" MARK_OPEN "')\n"
+	"		OR instr(coalesce(subject, '') || coalesce(last_message_text, ''), '" MARK_CLOSE "')\n"
+	"	THEN snippet(conversations_fts, -1, '', '', '…', " SNIPPET_TOKENS ")\n"
+	"	ELSE snippet(conversations_fts, -1, '" MARK_OPEN "', '" MARK_CLOSE "', '…', " SNIPPET_TOKENS ") END,\n"
+	"	instr(highlight(conversations_fts, 0, '" MARK_OPEN "', ''), '" MARK_OPEN "') > 0,\n"
+	"	NULL\n"
+	"FROM conversations_fts\n"
+	"WHERE conversations_fts MATCH ?1 AND rowid = ?2";
+
+static const char msg_snippet_sql[] =
+	"SELECT CASE WHEN instr(coalesce(text, ''), '" MARK_OPEN "')\n"
+	"		OR instr(coalesce(text, ''), '" MARK_CLOSE "')\n"
+	"	THEN snippet(messages_fts, 0, '', '', '…', " SNIPPET_TOKENS ")\n"
+	"	ELSE snippet(messages_fts, 0, '" MARK_OPEN "', '" MARK_CLOSE "', '…', " SNIPPET_TOKENS ") END,\n"
+	"	0,\n"
+	"	(SELECT id FROM messages WHERE rowid = ?2)\n"
+	"FROM messages_fts\n"
+	"WHERE messages_fts MATCH ?1 AND rowid = ?2";
+
+/* Text as read from a column: its bytes (a NUL among them) and length;
+ * text is NULL for SQL NULL. */
+struct text {
+	char *text;
+	size_t len;
+};
+
+struct hit {
+	sqlite3_int64 conv;         /* conversations.rowid */
+	sqlite3_int64 entry;        /* rowid in the FTS table that matched */
+	double rank;                /* bm25: lower is better */
+	int in_messages;            /* found in messages_fts */
+	/* Filled for the rows shown: */
+	struct text id, status, created_at, subject, snippet, message_id;
+	int in_subject;
+};
+
+struct hits {
+	struct hit *v;
+	size_t n, cap;
+};
+
+int search_format_from_name(const char *name)
+{
+	static const char *const names[] = { "table", "csv", "json" };
+
+	for (int i = 0; i < 3; i++)
+		if (!strcmp(name, names[i]))
+			return i;
+	return -1;
+}
+
+const char *search_query_problem(const char *query)
+{
+	size_t n = strlen(query), k, len;
+
+	if (n > MAX_QUERY)
+		return "the query is longer than 4096 bytes";
+	for (k = 0; k < n; k += len) {
+		if (!(len = escape_utf8_len(query + k, n - k)))
+			return "the query is not valid UTF-8";
+		if (escape_needed(query + k, len))
+			return "the query holds a control character";
+	}
+	if (strspn(query, " ") == n)
+		return "the query is empty";
+	return NULL;
+}
+
+/* Does s start with the FTS5 operator op as a word of its own? */
+static int is_operator(const char *s, size_t n)
+{
+	return (n == 3 && (!strncmp(s, "AND", 3) || !strncmp(s, "NOT", 3))) ||
+	       (n == 2 && !strncmp(s, "OR", 2));
+}
+
+char *search_explain_error(const char *errmsg)
+{
+	static const char syntax[] = "fts5: syntax error near \"";
+	static const char column[] = "no such column: ";
+	static const char special[] = "unknown special query: ";
+	const char *near, *end;
+	char *out = NULL;
+	int n = -1;
+
+	if (!errmsg)
+		errmsg = "";
+	if (!strcmp(errmsg, "unterminated string")) {
+		n = asprintf(&out, "a \"phrase\" is not closed: its closing \" is missing");
+	} else if (!strncmp(errmsg, column, sizeof(column) - 1)) {
+		/* "word:" is a column filter, and so is "-word" (all columns
+		 * but). */
+		n = asprintf(&out, "'%s:' or '-%s' names a column, and there is no column %s "
+			     "(columns: subject, last_message_text, text); "
+			     "put a word holding ':' or '-' in double quotes",
+			     errmsg + sizeof(column) - 1, errmsg + sizeof(column) - 1,
+			     errmsg + sizeof(column) - 1);
+	} else if (!strncmp(errmsg, special, sizeof(special) - 1)) {
+		n = asprintf(&out, "a query cannot start with '*': put * after a prefix (export*)");
+	} else if (!strncmp(errmsg, syntax, sizeof(syntax) - 1)) {
+		near = errmsg + sizeof(syntax) - 1;
+		end = strrchr(near, '"');
+		if (!end || end < near)
+			end = near + strlen(near);
+		if (end == near)
+			n = asprintf(&out, "the query ends too early: a word is missing after an "
+				     "operator (AND, OR, NOT, +), or a ( or NEAR( is not closed");
+		else if (is_operator(near, (size_t)(end - near)))
+			n = asprintf(&out, "the operator %.*s needs a word or a group on both sides",
+				     (int)(end - near), near);
+		else if (end - near == 1 && *near == ')')
+			n = asprintf(&out, "a ) has no ( before it");
+		else if (end - near == 1)
+			n = asprintf(&out, "'%c' is not part of the query syntax (words, \"phrases\", "
+				     "prefix*, AND, OR, NOT, NEAR, ( )): put text holding it in "
+				     "double quotes", *near);
+		else
+			n = asprintf(&out, "'%.*s' is out of place (the syntax: words, \"phrases\", "
+				     "prefix*, AND, OR, NOT, NEAR, ( ))", (int)(end - near), near);
+	} else {
+		n = asprintf(&out, "the query is not valid (SQLite says: %s)", errmsg);
+	}
+	return n >= 0 ? out : NULL;
+}
+
+static void text_free(struct text *t)
+{
+	free(t->text);
+	t->text = NULL;
+	t->len = 0;
+}
+
+/* Column i of st's row into t, all its bytes; 0, or -1 out of memory. */
+static int text_get(sqlite3_stmt *st, int i, struct text *t)
+{
+	const unsigned char *s;
+
+	t->text = NULL;
+	t->len = 0;
+	if (sqlite3_column_type(st, i) == SQLITE_NULL)
+		return 0;
+	s = sqlite3_column_text(st, i);
+	t->len = (size_t)sqlite3_column_bytes(st, i);
+	if (!(t->text = malloc(t->len + 1)))
+		return -1;
+	if (t->len)
+		memcpy(t->text, s, t->len);
+	t->text[t->len] = '\0';
+	return 0;
+}
+
+static void hits_free(struct hits *h)
+{
+	for (size_t i = 0; i < h->n; i++) {
+		struct hit *x = &h->v[i];
+
+		text_free(&x->id);
+		text_free(&x->status);
+		text_free(&x->created_at);
+		text_free(&x->subject);
+		text_free(&x->snippet);
+		text_free(&x->message_id);
+	}
+	free(h->v);
+	memset(h, 0, sizeof(*h));
+}
+
+/* Add a match, or better the rank of the conversation's match already
+ * there; 0, or -1 out of memory.  The lists are short (two times the
+ * limit): a linear look is enough. */
+static int hits_add(struct hits *h, sqlite3_int64 conv, double rank, sqlite3_int64 entry, int in_messages)
+{
+	for (size_t i = 0; i < h->n; i++) {
+		if (h->v[i].conv != conv)
+			continue;
+		if (rank < h->v[i].rank) {
+			h->v[i].rank = rank;
+			h->v[i].entry = entry;
+			h->v[i].in_messages = in_messages;
+		}
+		return 0;
+	}
+	if (h->n == h->cap) {
+		size_t cap = h->cap ? h->cap * 2 : 32;
+		struct hit *v = realloc(h->v, cap * sizeof(*v));
+
+		if (!v)
+			return -1;
+		h->v = v;
+		h->cap = cap;
+	}
+	memset(&h->v[h->n], 0, sizeof(h->v[0]));
+	h->v[h->n].conv = conv;
+	h->v[h->n].rank = rank;
+	h->v[h->n].entry = entry;
+	h->v[h->n].in_messages = in_messages;
+	h->n++;
+	return 0;
+}
+
+static int hit_cmp(const void *a, const void *b)
+{
+	const struct hit *x = a, *y = b;
+
+	if (x->rank != y->rank)
+		return x->rank < y->rank ? -1 : 1;
+	return x->conv < y->conv ? -1 : x->conv > y->conv;
+}
+
+/* Bind the query's parameters (those st has). */
+static void bind_query(sqlite3_stmt *st, const struct search_query *q)
+{
+	sqlite3_bind_text(st, 1, q->text, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, q->status, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, q->since, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 4, q->all != 0);
+	sqlite3_bind_int64(st, 5, q->limit);
+}
+
+/* The matches of one table into h.  0; 1 when FTS5 refused the query
+ * (*err gets SQLite's message, malloc'd); -1 after logging another error. */
+static int collect(sqlite3 *db, const char *sql, int in_messages, const struct search_query *q,
+		   struct hits *h, char **err)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+		log_err("search: %s", sqlite3_errmsg(db));
+		return -1;
+	}
+	bind_query(st, q);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		if (hits_add(h, sqlite3_column_int64(st, 0), sqlite3_column_double(st, 1),
+			     sqlite3_column_int64(st, 2), in_messages) < 0) {
+			rc = SQLITE_NOMEM;
+			break;
+		}
+	if (rc == SQLITE_DONE) {
+		rc = 0;
+	} else if ((rc & 0xff) == SQLITE_ERROR) {
+		/* A query FTS5 cannot parse fails its first step with
+		 * SQLITE_ERROR; the tables themselves were prepared. */
+		*err = strdup(sqlite3_errmsg(db));
+		rc = *err ? 1 : -1;
+		if (rc < 0)
+			log_err("search: out of memory");
+	} else {
+		log_err("search: %s", rc == SQLITE_NOMEM ? "out of memory" : sqlite3_errmsg(db));
+		rc = -1;
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+/* Step st (bound) for one row and copy its columns into the texts in t
+ * (ncols of them; NULL pointers skip a column); *flag gets column flag_col
+ * as an int when flag is not NULL.  1 with a row, 0 without, -1 on error. */
+static int one_row(sqlite3 *db, sqlite3_stmt *st, struct text **t, int ncols, int *flag, int flag_col)
+{
+	int rc = sqlite3_step(st);
+
+	if (rc == SQLITE_ROW) {
+		for (int i = 0; i < ncols; i++)
+			if (t[i] && text_get(st, i, t[i]) < 0) {
+				log_err("search: out of memory");
+				rc = -1;
+				goto out;
+			}
+		if (flag)
+			*flag = sqlite3_column_int(st, flag_col);
+		rc = 1;
+	} else if (rc == SQLITE_DONE) {
+		rc = 0;
+	} else {
+		log_err("search: %s", sqlite3_errmsg(db));
+		rc = -1;
+	}
+out:
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return rc;
+}
+
+/* The columns shown of the first n hits: the conversation and the
+ * snippet of the entry that matched.  0, or -1 after logging. */
+static int fill(sqlite3 *db, const struct search_query *q, struct hits *h, size_t n)
+{
+	sqlite3_stmt *row = NULL, *snip[2] = { NULL, NULL };
+	int rc = -1;
+
+	if (sqlite3_prepare_v2(db, row_sql, -1, &row, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db, conv_snippet_sql, -1, &snip[0], NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db, msg_snippet_sql, -1, &snip[1], NULL) != SQLITE_OK) {
+		log_err("search: %s", sqlite3_errmsg(db));
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct hit *x = &h->v[i];
+		struct text *conv[] = { &x->id, &x->status, &x->created_at, &x->subject };
+		struct text *entry[] = { &x->snippet, NULL, &x->message_id };
+		sqlite3_stmt *st = snip[x->in_messages];
+
+		sqlite3_bind_int64(row, 1, x->conv);
+		if (one_row(db, row, conv, 4, NULL, 0) < 0)
+			goto out;
+		sqlite3_bind_text(st, 1, q->text, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, x->entry);
+		if (one_row(db, st, entry, 3, &x->in_subject, 1) < 0)
+			goto out;
+	}
+	rc = 0;
+out:
+	sqlite3_finalize(row);
+	sqlite3_finalize(snip[0]);
+	sqlite3_finalize(snip[1]);
+	return rc;
+}
+
+/* Where the match was found, for the "matched" column. */
+static const char *matched(const struct hit *x)
+{
+	return x->in_messages ? "message" : x->in_subject ? "subject" : "last_message";
+}
+
+/* The snippet with its marks as [ and ] (table, CSV), malloc'd; its
+ * length in *len.  NULL when out of memory. */
+static char *bracketed(const struct text *t, size_t *len)
+{
+	char *out = malloc(t->len + 1), *o = out;
+
+	if (!out)
+		return NULL;
+	for (size_t k = 0; k < t->len;) {
+		if (t->len - k >= MARK_LEN && !memcmp(t->text + k, MARK_OPEN, MARK_LEN)) {
+			*o++ = '[';
+			k += MARK_LEN;
+		} else if (t->len - k >= MARK_LEN && !memcmp(t->text + k, MARK_CLOSE, MARK_LEN)) {
+			*o++ = ']';
+			k += MARK_LEN;
+		} else {
+			*o++ = t->text[k++];
+		}
+	}
+	*o = '\0';
+	*len = (size_t)(o - out);
+	return out;
+}
+
+/* RFC 4180, as report.c writes it: the bytes exactly, quoted when they
+ * hold a comma, quote, CR or LF, a quote doubled. */
+static void csv_field(FILE *out, const char *s, size_t n)
+{
+	int quote = 0;
+
+	for (size_t k = 0; k < n && !quote; k++)
+		quote = s[k] == ',' || s[k] == '"' || s[k] == '\r' || s[k] == '\n';
+	if (!quote) {
+		fwrite(s, 1, n, out);
+		return;
+	}
+	fputc('"', out);
+	for (size_t k = 0; k < n; k++) {
+		if (s[k] == '"')
+			fputc('"', out);
+		fputc(s[k], out);
+	}
+	fputc('"', out);
+}
+
+#define NCOLS 6
+static const char *const col_names[NCOLS] = {
+	"id", "status", "created_at", "subject", "matched", "snippet"
+};
+
+/* The n cells of hit x as shown in a table or CSV (snippet bracketed):
+ * malloc'd copies into cell[] and len[]; 0, or -1 out of memory. */
+static int cells(const struct hit *x, char **cell, size_t *len)
+{
+	const struct text *t[] = { &x->id, &x->status, &x->created_at, &x->subject };
+
+	for (int i = 0; i < 4; i++) {
+		len[i] = t[i]->len;
+		if (!(cell[i] = malloc(len[i] + 1)))
+			return -1;
+		memcpy(cell[i], t[i]->text ? t[i]->text : "", len[i]);
+		cell[i][len[i]] = '\0';
+	}
+	len[4] = strlen(matched(x));
+	if (!(cell[4] = strdup(matched(x))))
+		return -1;
+	return (cell[5] = bracketed(&x->snippet, &len[5])) ? 0 : -1;
+}
+
+/* CSV: a header, then one line per hit. */
+static int print_csv(FILE *out, const struct hits *h, size_t n)
+{
+	char *cell[NCOLS] = { NULL };
+	size_t len[NCOLS];
+	int rc = 0;
+
+	for (int i = 0; i < NCOLS; i++) {
+		if (i)
+			fputc(',', out);
+		fputs(col_names[i], out);
+	}
+	fputs("\r\n", out);
+	for (size_t r = 0; r < n && rc == 0; r++) {
+		rc = cells(&h->v[r], cell, len);
+		for (int i = 0; i < NCOLS; i++) {
+			if (rc == 0) {
+				if (i)
+					fputc(',', out);
+				csv_field(out, cell[i], len[i]);
+			}
+			free(cell[i]);
+			cell[i] = NULL;
+		}
+		if (rc == 0)
+			fputs("\r\n", out);
+	}
+	if (rc < 0)
+		log_err("search: out of memory");
+	return rc;
+}
+
+/* A terminal table: every cell escaped, columns as wide as their widest
+ * (the snippet, last, is not padded). */
+static int print_table(FILE *out, const struct hits *h, size_t n)
+{
+	size_t width[NCOLS] = { 0 }, len[NCOLS];
+	char **text = calloc((n + 1) * NCOLS, sizeof(char *));
+	char *cell[NCOLS] = { NULL };
+	int rc = -1;
+
+	if (!text)
+		goto out;
+	for (int i = 0; i < NCOLS; i++)
+		if (!(text[i] = strdup(col_names[i])))
+			goto out;
+	for (size_t r = 0; r < n; r++) {
+		int bad = cells(&h->v[r], cell, len);
+
+		for (int i = 0; i < NCOLS; i++) {
+			if (!bad && !(text[(r + 1) * NCOLS + (size_t)i] = escape_text(cell[i], len[i])))
+				bad = 1;
+			free(cell[i]);
+			cell[i] = NULL;
+		}
+		if (bad)
+			goto out;
+	}
+	for (size_t k = 0; k < (n + 1) * NCOLS; k++) {
+		size_t w = report_text_width(text[k]);
+
+		if (w > width[k % NCOLS])
+			width[k % NCOLS] = w;
+	}
+	for (size_t r = 0; r <= n; r++) {
+		for (int i = 0; i < NCOLS; i++) {
+			const char *t = text[r * NCOLS + (size_t)i];
+
+			fprintf(out, "%s%s", i ? "  " : "", t);
+			if (i + 1 < NCOLS)
+				fprintf(out, "%*s", (int)(width[i] - report_text_width(t)), "");
+		}
+		fputc('\n', out);
+		if (r == 0) {
+			for (int i = 0; i < NCOLS; i++) {
+				fputs(i ? "  " : "", out);
+				for (size_t k = 0; k < width[i]; k++)
+					fputc('-', out);
+			}
+			fputc('\n', out);
+		}
+	}
+	rc = 0;
+out:
+	for (size_t k = 0; text && k < (n + 1) * NCOLS; k++)
+		free(text[k]);
+	free(text);
+	if (rc < 0)
+		log_err("search: out of memory");
+	return rc;
+}
+
+/* The n bytes of s as a JSON string; a byte that is not UTF-8 becomes
+ * U+FFFD (as report.c does), so that one character of the input is one of
+ * the output.  NULL when out of memory. */
+static json_t *text_json(const char *s, size_t n)
+{
+	char *fixed, *o;
+	size_t k, len;
+	json_t *j;
+
+	if (!s)
+		return json_null();
+	if (n > (SIZE_MAX - 1) / 3 || !(fixed = malloc(n * 3 + 1)))
+		return NULL;
+	for (o = fixed, k = 0; k < n; k += len ? len : 1) {
+		len = escape_utf8_len(s + k, n - k);
+		if (len) {
+			memcpy(o, s + k, len);
+			o += len;
+		} else {                /* U+FFFD */
+			*o++ = '\xef';
+			*o++ = '\xbf';
+			*o++ = '\xbd';
+		}
+	}
+	j = json_stringn(fixed, (size_t)(o - fixed));
+	free(fixed);
+	return j;
+}
+
+/* The snippet without its marks, and the marked spans as [start, end)
+ * pairs counted in characters (Unicode code points) of that text. */
+static int snippet_json(const struct text *t, json_t *obj)
+{
+	json_t *spans = json_array(), *span = NULL;
+	char *plain = malloc(t->len + 1), *o = plain;
+	long chars = 0;
+	size_t len;
+	int rc = -1;
+
+	if (!spans || !plain)
+		goto out;
+	for (size_t k = 0; k < t->len; k += len) {
+		len = escape_utf8_len(t->text + k, t->len - k);
+		if (len == MARK_LEN && !memcmp(t->text + k, MARK_OPEN, MARK_LEN)) {
+			json_decref(span);
+			if (!(span = json_array()) || json_array_append_new(span, json_integer(chars)) < 0)
+				goto out;
+			continue;
+		}
+		if (len == MARK_LEN && !memcmp(t->text + k, MARK_CLOSE, MARK_LEN)) {
+			if (span && (json_array_append_new(span, json_integer(chars)) < 0 ||
+				     json_array_append_new(spans, span) < 0))
+				goto out;
+			span = NULL;
+			continue;
+		}
+		if (!len)
+			len = 1;
+		memcpy(o, t->text + k, len);
+		o += len;
+		chars++;
+	}
+	if (json_object_set_new(obj, "snippet", text_json(t->text ? plain : NULL, (size_t)(o - plain))) < 0 ||
+	    json_object_set(obj, "highlights", spans) < 0)
+		goto out;
+	rc = 0;
+out:
+	json_decref(span);
+	json_decref(spans);
+	free(plain);
+	return rc;
+}
+
+/* An array of one object per hit. */
+static int print_json(FILE *out, const struct hits *h, size_t n)
+{
+	json_t *arr = json_array();
+	int rc = arr ? 0 : -1;
+
+	for (size_t r = 0; rc == 0 && r < n; r++) {
+		const struct hit *x = &h->v[r];
+		json_t *obj = json_object();
+
+		if (!obj || json_array_append_new(arr, obj) < 0 ||
+		    json_object_set_new(obj, "id", text_json(x->id.text, x->id.len)) < 0 ||
+		    json_object_set_new(obj, "status", text_json(x->status.text, x->status.len)) < 0 ||
+		    json_object_set_new(obj, "created_at", text_json(x->created_at.text, x->created_at.len)) < 0 ||
+		    json_object_set_new(obj, "subject", text_json(x->subject.text, x->subject.len)) < 0 ||
+		    json_object_set_new(obj, "matched", json_string(matched(x))) < 0 ||
+		    json_object_set_new(obj, "message_id",
+					text_json(x->message_id.text, x->message_id.len)) < 0 ||
+		    json_object_set_new(obj, "rank", json_real(x->rank)) < 0 ||
+		    snippet_json(&x->snippet, obj) < 0)
+			rc = -1;
+	}
+	if (rc == 0) {
+		rc = json_dumpf(arr, out, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
+		fputc('\n', out);
+	}
+	if (rc < 0)
+		log_err("search: cannot write JSON (out of memory)");
+	json_decref(arr);
+	return rc;
+}
+
+/* Log the one line for a query FTS5 refused. */
+static void query_error(const struct search_query *q, const char *errmsg)
+{
+	char *why = search_explain_error(errmsg);
+	char *safe = escape_text(q->text, strlen(q->text));
+
+	log_err("search: the query '%s' is malformed: %s", safe ? safe : "?",
+		why ? why : "(out of memory)");
+	free(safe);
+	free(why);
+}
+
+long search_run(sqlite3 *db, const struct search_query *q, enum search_format fmt, FILE *out)
+{
+	struct hits h = { NULL, 0, 0 };
+	char *err[2] = { NULL, NULL };
+	const char *problem;
+	long rc = -1;
+	int c, m;
+	size_t n;
+
+	if ((problem = search_query_problem(q->text))) {
+		log_err("search: %s", problem);
+		return -1;
+	}
+	/* A column filter names a column of one table: the other one, which
+	 * has no such column, simply finds nothing. */
+	c = collect(db, conv_sql, 0, q, &h, &err[0]);
+	m = c < 0 ? -1 : collect(db, msg_sql, 1, q, &h, &err[1]);
+	if (c < 0 || m < 0)
+		goto out;
+	if (c > 0 && m > 0) {
+		query_error(q, err[0]);
+		goto out;
+	}
+	if ((c > 0 && strncmp(err[0], "no such column: ", 16)) ||
+	    (m > 0 && strncmp(err[1], "no such column: ", 16))) {
+		query_error(q, c > 0 ? err[0] : err[1]);
+		goto out;
+	}
+	if (h.n)
+		qsort(h.v, h.n, sizeof(h.v[0]), hit_cmp);
+	n = h.n < (size_t)q->limit ? h.n : (size_t)q->limit;
+	if (fill(db, q, &h, n) < 0)
+		goto out;
+	if (n == 0 && fmt != SEARCH_CSV) {
+		rc = fmt == SEARCH_JSON ? print_json(out, &h, 0) : 0;
+		rc = rc < 0 ? -1 : 0;
+		goto out;
+	}
+	switch (fmt) {
+	case SEARCH_TABLE:
+		rc = print_table(out, &h, n);
+		break;
+	case SEARCH_CSV:
+		rc = print_csv(out, &h, n);
+		break;
+	case SEARCH_JSON:
+		rc = print_json(out, &h, n);
+		break;
+	}
+	rc = rc < 0 ? -1 : (long)n;
+out:
+	free(err[0]);
+	free(err[1]);
+	hits_free(&h);
+	return rc;
+}

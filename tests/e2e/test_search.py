@@ -1,0 +1,290 @@
+#!/usr/bin/env python3
+"""Full-text search (SPEC 4 `search`, 5 conversations_fts/messages_fts): the
+index kept in step by every write, built at the end of an initial mirror and
+by the migration, dexsync search and its exit statuses, and the README's
+sqlite3 search recipes run verbatim."""
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import tap  # noqa: E402
+from harness import DEXSYNC, OutboxTest  # noqa: E402
+
+SRCDIR = os.environ.get("DEXSYNC_SRCDIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def conv(cid, subject, text, status="open", created="2026-03-01T10:00:00Z"):
+    return {"id": cid, "status": status, "subject": subject, "created_at": created,
+            "user_id": "u_1", "last_message": {"id": "msg_" + cid, "text": text}}
+
+
+KNOWN = [
+    conv("conv_exp", "Launch bug in the reports", "the CSV is empty", "open", "2026-03-01T10:00:00Z"),
+    conv("conv_exps", "Question", "Our launches fail since Monday", "closed", "2026-04-01T10:00:00Z"),
+    conv("conv_cafe", "Café order missing", "nothing arrived", "snoozed", "2026-05-01T10:00:00Z"),
+    conv("conv_plain", "Coffee machine", "the cafe downstairs is closed", "open", "2026-06-01T10:00:00Z"),
+    conv("conv_old", "Zeppelin delivery late", "where is it", "open", "2026-07-01T10:00:00Z"),
+    conv("conv_gone", "Walrus invoice", "walrus walrus", "open", "2026-08-01T10:00:00Z"),
+]
+
+
+class SearchTest(OutboxTest):
+    conversations = 30
+
+    def setUp(self):
+        super().setUp()
+        for c in KNOWN:
+            self.srv.add(json.loads(json.dumps(c)))     # a copy: tests change them
+        p = self.once()
+        self.assertEqual(p.returncode, 0, p.stderr)
+
+    def search(self, *args):
+        return self.dexsync("search", *args)
+
+    def found(self, *args):
+        p = self.search(*args, "--format", "json", "--limit", "1000")
+        self.assertIn(p.returncode, (0, 1), p.stderr)
+        rows = json.loads(p.stdout)
+        self.assertEqual(p.returncode, 0 if rows else 1, "exit 0 with matches, 1 without")
+        return [r["id"] for r in rows]
+
+    def fts_ok(self):
+        for t in ("conversations_fts", "messages_fts"):
+            self.sql("INSERT INTO %s(%s, rank) VALUES ('integrity-check', 1)" % (t, t))
+
+    # ---- what is found ---------------------------------------------------
+    def test_subject_and_last_message_words(self):
+        self.assertEqual(sorted(self.found("launch")), ["conv_exp", "conv_exps"])
+        p = self.search("launch")
+        self.assertEqual(p.returncode, 0)
+        lines = p.stdout.splitlines()
+        self.assertEqual(lines[0].split(), ["id", "status", "created_at", "subject", "matched", "snippet"])
+        self.assertRegex(p.stdout, r"conv_exp .*subject .*\[Launch\] bug")
+        self.assertRegex(p.stdout, r"conv_exps .*(last_message|message) .*Our \[launches\] fail")
+        self.assertEqual(self.found("empty AND csv"), ["conv_exp"])
+        self.assertEqual(self.found('"launches fail"'), ["conv_exps"])
+        self.assertEqual(sorted(self.found("laun*")), ["conv_exp", "conv_exps"])
+        self.assertEqual(self.found("launch NOT bug"), ["conv_exps"])
+        self.assertEqual(self.found("subject:launch"), ["conv_exp"])
+
+    def test_diacritics_both_ways(self):
+        self.assertEqual(sorted(self.found("cafe")), ["conv_cafe", "conv_plain"])
+        self.assertEqual(sorted(self.found("café")), ["conv_cafe", "conv_plain"])
+        self.assertEqual(sorted(self.found("CAFÉ")), ["conv_cafe", "conv_plain"])
+
+    def test_changed_subject_and_message_no_longer_match_their_old_words(self):
+        self.srv.change("conv_old", subject="Airship delivery late",
+                        last_message={"id": "msg_new", "text": "found it"})
+        p = self.once()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.found("zeppelin"), [])
+        self.assertEqual(self.found("airship"), ["conv_old"])
+        self.assertEqual(self.sql("SELECT rowid FROM conversations_fts WHERE conversations_fts MATCH 'zeppelin'"), [])
+        self.fts_ok()
+
+    def test_sent_message_is_found(self):
+        p = self.dexsync("send", "conv_plain", "Xylophone lessons are cancelled")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.found("xylophone"), [], "not before it is sent")
+        self.drain_until_done()
+        p = self.search("xylophone", "--format", "json")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        rows = json.loads(p.stdout)
+        self.assertEqual([(r["id"], r["matched"]) for r in rows], [("conv_plain", "message")])
+        self.assertTrue(rows[0]["message_id"].startswith("msg_sent_"))
+        self.fts_ok()
+
+    def test_status_since_limit_and_gone(self):
+        self.assertEqual(self.found("launch", "--status", "closed"), ["conv_exps"])
+        self.assertEqual(self.found("launch", "--status", "snoozed"), [])
+        self.assertEqual(self.found("launch", "--since", "2026-03-15"), ["conv_exps"])
+        p = self.search("launch", "--limit", "1", "--format", "json")
+        self.assertEqual((p.returncode, len(json.loads(p.stdout))), (0, 1))
+        self.srv.delete("conv_gone")
+        # Seen before this second: a row first seen by the walk that finds
+        # it gone (an outbox creation meanwhile) is not marked gone.
+        self.sql("UPDATE conversations SET first_seen_at = '2026-01-01T00:00:00Z'")
+        p = self.once()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.scalar("SELECT gone_at IS NOT NULL FROM conversations WHERE id = 'conv_gone'"), 1)
+        self.assertEqual(self.found("walrus"), [])
+        self.assertEqual(self.found("walrus", "--all"), ["conv_gone"])
+
+    def test_formats(self):
+        p = self.search("launch", "--format", "csv", "--status", "open")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        rows = list(csv.reader(io.StringIO(p.stdout, newline="")))
+        self.assertEqual(rows[0], ["id", "status", "created_at", "subject", "matched", "snippet"])
+        self.assertEqual(rows[1][:5], ["conv_exp", "open", "2026-03-01T10:00:00Z",
+                                       "Launch bug in the reports", "subject"])
+        self.assertIn("[Launch]", rows[1][5])
+        p = self.search("cafe", "--format", "json")
+        rows = {r["id"]: r for r in json.loads(p.stdout)}
+        r = rows["conv_cafe"]
+        self.assertNotIn("[", r["snippet"])
+        spans = [r["snippet"][a:b] for a, b in r["highlights"]]
+        self.assertEqual(spans, ["Café"])
+        self.assertEqual(set(r), {"id", "status", "created_at", "subject", "matched", "message_id",
+                                  "rank", "snippet", "highlights"})
+        self.assertLess(r["rank"], 0)
+        p = self.search("nothingmatchesthis", "--format", "json")
+        self.assertEqual((p.returncode, json.loads(p.stdout)), (1, []))
+        p = self.search("nothingmatchesthis")
+        self.assertEqual((p.returncode, p.stdout), (1, ""))
+
+    def test_best_rank_first(self):
+        self.srv.add(conv("conv_many", "Walrus", "walrus walrus walrus"))
+        self.assertEqual(self.once().returncode, 0)
+        ids = self.found("walrus")
+        self.assertEqual(ids[0], "conv_many")
+        ranks = [r["rank"] for r in json.loads(self.search("walrus", "--format", "json").stdout)]
+        self.assertEqual(ranks, sorted(ranks))
+
+    # ---- errors --------------------------------------------------------
+    def test_malformed_queries_get_one_line_naming_the_problem(self):
+        cases = {
+            "export AND": "ends too early",
+            '"export bug': "phrase\" is not closed",
+            "user@example.com": "'@' is not part of the query syntax",
+            "AND export": "operator AND needs a word",
+            "export)": "a ) has no ( before it",
+            "foo:bar": "there is no column foo",
+            "*export": "cannot start with '*'",
+            "   ": "the query is empty",
+            "a\x1bb": "control character",
+        }
+        for query, why in cases.items():
+            p = self.search(query)
+            self.assertEqual(p.returncode, 2, query)
+            self.assertEqual(p.stdout, "")
+            self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
+            self.assertIn(why, p.stderr)
+            self.assertNotIn("fts5:", p.stderr, "not SQLite's message alone")
+            self.assertNotIn("\x1b", p.stderr)
+        for args in (["--status", "pending"], ["--since", "yesterday"], ["--limit", "0"],
+                     ["--format", "html"], []):
+            p = self.search(*(["launch"] if args else []), *args)
+            self.assertEqual(p.returncode, 2, args)
+            self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
+        p = self.dexsync("-d", os.path.join(self.dir, "missing.db"), "search", "x", db=False)
+        self.assertEqual(p.returncode, 2, "a missing database is an error, not 'none found'")
+
+    # ---- read-only -----------------------------------------------------
+    def test_search_never_writes(self):
+        # (The -shm file is the readers' shared memory, not the database.)
+        def state():
+            return {n: hashlib.sha256(open(os.path.join(self.dir, n), "rb").read()).hexdigest()
+                    for n in ("mirror.db", "mirror.db-wal")}
+        before = state()
+        os.chmod(self.db, 0o444)
+        try:
+            self.assertEqual(self.search("launch").returncode, 0)
+            self.assertEqual(self.search("launch AND").returncode, 2)
+        finally:
+            os.chmod(self.db, 0o644)
+        self.assertEqual(state(), before)
+
+    # ---- plain SQL keeps the index right -------------------------------
+    def test_plain_sql_insert_update_delete(self):
+        con = sqlite3.connect(self.db)
+        with con:
+            con.execute("INSERT INTO conversations(id, status, subject, raw, first_seen_at, changed_at)"
+                        " VALUES ('conv_sql', 'open', 'Quokka sighting', '{}', 'x', 'x')")
+            con.execute("INSERT INTO messages(id, conversation_id, text, origin, raw)"
+                        " VALUES ('m_sql', 'conv_sql', 'a platypus too', 'listed', '{}')")
+        self.assertEqual(self.found("quokka"), ["conv_sql"])
+        self.assertEqual(self.found("platypus"), ["conv_sql"])
+        with con:
+            con.execute("UPDATE conversations SET subject = 'Wombat sighting' WHERE id = 'conv_sql'")
+            con.execute("UPDATE messages SET text = 'an echidna' WHERE id = 'm_sql'")
+        self.assertEqual((self.found("quokka"), self.found("platypus")), ([], []))
+        self.assertEqual((self.found("wombat"), self.found("echidna")), (["conv_sql"], ["conv_sql"]))
+        with con:
+            con.execute("DELETE FROM messages WHERE id = 'm_sql'")
+        self.assertEqual(self.found("echidna"), [])
+        con.close()
+        self.fts_ok()
+
+    # ---- building the index --------------------------------------------
+    def test_initial_mirror_builds_the_index_at_its_end(self):
+        # setUp's first walk was an initial mirror.
+        self.assertEqual(self.scalar("SELECT count(*) FROM sync_state WHERE key GLOB 'deferred_index:*'"), 0)
+        triggers = {r[0] for r in self.sql("SELECT name FROM sqlite_schema WHERE type = 'trigger'"
+                                           " AND name GLOB '*_fts_*'")}
+        self.assertEqual(len(triggers), 6, triggers)
+        self.fts_ok()
+        self.assertEqual(self.scalar("SELECT count(*) FROM conversations_fts"),
+                         self.scalar("SELECT count(*) FROM conversations"))
+
+    def test_initial_mirror_log_and_unchanged_rewalk(self):
+        os.remove(self.db)
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(self.db + suffix):
+                os.remove(self.db + suffix)
+        p = self.once()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("an initial mirror: 2 full-text indexes are built at its end", p.stderr)
+        built = re.findall(r"built the deferred full-text index (\w+) in \d+\.\d+ s", p.stderr)
+        self.assertEqual(sorted(built), ["conversations_fts", "messages_fts"])
+
+        def fts_pages():
+            return self.sql("SELECT 'c', id, block FROM conversations_fts_data UNION ALL "
+                            "SELECT 'm', id, block FROM messages_fts_data ORDER BY 1, 2")
+        before = fts_pages()
+        p = self.once()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertNotIn("full-text", p.stderr)
+        self.assertEqual(fts_pages(), before, "an unchanged re-walk writes nothing to the index")
+        self.assertEqual(self.found("zeppelin"), ["conv_old"])
+
+    def test_migration_builds_the_index_once(self):
+        # The database as the schema before 0005 left it.
+        con = sqlite3.connect(self.db)
+        con.executescript("""
+            DROP TABLE conversations_fts; DROP TABLE messages_fts;
+            DROP TRIGGER conversations_fts_insert; DROP TRIGGER conversations_fts_delete;
+            DROP TRIGGER conversations_fts_update; DROP TRIGGER messages_fts_insert;
+            DROP TRIGGER messages_fts_delete; DROP TRIGGER messages_fts_update;
+            PRAGMA user_version = 4;""")
+        con.close()
+        p = self.dexsync("search", "launch")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("start dexsyncd once to migrate it", p.stderr)
+        p = self.once()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(len(re.findall(r"applied migration 0005-search.sql in \d+\.\d+ s", p.stderr)), 1)
+        self.assertEqual(sorted(self.found("launch")), ["conv_exp", "conv_exps"])
+        self.fts_ok()
+        p = self.once()
+        self.assertNotIn("applied migration", p.stderr)
+
+    # ---- the README's recipes ------------------------------------------
+    def test_readme_search_recipes_run_verbatim(self):
+        with open(os.path.join(SRCDIR, "README.md"), encoding="utf-8") as f:
+            text = f.read()
+        recipes = dict(re.findall(r"```sql\n-- search recipe: (.*?)\n(.*?)```", text, re.S))
+        self.assertGreaterEqual(len(recipes), 3)
+        out = {}
+        for name, sql in recipes.items():
+            p = subprocess.run(["sqlite3", "-separator", "|", self.db], input=sql,
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual((p.returncode, p.stderr), (0, ""), name)
+            out[name] = [line.split("|") for line in p.stdout.splitlines()]
+        words = out["conversations whose subject or last message has a word, best first"]
+        self.assertEqual(sorted(r[0] for r in words), ["conv_exp", "conv_exps"])
+        self.assertTrue(any("[Launch]" in c for r in words for c in r), words)
+        msgs = out["messages with a phrase, with a snippet"]
+        self.assertEqual([r[0] for r in msgs], ["conv_exps"])
+        self.assertIn("[launches fail]", msgs[0][-1])
+        self.assertEqual(out["is the index in step?"], [])
+
+
+if __name__ == "__main__":
+    tap.main()
