@@ -4,8 +4,8 @@
  * The one check SQLite offers only as a write is FTS5's 'integrity-check'
  * (an INSERT into the table, refused on a read-only connection), with
  * rank = 1 so that the index is compared with the rows of its external
- * content table (PRAGMA integrity_check does not, even where it looks at
- * FTS5 tables).  So it runs on a private copy of the mirror, made with the
+ * content table; SQLite 3.40 (Debian 12) has no read-only way to run it.
+ * So it runs on a private copy of the mirror, made with the
  * backup API in $TMPDIR (else /var/tmp) and removed at once: it costs the
  * time and the space of a copy, and never the daemon's lock. */
 #include "config.h"

@@ -44,12 +44,13 @@ CREATE INDEX conversation_events_conversation
 CREATE INDEX conversation_events_run
 	ON conversation_events(run_id, field);
 
--- report_time_to_close and report_reopened read only these.
+-- report_time_to_close and report_reopened read only these, in
+-- conversation order (groups stream out of them).
 CREATE INDEX conversation_events_closed
-	ON conversation_events(conversation_id, id)
+	ON conversation_events(conversation_id, id, conversation_created_at, after, seen_at)
 	WHERE field = 'status' AND new_value = 'closed';
 CREATE INDEX conversation_events_reopened
-	ON conversation_events(conversation_id, id)
+	ON conversation_events(conversation_id, seen_at)
 	WHERE field = 'status' AND old_value = 'closed' AND new_value IN ('open', 'snoozed');
 
 -- report_backlog_daily: what it reads of the status changes, in one index.
@@ -64,45 +65,67 @@ ON CONFLICT(key) DO NOTHING;
 
 -- gone and returned carry the status the conversation had: what left the
 -- list or came back.  A conversation that comes back changed has its
--- 'returned' event first, then its other changes.
+-- 'returned' event first, then its other changes (statements run in order).
+-- One INSERT per field, each writing only when its field changed and a
+-- walk runs ('history:run').
 CREATE TRIGGER conversation_events_record
 	AFTER UPDATE OF status, subject, last_message_id, user_id, gone_at ON conversations
-	WHEN (OLD.status IS NOT NEW.status OR OLD.subject IS NOT NEW.subject
+	WHEN OLD.status IS NOT NEW.status OR OLD.subject IS NOT NEW.subject
 		OR OLD.last_message_id IS NOT NEW.last_message_id
-		OR OLD.user_id IS NOT NEW.user_id OR OLD.gone_at IS NOT NEW.gone_at)
-	AND EXISTS (SELECT 1 FROM sync_state WHERE key = 'history:run')
+		OR OLD.user_id IS NOT NEW.user_id OR OLD.gone_at IS NOT NEW.gone_at
 BEGIN
 	INSERT INTO conversation_events(conversation_id, run_id, field, old_value, new_value,
 		after, seen_at, conversation_created_at)
-	SELECT NEW.id, CAST(r.value AS INTEGER), e.field, e.old_value, e.new_value,
-		CASE WHEN e.field = 'returned' THEN OLD.gone_at
-		     WHEN OLD.gone_at IS NOT NULL THEN OLD.changed_at
-		     ELSE max(OLD.changed_at, coalesce((SELECT value FROM sync_state
-							 WHERE key = 'history:seen_all'), ''))
-		END,
-		CASE WHEN e.field = 'gone' THEN NEW.gone_at ELSE NEW.changed_at END,
-		NEW.created_at
-	FROM sync_state AS r, (
-		SELECT 1 AS k, 'returned' AS field, OLD.status AS old_value, OLD.status AS new_value
-		WHERE OLD.gone_at IS NOT NULL AND NEW.gone_at IS NULL
-		UNION ALL
-		SELECT 2, 'gone', OLD.status, OLD.status
-		WHERE OLD.gone_at IS NULL AND NEW.gone_at IS NOT NULL
-		UNION ALL
-		SELECT 3, 'status', OLD.status, NEW.status
-		WHERE OLD.status IS NOT NEW.status
-		UNION ALL
-		SELECT 4, 'subject', OLD.subject, NEW.subject
-		WHERE OLD.subject IS NOT NEW.subject
-		UNION ALL
-		SELECT 5, 'last_message', OLD.last_message_id, NEW.last_message_id
-		WHERE OLD.last_message_id IS NOT NEW.last_message_id
-		UNION ALL
-		SELECT 6, 'user', OLD.user_id, NEW.user_id
-		WHERE OLD.user_id IS NOT NEW.user_id
-		ORDER BY 1
-	) AS e
-	WHERE r.key = 'history:run';
+	SELECT NEW.id, CAST(value AS INTEGER), 'returned', OLD.status, OLD.status,
+		OLD.gone_at,
+		NEW.changed_at, NEW.created_at
+	FROM sync_state
+	WHERE key = 'history:run' AND OLD.gone_at IS NOT NULL AND NEW.gone_at IS NULL;
+	INSERT INTO conversation_events(conversation_id, run_id, field, old_value, new_value,
+		after, seen_at, conversation_created_at)
+	SELECT NEW.id, CAST(value AS INTEGER), 'gone', OLD.status, OLD.status,
+		CASE WHEN OLD.gone_at IS NOT NULL THEN OLD.changed_at
+		ELSE max(OLD.changed_at, coalesce((SELECT value FROM sync_state
+						   WHERE key = 'history:seen_all'), '')) END,
+		NEW.gone_at, NEW.created_at
+	FROM sync_state
+	WHERE key = 'history:run' AND OLD.gone_at IS NULL AND NEW.gone_at IS NOT NULL;
+	INSERT INTO conversation_events(conversation_id, run_id, field, old_value, new_value,
+		after, seen_at, conversation_created_at)
+	SELECT NEW.id, CAST(value AS INTEGER), 'status', OLD.status, NEW.status,
+		CASE WHEN OLD.gone_at IS NOT NULL THEN OLD.changed_at
+		ELSE max(OLD.changed_at, coalesce((SELECT value FROM sync_state
+						   WHERE key = 'history:seen_all'), '')) END,
+		NEW.changed_at, NEW.created_at
+	FROM sync_state
+	WHERE key = 'history:run' AND OLD.status IS NOT NEW.status;
+	INSERT INTO conversation_events(conversation_id, run_id, field, old_value, new_value,
+		after, seen_at, conversation_created_at)
+	SELECT NEW.id, CAST(value AS INTEGER), 'subject', OLD.subject, NEW.subject,
+		CASE WHEN OLD.gone_at IS NOT NULL THEN OLD.changed_at
+		ELSE max(OLD.changed_at, coalesce((SELECT value FROM sync_state
+						   WHERE key = 'history:seen_all'), '')) END,
+		NEW.changed_at, NEW.created_at
+	FROM sync_state
+	WHERE key = 'history:run' AND OLD.subject IS NOT NEW.subject;
+	INSERT INTO conversation_events(conversation_id, run_id, field, old_value, new_value,
+		after, seen_at, conversation_created_at)
+	SELECT NEW.id, CAST(value AS INTEGER), 'last_message', OLD.last_message_id, NEW.last_message_id,
+		CASE WHEN OLD.gone_at IS NOT NULL THEN OLD.changed_at
+		ELSE max(OLD.changed_at, coalesce((SELECT value FROM sync_state
+						   WHERE key = 'history:seen_all'), '')) END,
+		NEW.changed_at, NEW.created_at
+	FROM sync_state
+	WHERE key = 'history:run' AND OLD.last_message_id IS NOT NEW.last_message_id;
+	INSERT INTO conversation_events(conversation_id, run_id, field, old_value, new_value,
+		after, seen_at, conversation_created_at)
+	SELECT NEW.id, CAST(value AS INTEGER), 'user', OLD.user_id, NEW.user_id,
+		CASE WHEN OLD.gone_at IS NOT NULL THEN OLD.changed_at
+		ELSE max(OLD.changed_at, coalesce((SELECT value FROM sync_state
+						   WHERE key = 'history:seen_all'), '')) END,
+		NEW.changed_at, NEW.created_at
+	FROM sync_state
+	WHERE key = 'history:run' AND OLD.user_id IS NOT NEW.user_id;
 END;
 
 -- Open and snoozed conversations at the end of each day (UTC) since history
@@ -169,18 +192,17 @@ ORDER BY day;
 -- median_hours_high (likewise the 90th percentile).  Nearest rank.
 CREATE VIEW report_time_to_close AS
 WITH closes AS (
-	SELECT e.conversation_id, e.conversation_created_at AS created_at, e.after, e.seen_at
-	FROM conversation_events AS e
-	WHERE e.field = 'status' AND e.new_value = 'closed'
-		AND e.id = (SELECT min(f.id) FROM conversation_events AS f
-			    WHERE f.conversation_id = e.conversation_id
-				AND f.field = 'status' AND f.new_value = 'closed')
-		AND julianday(e.conversation_created_at) IS NOT NULL
+	-- The other columns come from the row of min(id): the first close.
+	SELECT conversation_id, min(id), conversation_created_at AS created_at, after, seen_at
+	FROM conversation_events
+	WHERE field = 'status' AND new_value = 'closed'
+	GROUP BY conversation_id
 ), hours AS (
 	SELECT date(created_at, 'weekday 0', '-6 days') AS week,
 		max(0, (julianday(coalesce(after, created_at)) - julianday(created_at)) * 24) AS low,
 		max(0, (julianday(seen_at) - julianday(created_at)) * 24) AS high
 	FROM closes
+	WHERE julianday(created_at) IS NOT NULL
 ), ranked AS (
 	SELECT week, low, high,
 		row_number() OVER (PARTITION BY week ORDER BY low) AS rank_low,
@@ -198,15 +220,14 @@ GROUP BY week
 ORDER BY week;
 
 -- Conversations closed, then open (or snoozed) again: how often, and the
--- last time (the walk that saw it), latest first.
+-- last time (the walk that saw it), latest first.  From the events alone
+-- (a join for the subject would read a conversation row per line).
 CREATE VIEW report_reopened AS
-SELECT e.conversation_id, c.subject, c.status, count(*) AS reopened,
-	max(e.seen_at) AS last_reopened_at
-FROM conversation_events AS e
-LEFT JOIN conversations AS c ON c.id = e.conversation_id
-WHERE e.field = 'status' AND e.old_value = 'closed' AND e.new_value IN ('open', 'snoozed')
-GROUP BY e.conversation_id
-ORDER BY last_reopened_at DESC, e.conversation_id;
+SELECT conversation_id, count(*) AS reopened, max(seen_at) AS last_reopened_at
+FROM conversation_events
+WHERE field = 'status' AND old_value = 'closed' AND new_value IN ('open', 'snoozed')
+GROUP BY conversation_id
+ORDER BY last_reopened_at DESC, conversation_id;
 
 -- Events per walk and field (the outbox's under run_id NULL), newest walk
 -- first: what each walk changed.
