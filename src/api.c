@@ -372,21 +372,51 @@ static void describe_failure(struct api *api, const char *method, const char *pa
 	}
 }
 
+/* The length of the span at p (at most n bytes) that spells key, each
+ * character as itself or as a JSON escape of it (\/, \", \\, \u0041);
+ * 0 when it does not. */
+static size_t key_span(const char *p, size_t n, const char *key)
+{
+	size_t j = 0;
+	unsigned int code;
+
+	for (; *key; key++) {
+		if (*key == '\\' && j + 1 < n && p[j] == '\\' && p[j + 1] == '\\') {
+			j += 2;         /* a backslash, as JSON writes it */
+		} else if (j < n && p[j] == *key) {
+			j++;
+		} else if (j + 1 < n && p[j] == '\\' && p[j + 1] == *key && strchr("\"/", *key)) {
+			j += 2;
+		} else if (j + 5 < n && p[j] == '\\' && p[j + 1] == 'u' && isxdigit((unsigned char)p[j + 2]) &&
+			   isxdigit((unsigned char)p[j + 3]) && isxdigit((unsigned char)p[j + 4]) &&
+			   isxdigit((unsigned char)p[j + 5]) && sscanf(p + j + 2, "%4x", &code) == 1 &&
+			   code == (unsigned char)*key) {
+			j += 6;
+		} else {
+			return 0;
+		}
+	}
+	return j;
+}
+
 /* A server that echoes the key (an error quoting the Authorization header)
  * must not put it in a log line, an item's last_error or a stored answer:
- * every copy in the body becomes as many '*'s (the JSON stays valid).  A
- * key under 8 characters is a test key, and would blank out plain words. */
+ * every copy in the body, JSON-escaped or not, becomes '*'s (the JSON
+ * stays valid).  A key under 8 characters is a test key, and would blank
+ * out plain words. */
 static void redact_key(struct api *api)
 {
 	const char *key = api->headers->data + strlen(AUTH_HEADER);
-	size_t klen = strlen(key);
+	size_t klen = strlen(key), span;
 	char *p = api->body, *end = api->body + api->body_len;
 
 	if (!api->body || klen < 8)
 		return;
-	while ((p = memmem(p, (size_t)(end - p), key, klen))) {
-		memset(p, '*', klen);
-		p += klen;
+	for (; p < end; p++) {
+		if ((*p != *key && *p != '\\') || !(span = key_span(p, (size_t)(end - p), key)))
+			continue;
+		memset(p, '*', span);
+		p += span - 1;
 	}
 }
 

@@ -261,7 +261,7 @@ int db_indexes_restore(sqlite3 *db)
  * current schema is read without taking the write lock. */
 static int migrate(sqlite3 *db, const char *path)
 {
-	char sql[64], *other = NULL;
+	char sql[64];
 	int have, deferred = 0;
 
 	if (user_version(db) == db_schema_version())
@@ -276,13 +276,6 @@ static int migrate(sqlite3 *db, const char *path)
 	if (have > db_schema_version()) {
 		log_err("database %s: schema version %d is newer than this dexsync knows (%d); upgrade dexsync",
 			path, have, db_schema_version());
-		goto fail;
-	}
-	if (have == 0 && first_text(db, "SELECT name FROM sqlite_schema LIMIT 1", &other) != 0) {
-		if (other)
-			log_err("database %s: holds other tables ('%s') and no dexsync schema: not a "
-				"dexsync mirror; refusing to add to it", path, other);
-		sqlite3_free(other);
 		goto fail;
 	}
 	/* A migration may alter a deferred index: put them back first. */
@@ -346,6 +339,25 @@ static int check_schema(sqlite3 *db, const char *path)
 	return 0;
 }
 
+/* May the daemon make the database at path its mirror?  An empty file
+ * (new), or a dexsync mirror; not another program's database (no
+ * user_version, and tables), which is left as it is: nothing is written
+ * before this says yes.  0, or -1 after logging why not. */
+static int adoptable(sqlite3 *db, const char *path)
+{
+	char *other = NULL;
+	int rc;
+
+	if (user_version(db) != 0)
+		return 0;
+	rc = first_text(db, "SELECT name FROM sqlite_schema LIMIT 1", &other);
+	if (rc > 0)
+		log_err("database %s: holds other tables ('%s') and no dexsync schema: not a "
+			"dexsync mirror (left untouched)", path, other);
+	sqlite3_free(other);
+	return rc == 0 ? 0 : -1;
+}
+
 /* The pragmas of a connection that may write, then the migrations.  The
  * daemon's connections keep the -wal and -shm files when they close: a
  * reader who may not write the directory (the dexsync-read group) can open
@@ -362,16 +374,36 @@ static int setup_writer(sqlite3 *db, const char *path, enum db_mode mode)
 	if (mode == DB_CLIENT)
 		return check_schema(db, path) < 0 || db_exec(db, "PRAGMA synchronous = FULL") < 0 ||
 		       db_exec(db, "PRAGMA temp_store = FILE") < 0 ? -1 : 0;
-	if (db_exec(db, "PRAGMA journal_mode = WAL") < 0 ||
+	if (adoptable(db, path) < 0 || db_exec(db, "PRAGMA journal_mode = WAL") < 0 ||
 	    db_exec(db, "PRAGMA synchronous = NORMAL") < 0 ||
 	    db_exec(db, "PRAGMA temp_store = FILE") < 0)
 		return -1;
 	return migrate(db, path);
 }
 
+/* Is path an SQLite database, or empty (or missing), as far as its size
+ * tells?  SQLite takes a file shorter than its header for an empty
+ * database and writes over it, while a database is a page (512 bytes) at
+ * least; a longer file of something else SQLite refuses itself.  No file
+ * descriptor is opened: closing one would drop the POSIX locks the
+ * process's other connections hold on the file (fcntl(2)), and with them
+ * the WAL's protection.  1, or 0 after logging what it is. */
+static int sqlite_or_empty(const char *path)
+{
+	struct stat st;
+
+	if (stat(path, &st) < 0 || st.st_size == 0 || st.st_size >= 512)
+		return 1;
+	log_err("database %s: not an SQLite database (%lld bytes; left untouched)", path,
+		(long long)st.st_size);
+	return 0;
+}
+
 /* Can the existing file at path be a dexsync mirror?  Told from its first
  * 100 bytes where they are the whole truth, before SQLite opens it (which
- * would make -wal and -shm files beside a WAL database): an SQLite header,
+ * would make -wal and -shm files beside a WAL database).  Only for a
+ * process's first connection to the file: closing the descriptor drops the
+ * POSIX locks of any other (see sqlite_or_empty).  An SQLite header,
  * and, unless a WAL file holds newer pages, a user_version (bytes 60-63,
  * big-endian) from 1 up.  0, or -1 after logging what it is instead. */
 static int header_check(const char *path)
@@ -380,6 +412,7 @@ static int header_check(const char *path)
 	char *wal = NULL;
 	struct stat st;
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK), pending;
+	long version;
 	ssize_t n;
 
 	if (fd < 0) {
@@ -395,8 +428,14 @@ static int header_check(const char *path)
 	}
 	pending = asprintf(&wal, "%s-wal", path) >= 0 && stat(wal, &st) == 0 && st.st_size > 0;
 	free(wal);
-	if (!pending && !(h[60] | h[61] | h[62] | h[63])) {
+	version = (long)h[60] << 24 | (long)h[61] << 16 | (long)h[62] << 8 | h[63];
+	if (!pending && version == 0) {
 		log_err("database %s: not a dexsync mirror (left untouched)", path);
+		return -1;
+	}
+	if (!pending && version > db_schema_version()) {
+		log_err("database %s: schema version %ld is newer than this dexsync knows (%d); "
+			"upgrade dexsync (left untouched)", path, version, db_schema_version());
 		return -1;
 	}
 	return 0;
@@ -425,9 +464,11 @@ sqlite3 *db_open(const char *path, enum db_mode mode)
 	if (mode == DB_DAEMON &&
 	    (fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0666)) >= 0)
 		close(fd);
-	if (mode == DB_DAEMON)
+	if (mode == DB_DAEMON) {
 		flags |= SQLITE_OPEN_CREATE;
-	else if (access(path, F_OK) < 0) {
+		if (!sqlite_or_empty(path))
+			return NULL;
+	} else if (access(path, F_OK) < 0) {
 		log_err("database %s: does not exist (has dexsyncd run yet? see -d and -f)", path);
 		return NULL;
 	} else if (header_check(path) < 0) {

@@ -22,8 +22,15 @@
 #include "metrics.h"
 #include "outbox.h"
 
-#define DRAINER_GRACE_S   10   /* for a request in flight at a stop */
-#define DRAINER_SETTLE_S  15   /* for answers not yet recorded at a stop */
+/* A stop gives the outbox DRAINER_GRACE_S for a request in flight, and
+ * until DRAINER_STOP_S after it to record the answers the database refused:
+ * within the unit's TimeoutStopSec=30s. */
+#define DRAINER_GRACE_S   10
+#define DRAINER_STOP_S    20
+
+/* Items sent and failed since the daemon started: across reloads, which
+ * build a new drainer. */
+static atomic_long total_sent, total_failed;
 
 struct drainer {
 	/* A shallow copy: the strings stay the runtime's, which stops the
@@ -39,11 +46,20 @@ struct drainer {
 	int poked;                  /* under mu: drain again now */
 	atomic_int stop;            /* take no further item */
 	atomic_int cancel;          /* abandon the request in flight */
+	atomic_long stop_at;        /* when stop was asked (mono_seconds) */
 	atomic_int last;            /* end after the drain that starts next */
 	atomic_int done;            /* the thread has ended (set under mu) */
 	atomic_int failed_db;       /* the last drain stopped on a database error */
-	atomic_long sent, failed;   /* since start */
 };
+
+/* The monotonic clock's seconds. */
+static long mono_seconds(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (long)now.tv_sec;
+}
 
 /* Sleep until seconds from now, a poke or a stop. */
 static void drainer_sleep(struct drainer *d, long seconds)
@@ -70,8 +86,8 @@ static void *drainer_main(void *arg)
 	for (;;) {
 		last = atomic_load(&d->last);
 		atomic_store(&d->failed_db, outbox_drain(d->ob, &d->stop, &n) < 0);
-		atomic_fetch_add(&d->sent, n.sent);
-		atomic_fetch_add(&d->failed, n.failed);
+		atomic_fetch_add(&total_sent, n.sent);
+		atomic_fetch_add(&total_failed, n.failed);
 		metrics_drain(n.sent, n.retried, n.failed);
 		metrics_flush(d->db, d->c.database, d->c.metrics_file, d->c.poll_interval);
 		if ((n.sent || n.failed) && write(d->wake_fd, "", 1) < 0) {
@@ -86,7 +102,8 @@ static void *drainer_main(void *arg)
 	}
 	/* Answers the database refused are recorded before the end, if it
 	 * lets us in time: else their items are sent again after a restart. */
-	if (outbox_settle(d->ob, DRAINER_SETTLE_S) > 0)
+	if (outbox_settle(d->ob, (atomic_load(&d->stop_at) ? atomic_load(&d->stop_at) : mono_seconds()) +
+			  DRAINER_STOP_S) > 0)
 		atomic_store(&d->failed_db, 1);
 	pthread_mutex_lock(&d->mu);
 	atomic_store(&d->done, 1);
@@ -147,10 +164,10 @@ fail:
 	return NULL;
 }
 
-void drainer_counts(struct drainer *d, long *sent, long *failed)
+void drainer_counts(long *sent, long *failed)
 {
-	*sent = atomic_load(&d->sent);
-	*failed = atomic_load(&d->failed);
+	*sent = atomic_load(&total_sent);
+	*failed = atomic_load(&total_failed);
 }
 
 void drainer_poke(struct drainer *d)
@@ -191,7 +208,6 @@ static int drainer_wait(struct drainer *d, time_t deadline, volatile sig_atomic_
 
 int drainer_stop(struct drainer *d, int final, volatile sig_atomic_t *interrupt)
 {
-	struct timespec now;
 	int rc;
 
 	if (!d)
@@ -205,12 +221,12 @@ int drainer_stop(struct drainer *d, int final, volatile sig_atomic_t *interrupt)
 	/* No further item; the request in flight may finish (it may have
 	 * been delivered, and an answer recorded is an item not sent twice),
 	 * for DRAINER_GRACE_S, then it is abandoned as a transient failure. */
+	atomic_store(&d->stop_at, mono_seconds());
 	atomic_store(&d->stop, 1);
 	drainer_poke(d);
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	if (!drainer_wait(d, now.tv_sec + DRAINER_GRACE_S, NULL)) {
-		log_notice("outbox: a request still in flight after %d s is abandoned; its item is "
-			   "sent again later, with the same Idempotency-Key", DRAINER_GRACE_S);
+	if (!drainer_wait(d, atomic_load(&d->stop_at) + DRAINER_GRACE_S, NULL)) {
+		log_notice("outbox: still busy %d s after the stop: a request in flight is abandoned "
+			   "(its item goes again later, with the same Idempotency-Key)", DRAINER_GRACE_S);
 		atomic_store(&d->cancel, 1);
 		drainer_wait(d, 0, NULL);
 	}

@@ -22,8 +22,9 @@ struct drainer *drainer_start(const struct conf *c, const char *key, int wake_fd
 /* Drain now, not at the next poll-interval (after a walk, as -1 does). */
 void drainer_poke(struct drainer *d);
 
-/* Items sent and failed since start, for STATUS=. */
-void drainer_counts(struct drainer *d, long *sent, long *failed);
+/* Items sent and failed since the daemon started (reloads included), for
+ * STATUS=. */
+void drainer_counts(long *sent, long *failed);
 
 /* Stop the thread and free it.  With final, the thread ends after one more
  * full drain (dexsyncd -1), unless *interrupt becomes set meanwhile, which

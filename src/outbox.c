@@ -245,16 +245,10 @@ static void unrecorded_free(struct unrecorded *u)
 	free(u);
 }
 
-static int flush_unrecorded(struct outbox *ob, struct drain_counts *n);
-
 void outbox_close(struct outbox *ob)
 {
-	struct drain_counts n;
-
 	if (!ob)
 		return;
-	if (ob->unrecorded && ob->st[S_COUNT - 1])
-		flush_unrecorded(ob, &n);
 	while (ob->unrecorded) {
 		struct unrecorded *u = ob->unrecorded;
 
@@ -580,15 +574,23 @@ static int flush_unrecorded(struct outbox *ob, struct drain_counts *n)
 	return rc;
 }
 
-int outbox_settle(struct outbox *ob, int seconds)
+int outbox_settle(struct outbox *ob, long until)
 {
-	time_t until = time(NULL) + seconds;
 	struct drain_counts n;
+	struct timespec now;
 	int left = 0;
 
 	memset(&n, 0, sizeof(n));
-	while (ob->unrecorded && flush_unrecorded(ob, &n) < 0 && time(NULL) < until)
-		sleep(1);
+	while (ob->unrecorded) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (now.tv_sec >= until)
+			break;
+		/* Each try waits for the lock no longer than what is left. */
+		sqlite3_busy_timeout(ob->db, (int)(until - now.tv_sec) * 1000);
+		if (flush_unrecorded(ob, &n) < 0 && sqlite3_errcode(ob->db) != SQLITE_BUSY)
+			sleep(1);       /* another error (a full disk): try again in a moment */
+	}
+	sqlite3_busy_timeout(ob->db, DB_BUSY_TIMEOUT_MS);
 	for (struct unrecorded *u = ob->unrecorded; u; u = u->next)
 		left++;
 	return left;

@@ -34,9 +34,10 @@ int outbox_recover(struct outbox *ob);
  * early when *stop is set.  Returns 0, or -1 on a database error. */
 int outbox_drain(struct outbox *ob, atomic_int *stop, struct drain_counts *n);
 
-/* Try to record the answers the database refused, for up to seconds (a
- * stop: what is left is sent again after a restart).  Returns how many
- * are left. */
-int outbox_settle(struct outbox *ob, int seconds);
+/* Try to record the answers the database refused until until (seconds of
+ * CLOCK_MONOTONIC), waiting for the lock no longer; at a stop: what is
+ * left is logged by outbox_close and sent again after a restart.  Returns
+ * how many are left. */
+int outbox_settle(struct outbox *ob, long until);
 
 #endif

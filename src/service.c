@@ -154,7 +154,7 @@ static void report_status(struct runtime *rt, const char *walk_outcome, const st
 	long sent, failed;
 
 	db_now(when, sizeof(when));
-	drainer_counts(rt->dr, &sent, &failed);
+	drainer_counts(&sent, &failed);
 	notify_status("last walk %s at %s (%ld seen, %ld inserted, %ld changed, %ld gone); "
 		      "outbox: %ld pending, %ld sent and %ld failed since start",
 		      walk_outcome, when, w->seen, w->inserted, w->changed, w->gone,

@@ -109,8 +109,11 @@ class DexTest(unittest.TestCase):
     def spawn(self, *args, conf=None, env=None):
         """Start dexsyncd in the background; returns the Popen."""
         cmd = VALGRIND + [DEXSYNCD, "-f", conf or self.conf] + list(args)
-        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=self.env(env))
+        # A test that fails half-way must not leave a daemon running.
+        self.addCleanup(lambda: proc.poll() is not None or (proc.kill(), proc.wait()))
+        return proc
 
     def finish(self, proc, timeout=30):
         out, err = proc.communicate(timeout=timeout)

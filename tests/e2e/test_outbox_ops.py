@@ -237,6 +237,29 @@ class OutboxOpsTest(OutboxTest):
             con.execute(statement)
         con.close()
 
+    def test_a_stop_is_bounded_when_the_lock_stays(self):
+        # The answer cannot be recorded before the stop ends: the item stays
+        # 'sending' (sent again by the next daemon), and the stop still ends
+        # within the unit's TimeoutStopSec=30s.
+        self.srv.write_delay = 1
+        self.dexsync("send", "conv_0000001", "kept past the stop")
+        proc = self.service()
+        self.wait_for(lambda: self.scalar("SELECT state FROM outbox") == "sending", 10, "the request")
+        holder = hold_write_lock(self.db, 45)
+        deadline = time.time() + 20
+        while time.time() < deadline and "refused to record" not in self.log_of(proc):
+            time.sleep(0.2)
+        t = time.time()
+        proc.send_signal(signal.SIGTERM)
+        os.set_blocking(proc.stderr.fileno(), True)
+        out, err = self.finish(proc, timeout=60)
+        took = time.time() - t
+        holder.kill()
+        holder.wait(10)
+        self.assertLess(took, 25, "stop took %.1f s" % took)
+        self.assertIn("the next dexsyncd sends it again", err)
+        self.assertEqual(self.scalar("SELECT state FROM outbox"), "sending")
+
     def log_of(self, proc):
         """What proc wrote to stderr so far (read without waiting)."""
         fd = proc.stderr.fileno()
@@ -316,26 +339,34 @@ class OutboxOpsTest(OutboxTest):
             with open(path, "rb") as f:
                 self.assertEqual(f.read(), before)
             self.assertFalse(os.path.exists(path + "-wal"))
-        # Nor does the daemon take a database that holds other tables.
-        conf = self.write_conf("other.conf")
-        with open(conf) as f:
-            text = f.read().replace(self.db, other)
-        with open(conf, "w") as f:
-            f.write(text)
-        p = self.once(conf=conf)
-        self.assertEqual(p.returncode, 1)
-        self.assertIn("not a dexsync mirror", p.stderr)
-        con = sqlite3.connect(other)
-        self.assertEqual(con.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0], 1)
-        con.close()
+        # Nor does the daemon take a database that holds other tables, nor a
+        # file that is not a database: both are left as they are.
+        for path, why in ((other, "not a dexsync mirror"), (junk, "not an SQLite database")):
+            with open(path, "rb") as f:
+                before = f.read()
+            conf = self.write_conf("other.conf")
+            with open(conf) as f:
+                text = f.read().replace(self.db, path)
+            with open(conf, "w") as f:
+                f.write(text)
+            p = self.once(conf=conf)
+            self.assertEqual(p.returncode, 1)
+            self.assertIn(why, p.stderr)
+            with open(path, "rb") as f:
+                self.assertEqual(f.read(), before, path)
+            self.assertFalse(os.path.exists(path + "-wal"))
 
     def test_a_key_the_server_echoes_is_blanked(self):
         from harness import KEY
+        escaped = KEY[:5] + "\\u%04x" % ord(KEY[5]) + KEY[6:-1] + "\\u%04X" % ord(KEY[-1])
         self.srv.fault("status", prefix="/messages", code=401, body='{"error": "bad token Bearer %s"}' % KEY)
+        self.srv.fault("status", prefix="/messages", code=401, body='{"error": "bad token %s"}' % escaped)
         self.dexsync("send", "conv_0000001", "x")
+        self.dexsync("send", "conv_0000002", "y")
         p = self.once()
-        err = self.scalar("SELECT last_error FROM outbox")
-        self.assertIn("bad token Bearer " + "*" * len(KEY), err)
+        errors = [e for (e,) in self.sql("SELECT last_error FROM outbox ORDER BY id")]
+        self.assertIn("bad token Bearer " + "*" * len(KEY), errors[0])
+        self.assertIn("bad token " + "*" * (len(KEY) + 8), errors[1])
         self.assertIn("*" * len(KEY), p.stderr)
         # tearDown checks that the key is in no output and no database file.
 
