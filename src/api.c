@@ -372,29 +372,37 @@ static void describe_failure(struct api *api, const char *method, const char *pa
 	}
 }
 
+/* The value of the four hex digits at p, -1 when they are not. */
+static long hex4(const char *p)
+{
+	long v = 0;
+
+	for (int i = 0; i < 4; i++) {
+		int c = (unsigned char)p[i];
+
+		if (!isxdigit(c))
+			return -1;
+		v = v * 16 + (isdigit(c) ? c - '0' : (tolower(c) - 'a' + 10));
+	}
+	return v;
+}
+
 /* The length of the span at p (at most n bytes) that spells key, each
  * character as itself or as a JSON escape of it (\/, \", \\, \u0041);
  * 0 when it does not. */
 static size_t key_span(const char *p, size_t n, const char *key)
 {
 	size_t j = 0;
-	unsigned int code;
 
 	for (; *key; key++) {
-		if (*key == '\\' && j + 1 < n && p[j] == '\\' && p[j + 1] == '\\') {
-			j += 2;         /* a backslash, as JSON writes it */
-		} else if (j < n && p[j] == *key) {
+		if (j + 1 < n && p[j] == '\\' && p[j + 1] == *key && strchr("\\\"/", *key))
+			j += 2;         /* \\, \" or \/, as JSON may write them */
+		else if (j < n && p[j] == *key)
 			j++;
-		} else if (j + 1 < n && p[j] == '\\' && p[j + 1] == *key && strchr("\"/", *key)) {
-			j += 2;
-		} else if (j + 5 < n && p[j] == '\\' && p[j + 1] == 'u' && isxdigit((unsigned char)p[j + 2]) &&
-			   isxdigit((unsigned char)p[j + 3]) && isxdigit((unsigned char)p[j + 4]) &&
-			   isxdigit((unsigned char)p[j + 5]) && sscanf(p + j + 2, "%4x", &code) == 1 &&
-			   code == (unsigned char)*key) {
+		else if (j + 5 < n && p[j] == '\\' && p[j + 1] == 'u' && hex4(p + j + 2) == (unsigned char)*key)
 			j += 6;
-		} else {
+		else
 			return 0;
-		}
 	}
 	return j;
 }
@@ -408,10 +416,12 @@ static void redact_key(struct api *api)
 {
 	const char *key = api->headers->data + strlen(AUTH_HEADER);
 	size_t klen = strlen(key), span;
-	char *p = api->body, *end = api->body + api->body_len;
+	char *p, *end;
 
 	if (!api->body || klen < 8)
 		return;
+	p = api->body;
+	end = api->body + api->body_len;
 	for (; p < end; p++) {
 		if ((*p != *key && *p != '\\') || !(span = key_span(p, (size_t)(end - p), key)))
 			continue;

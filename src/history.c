@@ -88,7 +88,7 @@ int history_prune(sqlite3 *db, long days, long *deleted)
 		"	AND seen_at < strftime('%Y-%m-%dT%H:%M:%SZ', 'now', ?1)";
 	sqlite3_stmt *st = NULL;
 	char age[32];
-	int rc, n;
+	int n;
 
 	*deleted = 0;
 	snprintf(age, sizeof(age), "-%ld days", days);
@@ -100,7 +100,7 @@ int history_prune(sqlite3 *db, long days, long *deleted)
 	 * batch that deletes less than all it looked at has reached the new
 	 * ones.  Each batch is its own transaction. */
 	do {
-		if ((rc = sqlite3_step(st)) != SQLITE_DONE)
+		if (sqlite3_step(st) != SQLITE_DONE)
 			goto fail;
 		n = sqlite3_changes(db);
 		*deleted += n;

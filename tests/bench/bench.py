@@ -163,6 +163,8 @@ def main():
     ap.add_argument("build")
     ap.add_argument("--sizes", default="100000,1000000")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--changed-walks", type=int, default=10,
+                    help="10 %% changed walks before the history reports are timed")
     ap.add_argument("--work", default="/tmp/dexsync-bench")
     ap.add_argument("--port", type=int, default=18089)
     a = ap.parse_args()
@@ -308,7 +310,7 @@ def bench_search(a, work, dexsyncd, base, db, store):
 
 
 def bench_changed(a, n, work, dexsyncd, db, unchanged):
-    """Ten walks, each finding another 10 % of the conversations changed
+    """--changed-walks walks (ten by default), each finding another 10 % of the conversations changed
     (gen_pages.py N DIR K), over the mirror the runs above left; then the
     history reports over it, and the bytes an event takes."""
     pages_dir = os.path.join(work, "pages-%d-changed" % n)
@@ -318,7 +320,7 @@ def bench_changed(a, n, work, dexsyncd, db, unchanged):
     before = con.execute("SELECT count(*) FROM conversation_events").fetchone()[0]
     con.close()
     walks = []
-    for k in range(1, 11):
+    for k in range(1, a.changed_walks + 1):
         print("N=%d changed walk %d ..." % (n, k), flush=True)
         shutil.rmtree(pages_dir, ignore_errors=True)
         sh([sys.executable, os.path.join(HERE, "gen_pages.py"), str(n), pages_dir, str(k)])
@@ -333,7 +335,7 @@ def bench_changed(a, n, work, dexsyncd, db, unchanged):
     wall, events = walks[0]
     rows = [("  dexsyncd -1, 10 %% changed (%d events)" % events, "%.2f s" % wall, "%.0f conv/s" % (n / wall), ""),
             ("    / unchanged", "%.2f x" % (wall / unchanged), "", ""),
-            ("    median of ten such walks", "%.2f s" % statistics.median(w for w, _ in walks), "", "")]
+            ("    median of %d such walks" % len(walks), "%.2f s" % statistics.median(w for w, _ in walks), "", "")]
     out = sh(["sqlite3", db, "SELECT count(*), (SELECT sum(pgsize) FROM dbstat WHERE name GLOB "
               "'conversation_events*') FROM conversation_events"]).stdout.split("|")
     rows.append(("    bytes per event, with its indexes", "%.0f B" % (int(out[1]) / int(out[0])),

@@ -14,7 +14,7 @@ trap 'rm -rf "$out"' EXIT
 CC=${CC:-clang}
 flags="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE
 	-I$build -I$build/src -I$src -DSYSCONFDIR=\"/etc\" -DLOCALSTATEDIR=\"/var\""
-libs=$(pkg-config --cflags --libs libcurl jansson libconfuse)
+libs=$(pkg-config --cflags --libs libcurl jansson libconfuse sqlite3)
 
 build_one() {	# name sources...
 	name=$1; shift
@@ -22,7 +22,7 @@ build_one() {	# name sources...
 }
 build_one fuzz_page "$src/page.c"
 build_one fuzz_conf "$src/conf.c" "$src/log.c" "$src/escape.c"
-build_one fuzz_retry_after "$src/api.c" "$src/log.c" "$src/notify.c" "$src/escape.c"
+build_one fuzz_retry_after "$src/api.c" "$src/log.c" "$src/notify.c" "$src/escape.c" "$src/metrics.c"
 build_one fuzz_attribute "$src/queue.c" "$src/escape.c"
 build_one fuzz_escape "$src/escape.c"
 build_one fuzz_search "$src/search.c" "$src/db.c" "$src/log.c" "$src/escape.c" "$src/report.c" \
