@@ -303,7 +303,7 @@ out:
 /* RFC 4180: CRLF, quotes around a field with a comma, quote, CR or LF,
  * a quote doubled.  The n bytes of s are written exactly, whatever they
  * are: CSV is for programs. */
-static void csv_field(FILE *out, const char *s, size_t n)
+void report_csv_field(FILE *out, const char *s, size_t n)
 {
 	int quote = 0;
 
@@ -331,9 +331,9 @@ static void print_csv(FILE *out, const struct result *res)
 			if (i)
 				fputc(',', out);
 			if (c)
-				csv_field(out, shown(c), c->text ? c->len : 0);
+				report_csv_field(out, shown(c), c->text ? c->len : 0);
 			else
-				csv_field(out, res->names[i], strlen(res->names[i]));
+				report_csv_field(out, res->names[i], strlen(res->names[i]));
 		}
 		fputs("\r\n", out);
 	}

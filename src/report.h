@@ -36,4 +36,9 @@ int report_print_sql(sqlite3 *db, const char *name, const char *sql, const char 
 /* Display width of UTF-8 text in a terminal (wide characters count 2). */
 size_t report_text_width(const char *s);
 
+/* One CSV field (RFC 4180): the n bytes of s exactly, quoted when they
+ * hold a comma, quote, CR or LF, a quote doubled.  Search writes its CSV
+ * with it too. */
+void report_csv_field(FILE *out, const char *s, size_t n);
+
 #endif

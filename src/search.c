@@ -413,27 +413,6 @@ static char *bracketed(const struct text *t, size_t *len)
 	return out;
 }
 
-/* RFC 4180, as report.c writes it: the bytes exactly, quoted when they
- * hold a comma, quote, CR or LF, a quote doubled. */
-static void csv_field(FILE *out, const char *s, size_t n)
-{
-	int quote = 0;
-
-	for (size_t k = 0; k < n && !quote; k++)
-		quote = s[k] == ',' || s[k] == '"' || s[k] == '\r' || s[k] == '\n';
-	if (!quote) {
-		fwrite(s, 1, n, out);
-		return;
-	}
-	fputc('"', out);
-	for (size_t k = 0; k < n; k++) {
-		if (s[k] == '"')
-			fputc('"', out);
-		fputc(s[k], out);
-	}
-	fputc('"', out);
-}
-
 #define NCOLS 6
 static const char *const col_names[NCOLS] = {
 	"id", "status", "created_at", "subject", "matched", "snippet"
@@ -477,7 +456,7 @@ static int print_csv(FILE *out, const struct hits *h, size_t n)
 			if (rc == 0) {
 				if (i)
 					fputc(',', out);
-				csv_field(out, cell[i], len[i]);
+				report_csv_field(out, cell[i], len[i]);
 			}
 			free(cell[i]);
 			cell[i] = NULL;
