@@ -1,10 +1,11 @@
 /* search.c - full-text search of subjects, last messages and messages
  *
  * Two FTS5 tables answer a query: conversations_fts (subject,
- * last_message_text) and messages_fts (text).  Each gives its best matches
- * by bm25 rank, already narrowed by status, date and gone_at; a
- * conversation found in both keeps its better rank, and the merged list is
- * cut to the limit.  Snippets are made last, for the rows shown only: a
+ * last_message_text) and messages_fts (text).  Each gives its best
+ * matches by bm25 rank, narrowed by status, date and gone_at: a window of
+ * the best ranked matches is looked at first, and widened only when too
+ * few of them pass (SEARCH_WINDOW); a conversation found in both keeps its
+ * better rank, and the merged list is cut to the limit.  Snippets are made last, for the rows shown only: a
  * snippet costs more than a rank.
  *
  * The match is marked in the snippet with two Unicode noncharacters
@@ -28,12 +29,39 @@
 #define MARK_LEN	3
 #define SNIPPET_TOKENS	"16"
 #define MAX_QUERY	4096
+/* The window looked at first: this many times the limit. */
+#define SEARCH_WINDOW		4
 
-/* The best matches of one table, narrowed: ?1 query, ?2 status or NULL,
- * ?3 since or NULL, ?4 all (gone too), ?5 limit.  Columns: the
- * conversation's rowid, the rank, the rowid in the FTS table. */
-static const char conv_sql[] =
-	"SELECT c.rowid, f.rank, f.rowid\n"
+/* The best matches of one table in a window of the best ranked, best
+ * first, each with whether its conversation passes the filters: ?1 query,
+ * ?2 status or NULL, ?3 since or NULL, ?4 all (gone too), ?5 the window.
+ * Columns: the conversation's rowid, the rank, the rowid in the FTS table,
+ * and 1 when the row passes.  The filters are looked at for the window's
+ * rows only, not for every match: a common word matches most of the
+ * mirror, and a row lookup per match costs more than the ranking. */
+static const char conv_window_sql[] =
+	"SELECT c.rowid, f.rank, f.rowid,\n"
+	"	c.rowid IS NOT NULL AND (?2 IS NULL OR c.status = ?2)\n"
+	"	AND (?3 IS NULL OR c.created_at >= ?3) AND (?4 OR c.gone_at IS NULL)\n"
+	"FROM (SELECT rowid, rank FROM conversations_fts\n"
+	"	WHERE conversations_fts MATCH ?1 ORDER BY rank LIMIT ?5) AS f\n"
+	"LEFT JOIN conversations AS c ON c.rowid = f.rowid\n"
+	"ORDER BY f.rank";
+
+static const char msg_window_sql[] =
+	"SELECT c.rowid, f.rank, f.rowid,\n"
+	"	c.rowid IS NOT NULL AND (?2 IS NULL OR c.status = ?2)\n"
+	"	AND (?3 IS NULL OR c.created_at >= ?3) AND (?4 OR c.gone_at IS NULL)\n"
+	"FROM (SELECT rowid, rank FROM messages_fts\n"
+	"	WHERE messages_fts MATCH ?1 ORDER BY rank LIMIT ?5) AS f\n"
+	"LEFT JOIN messages AS m ON m.rowid = f.rowid\n"
+	"LEFT JOIN conversations AS c ON c.id = m.conversation_id\n"
+	"ORDER BY f.rank";
+
+/* The same over every match, narrowed first: when too few in the window
+ * pass.  ?5 is the limit; every row passes. */
+static const char conv_all_sql[] =
+	"SELECT c.rowid, f.rank, f.rowid, 1\n"
 	"FROM conversations_fts AS f\n"
 	"JOIN conversations AS c ON c.rowid = f.rowid\n"
 	"WHERE conversations_fts MATCH ?1\n"
@@ -45,8 +73,8 @@ static const char conv_sql[] =
 
 /* A conversation's best message (min() takes the other columns from its
  * row). */
-static const char msg_sql[] =
-	"SELECT c.rowid, min(f.rank), f.rowid\n"
+static const char msg_all_sql[] =
+	"SELECT c.rowid, min(f.rank), f.rowid, 1\n"
 	"FROM messages_fts AS f\n"
 	"JOIN messages AS m ON m.rowid = f.rowid\n"
 	"JOIN conversations AS c ON c.id = m.conversation_id\n"
@@ -57,6 +85,12 @@ static const char msg_sql[] =
 	"GROUP BY c.rowid\n"
 	"ORDER BY 2\n"
 	"LIMIT ?5";
+
+/* Each table's statements: its window, then all. */
+static const char *const table_sql[2][2] = {
+	{ conv_window_sql, conv_all_sql },
+	{ msg_window_sql, msg_all_sql },
+};
 
 /* One shown row: ?1 the conversation's rowid. */
 static const char row_sql[] =
@@ -273,36 +307,80 @@ static int hit_cmp(const void *a, const void *b)
 	return x->conv < y->conv ? -1 : x->conv > y->conv;
 }
 
-/* Bind the query's parameters (those st has). */
-static void bind_query(sqlite3_stmt *st, const struct search_query *q)
+/* Bind the query's parameters, with window as ?5. */
+static void bind_query(sqlite3_stmt *st, const struct search_query *q, sqlite3_int64 window)
 {
 	sqlite3_bind_text(st, 1, q->text, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, q->status, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 3, q->since, -1, SQLITE_STATIC);
 	sqlite3_bind_int(st, 4, q->all != 0);
-	sqlite3_bind_int64(st, 5, q->limit);
+	sqlite3_bind_int64(st, 5, window);
 }
 
-/* The matches of one table into h.  0; 1 when FTS5 refused the query
- * (*err gets SQLite's message, malloc'd); -1 after logging another error. */
-static int collect(sqlite3 *db, const char *sql, int in_messages, const struct search_query *q,
-		   struct hits *h, char **err)
+/* Has t the conversation conv?  t holds at most the limit. */
+static int hits_have(const struct hits *t, sqlite3_int64 conv)
 {
-	sqlite3_stmt *st = NULL;
-	int rc;
+	for (size_t i = 0; i < t->n; i++)
+		if (t->v[i].conv == conv)
+			return 1;
+	return 0;
+}
 
-	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-		log_err("search: %s", sqlite3_errmsg(db));
-		return -1;
-	}
-	bind_query(st, q);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-		if (hits_add(h, sqlite3_column_int64(st, 0), sqlite3_column_double(st, 1),
-			     sqlite3_column_int64(st, 2), in_messages) < 0) {
-			rc = SQLITE_NOMEM;
+/* One table's best matches within the window, best first, into t (its
+ * first match is a conversation's best).  The number of matches the window
+ * held, or -1 with rc (an SQLite code) set. */
+static sqlite3_int64 collect_window(sqlite3_stmt *st, const struct search_query *q,
+				    sqlite3_int64 window, int in_messages, struct hits *t, int *rc)
+{
+	sqlite3_int64 seen = 0, conv;
+
+	bind_query(st, q, window);
+	while (t->n < (size_t)q->limit && (*rc = sqlite3_step(st)) == SQLITE_ROW) {
+		seen++;
+		conv = sqlite3_column_int64(st, 0);
+		if (!sqlite3_column_int(st, 3) || hits_have(t, conv))
+			continue;
+		if (hits_add(t, conv, sqlite3_column_double(st, 1), sqlite3_column_int64(st, 2),
+			     in_messages) < 0) {
+			*rc = SQLITE_NOMEM;
 			break;
 		}
-	if (rc == SQLITE_DONE) {
+	}
+	if (t->n == (size_t)q->limit)
+		*rc = SQLITE_DONE;
+	sqlite3_reset(st);
+	return *rc == SQLITE_DONE ? seen : -1;
+}
+
+/* The matches of table (0 conversations_fts, 1 messages_fts) into h: a
+ * window of SEARCH_WINDOW x the limit best ranked, then all matches when
+ * too few in the window pass the filters and more are left.  0; 1 when
+ * FTS5 refused the query (*err gets SQLite's message, malloc'd); -1 after
+ * logging another error. */
+static int collect(sqlite3 *db, int table, const struct search_query *q, struct hits *h, char **err)
+{
+	struct hits t = { NULL, 0, 0 };
+	sqlite3_stmt *st = NULL;
+	sqlite3_int64 window = SEARCH_WINDOW * q->limit, seen = -1;
+	int rc = SQLITE_OK;
+
+	for (int all = 0; all < 2; all++) {
+		hits_free(&t);
+		sqlite3_finalize(st);
+		if (sqlite3_prepare_v2(db, table_sql[table][all], -1, &st, NULL) != SQLITE_OK) {
+			log_err("search: %s", sqlite3_errmsg(db));
+			return -1;
+		}
+		seen = collect_window(st, q, all ? q->limit : window, table, &t, &rc);
+		if (seen < 0 || t.n == (size_t)q->limit || seen < window)
+			break;
+	}
+	for (size_t i = 0; seen >= 0 && i < t.n; i++)
+		if (hits_add(h, t.v[i].conv, t.v[i].rank, t.v[i].entry, table) < 0) {
+			rc = SQLITE_NOMEM;
+			seen = -1;
+		}
+	if (seen >= 0) {
 		rc = 0;
 	} else if ((rc & 0xff) == SQLITE_ERROR) {
 		/* A query FTS5 cannot parse fails its first step with
@@ -316,6 +394,7 @@ static int collect(sqlite3 *db, const char *sql, int in_messages, const struct s
 		rc = -1;
 	}
 	sqlite3_finalize(st);
+	hits_free(&t);
 	return rc;
 }
 
@@ -661,8 +740,8 @@ long search_run(sqlite3 *db, const struct search_query *q, enum search_format fm
 	}
 	/* A column filter names a column of one table: the other one, which
 	 * has no such column, simply finds nothing. */
-	c = collect(db, conv_sql, 0, q, &h, &err[0]);
-	m = c < 0 ? -1 : collect(db, msg_sql, 1, q, &h, &err[1]);
+	c = collect(db, 0, q, &h, &err[0]);
+	m = c < 0 ? -1 : collect(db, 1, q, &h, &err[1]);
 	if (c < 0 || m < 0)
 		goto out;
 	if (c > 0 && m > 0) {

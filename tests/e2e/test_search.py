@@ -147,6 +147,30 @@ class SearchTest(OutboxTest):
         ranks = [r["rank"] for r in json.loads(self.search("walrus", "--format", "json").stdout)]
         self.assertEqual(ranks, sorted(ranks))
 
+    def test_filters_past_the_first_window(self):
+        """The best ranked matches are looked at first (4 x the limit); a
+        filter that passes none of them still finds the weaker matches that
+        pass, in rank order, as a query over every match would."""
+        for i in range(12):
+            self.srv.add(conv("conv_lag%02d" % i, "Lagoon lagoon", "lagoon lagoon lagoon", "open"))
+        self.srv.add(conv("conv_lagc1", "Question about the lagoon and other long words here",
+                          "nothing", "closed", "2026-09-01T10:00:00Z"))
+        self.srv.add(conv("conv_lagc2", "Lagoon", "a lagoon view", "closed", "2026-09-02T10:00:00Z"))
+        self.assertEqual(self.once().returncode, 0)
+        def first(limit, *args):
+            p = self.search("lagoon", "--format", "json", "--limit", str(limit), *args)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            return [r["id"] for r in json.loads(p.stdout)]
+
+        self.assertEqual(first(1, "--status", "closed"), ["conv_lagc2"])
+        self.assertEqual(first(2, "--status", "closed"), ["conv_lagc2", "conv_lagc1"])
+        self.assertEqual(first(1, "--since", "2026-09-02"), ["conv_lagc2"])
+        # The whole list, by rank, whatever the limit cuts it to.
+        every = self.found("lagoon")
+        self.assertEqual(len(every), 14)
+        for limit in (1, 3, 13):
+            self.assertEqual(first(limit), every[:limit])
+
     # ---- errors --------------------------------------------------------
     def test_malformed_queries_get_one_line_naming_the_problem(self):
         cases = {
