@@ -210,6 +210,60 @@ class HistoryTest(OutboxTest):
         self.assertLessEqual(ttc[0]["median_hours_high"], 6 * 24 + 15)
         self.assertEqual(ttc[0]["p90_hours_high"], ttc[0]["median_hours_high"])
 
+    def test_backlog_daily_groups_events_without_sorting_them(self):
+        """The events come out of conversation_events_backlog_days already
+        grouped by their two days (0006): no sort of every event."""
+        with sqlite3.connect(self.db) as con:
+            plan = [r[3] for r in con.execute("EXPLAIN QUERY PLAN SELECT * FROM report_backlog_daily")]
+        scans = [p for p in plan if "conversation_events" in p]
+        self.assertEqual(len(scans), 1, plan)
+        self.assertRegex(scans[0], r"^SCAN conversation_events USING (COVERING )?INDEX "
+                                   r"conversation_events_backlog_days$")
+        self.assertIn("SCAN conversations USING INDEX conversations_live_day", plan)
+
+    FIRST_CLOSES = ("SELECT conversation_id, min(id), "
+                    "date(conversation_created_at, 'weekday 0', '-6 days'), "
+                    "round(max(0, (julianday(coalesce(after, conversation_created_at)) "
+                    "- julianday(conversation_created_at)) * 24), 6), "
+                    "round(max(0, (julianday(seen_at) - julianday(conversation_created_at)) * 24), 6) "
+                    "FROM conversation_events WHERE field = 'status' AND new_value = 'closed' "
+                    "GROUP BY conversation_id ORDER BY 1")
+
+    def closes(self):
+        return self.sql("SELECT conversation_id, event_id, week, round(low, 6), round(high, 6) "
+                        "FROM conversation_closes ORDER BY 1")
+
+    def test_conversation_closes_follow_the_events(self):
+        """conversation_closes (0006) is each conversation's first close among
+        the events, whoever writes them: walks, a user's UPDATE and DELETE,
+        pruning by history-days; time-to-close reads it."""
+        a, b = sorted(cid for cid, v in self.srv.convs.items() if v["status"] == "open")[:2]
+        self.srv.walk_changes = {2: {a: {"status": "closed"}, b: {"status": "closed"}},
+                                 3: {a: {"status": "open"}},
+                                 4: {a: {"status": "closed"}}}
+        for _ in range(3):
+            self.walk()
+        first = self.closes()
+        self.assertEqual(len(first), 2)
+        self.assertEqual(first, self.sql(self.FIRST_CLOSES))
+        with sqlite3.connect(self.db) as con:
+            con.execute("UPDATE conversation_events SET seen_at = ? WHERE conversation_id = ? "
+                        "AND field = 'status' AND new_value = 'closed'", (day(-3) + "T00:00:00Z", b))
+        self.assertEqual(self.closes(), self.sql(self.FIRST_CLOSES))
+        # The first close of a goes: its second one is the first now.
+        with sqlite3.connect(self.db) as con:
+            con.execute("DELETE FROM conversation_events WHERE id = (SELECT event_id FROM conversation_closes "
+                        "WHERE conversation_id = ?)", (a,))
+        self.assertEqual(self.closes(), self.sql(self.FIRST_CLOSES))
+        self.assertNotEqual(self.closes(), first)
+        # Pruned by the daemon (history-days): b's close, three days old.
+        self.conf = self.write_conf(sync="history-days = 2")
+        self.walk()
+        self.assertEqual([c[0] for c in self.closes()], [a])
+        self.assertEqual(self.closes(), self.sql(self.FIRST_CLOSES))
+        ttc = json.loads(self.dexsync("report", "time-to-close", "--format", "json").stdout)
+        self.assertEqual(sum(t["closed"] for t in ttc), 1)
+
     def test_history_days_prunes(self):
         self.srv.walk_changes = {2: {"conv_0000008": {"subject": "one"}, "conv_0000009": {"subject": "two"}}}
         self.walk()
