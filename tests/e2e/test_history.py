@@ -221,49 +221,6 @@ class HistoryTest(OutboxTest):
                                    r"conversation_events_backlog_days$")
         self.assertIn("SCAN conversations USING INDEX conversations_live_day", plan)
 
-    FIRST_CLOSES = ("SELECT conversation_id, min(id), "
-                    "date(conversation_created_at, 'weekday 0', '-6 days'), "
-                    "round(max(0, (julianday(coalesce(after, conversation_created_at)) "
-                    "- julianday(conversation_created_at)) * 24), 6), "
-                    "round(max(0, (julianday(seen_at) - julianday(conversation_created_at)) * 24), 6) "
-                    "FROM conversation_events WHERE field = 'status' AND new_value = 'closed' "
-                    "GROUP BY conversation_id ORDER BY 1")
-
-    def closes(self):
-        return self.sql("SELECT conversation_id, event_id, week, round(low, 6), round(high, 6) "
-                        "FROM conversation_closes ORDER BY 1")
-
-    def test_conversation_closes_follow_the_events(self):
-        """conversation_closes (0006) is each conversation's first close among
-        the events, whoever writes them: walks, a user's UPDATE and DELETE,
-        pruning by history-days; time-to-close reads it."""
-        a, b = sorted(cid for cid, v in self.srv.convs.items() if v["status"] == "open")[:2]
-        self.srv.walk_changes = {2: {a: {"status": "closed"}, b: {"status": "closed"}},
-                                 3: {a: {"status": "open"}},
-                                 4: {a: {"status": "closed"}}}
-        for _ in range(3):
-            self.walk()
-        first = self.closes()
-        self.assertEqual(len(first), 2)
-        self.assertEqual(first, self.sql(self.FIRST_CLOSES))
-        with sqlite3.connect(self.db) as con:
-            con.execute("UPDATE conversation_events SET seen_at = ? WHERE conversation_id = ? "
-                        "AND field = 'status' AND new_value = 'closed'", (day(-3) + "T00:00:00Z", b))
-        self.assertEqual(self.closes(), self.sql(self.FIRST_CLOSES))
-        # The first close of a goes: its second one is the first now.
-        with sqlite3.connect(self.db) as con:
-            con.execute("DELETE FROM conversation_events WHERE id = (SELECT event_id FROM conversation_closes "
-                        "WHERE conversation_id = ?)", (a,))
-        self.assertEqual(self.closes(), self.sql(self.FIRST_CLOSES))
-        self.assertNotEqual(self.closes(), first)
-        # Pruned by the daemon (history-days): b's close, three days old.
-        self.conf = self.write_conf(sync="history-days = 2")
-        self.walk()
-        self.assertEqual([c[0] for c in self.closes()], [a])
-        self.assertEqual(self.closes(), self.sql(self.FIRST_CLOSES))
-        ttc = json.loads(self.dexsync("report", "time-to-close", "--format", "json").stdout)
-        self.assertEqual(sum(t["closed"] for t in ttc), 1)
-
     def test_history_days_prunes(self):
         self.srv.walk_changes = {2: {"conv_0000008": {"subject": "one"}, "conv_0000009": {"subject": "two"}}}
         self.walk()
