@@ -6,6 +6,9 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#ifdef HAVE_MALLOPT
+#include <malloc.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,6 +111,20 @@ static int parse_options(int argc, char **argv, struct options *o)
 	return -1;
 }
 
+/* glibc hands freed memory at the top of the heap back to the kernel past
+ * 128 KiB; a walk frees and allocates a page's JSON and SQLite's buffers
+ * again for every page, and each round trip costs page faults: a 10 %-
+ * changed walk of 1,000,000 conversations spent half its time in the
+ * kernel, and took 37.8 s against 29.8 s with the heap kept (peak RSS 17.4
+ * against 17.2 MiB; an initial mirror's 17.0 against 17.5).  What a walk
+ * leaves is given back after it (service.c, give_back_heap). */
+static void keep_heap(void)
+{
+#ifdef HAVE_MALLOPT
+	mallopt(M_TRIM_THRESHOLD, 32 << 20);
+#endif
+}
+
 int main(int argc, char **argv)
 {
 	struct options o = { 0 };
@@ -118,6 +135,7 @@ int main(int argc, char **argv)
 	rc = parse_options(argc, argv, &o);
 	if (rc >= 0)
 		return rc;
+	keep_heap();
 	/* Until the config names a facility, errors go to daemon. */
 	log_open("dexsyncd", LOG_DAEMON, 1, !o.check);
 	if (conf_load(o.conf_path, &c) < 0)

@@ -16,6 +16,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef HAVE_MALLOC_TRIM
+#include <malloc.h>
+#endif
 
 #include "api.h"
 #include "db.h"
@@ -28,6 +31,15 @@
 #include "walk.h"
 
 #define LOCK_CHECK_MS 30000  /* how often the lock file is checked (lock_check) */
+
+/* The heap a walk grew is kept while it runs (keep_heap in dexsyncd.c) and
+ * given back to the kernel once it is over, for the idle hours. */
+static void give_back_heap(void)
+{
+#ifdef HAVE_MALLOC_TRIM
+	malloc_trim(0);
+#endif
+}
 
 static volatile sig_atomic_t stop_requested, reload_requested, walk_requested;
 static int wake_pipe[2] = { -1, -1 };
@@ -270,6 +282,7 @@ int service_loop(struct conf *c, const char *conf_path, int level_override, int 
 			next_walk = mono_now() + (double)rt.c.sync_interval;
 			drainer_poke(rt.dr);
 			report_status(&rt, outcome, &w);
+			give_back_heap();
 		}
 		notify_watchdog();
 		if (stop_requested || reload_requested || walk_requested)
