@@ -1,12 +1,12 @@
--- 0006: report_backlog_daily without sorting every event (SPEC 5; the
--- times are over ten walks changing 10 % of 1,000,000 conversations).
+-- 0006: the history reports in less time, with the same rows (SPEC 5; the
+-- times are over ten walks changing 10 % of 1,000,000 conversations, 1.33
+-- million events).
 --
--- The view of 0004 grouped every status event by the day it was seen and
--- the day it counts from, twice, each time through a sort: 2 s over the
--- 1,000,000 status events of ten walks changing 10 % of a million
--- conversations.  An index on those two days (expressions, as the view
+-- report_backlog_daily.  The view of 0004 grouped every status event by
+-- the day it was seen and the day it counts from, twice, each time through
+-- a sort: 2 s there.  An index on those two days (expressions, as the view
 -- groups by them) hands the events over already grouped: the grouping is
--- one scan of the index (0.09 s there).  It replaces
+-- one scan of the index (0.09 s there; the whole report 0.44 s).  It replaces
 -- conversation_events_backlog, which only this view read, so an event
 -- costs no more bytes.  The live part reads conversations_live_day, whose
 -- order is the day's.
@@ -73,9 +73,61 @@ FROM per_day
 WINDOW w AS (ORDER BY day ROWS UNBOUNDED PRECEDING)
 ORDER BY day;
 
--- report_time_to_close stays as 0004 made it (1.7 s there): its two
--- rankings sort the first closes.  A table of first closes kept by
--- triggers, read through indexes on the hours, answered in 0.6 s, but made
+-- report_time_to_close, the same figures as 0004's in less time (1.7 s ->
+-- 1.1 s there): each close's time parsed once, weeks numbered by their
+-- Monday's Julian day (an integer sorts faster than a date), the closes
+-- and their hours materialized once for the three readers, and only the
+-- rows at the two ranks of each week kept before grouping.  It still sorts
+-- the closes twice, once by each bound: a table of first closes kept by
+-- triggers, read through indexes on the hours, answered in 0.6 s but made
 -- every walk that closes conversations 20 % slower (its random inserts,
--- committed with each batch of pages); a report is asked for now and then,
--- a walk runs every interval.
+-- committed with each batch of pages).  Nearest rank: the median is the
+-- row at rank (n + 1) / 2, the 90th percentile at (9 n + 9) / 10.
+DROP VIEW report_time_to_close;
+CREATE VIEW report_time_to_close AS
+WITH closes AS (
+	-- The other columns come from the row of min(id): the first close.
+	SELECT min(id), julianday(conversation_created_at) AS jc, after, seen_at
+	FROM conversation_events
+	WHERE field = 'status' AND new_value = 'closed'
+	GROUP BY conversation_id
+), hours AS MATERIALIZED (
+	-- Julian day 0 at noon was a Monday: the day number less its
+	-- remainder by 7 is the week's Monday.
+	SELECT CAST(jc + 0.5 AS INTEGER) - CAST(jc + 0.5 AS INTEGER) % 7 AS week,
+		max(0, (coalesce(julianday(after), jc) - jc) * 24) AS low,
+		max(0, (julianday(seen_at) - jc) * 24) AS high
+	FROM closes
+	WHERE jc IS NOT NULL
+), weeks AS MATERIALIZED (
+	SELECT week, count(*) AS n, (count(*) + 1) / 2 AS median, (count(*) * 9 + 9) / 10 AS p90
+	FROM hours
+	GROUP BY week
+), lows AS (
+	SELECT week, low AS hours, row_number() OVER (PARTITION BY week ORDER BY low) AS r
+	FROM hours
+), highs AS (
+	SELECT week, high AS hours, row_number() OVER (PARTITION BY week ORDER BY high) AS r
+	FROM hours
+), low AS (
+	SELECT w.week, max(CASE WHEN x.r = w.median THEN x.hours END) AS median,
+		max(CASE WHEN x.r = w.p90 THEN x.hours END) AS p90
+	FROM lows AS x
+	JOIN weeks AS w ON w.week = x.week
+	WHERE x.r IN (w.median, w.p90)
+	GROUP BY w.week
+), high AS (
+	SELECT w.week, max(CASE WHEN x.r = w.median THEN x.hours END) AS median,
+		max(CASE WHEN x.r = w.p90 THEN x.hours END) AS p90
+	FROM highs AS x
+	JOIN weeks AS w ON w.week = x.week
+	WHERE x.r IN (w.median, w.p90)
+	GROUP BY w.week
+)
+SELECT date(w.week) AS week, w.n AS closed,
+	round(l.median, 1) AS median_hours_low, round(h.median, 1) AS median_hours_high,
+	round(l.p90, 1) AS p90_hours_low, round(h.p90, 1) AS p90_hours_high
+FROM weeks AS w
+JOIN low AS l ON l.week = w.week
+JOIN high AS h ON h.week = w.week
+ORDER BY w.week;
