@@ -1,0 +1,30 @@
+/* result.h - dexsync's result codes: what a failing function came to
+ *
+ * As in curl: a function that can fail returns an enum dx_result, callers
+ * switch on the code, and dx_strerror() names each one.  The details (a
+ * path, an HTTP status, SQLite's message) still go to the log, or to a
+ * message buffer the caller logs; the code alone decides what happens. */
+#ifndef DEXSYNC_RESULT_H
+#define DEXSYNC_RESULT_H
+
+enum dx_result {
+	DX_OK = 0,
+	DX_NOMEM,               /* out of memory */
+	DX_DB,                  /* the database refused (locked, full, corrupt ...) */
+	DX_TRANSIENT,           /* a request failed in a way that may pass: no
+				 * connection, a timeout, 408, 429, 5xx */
+	DX_PERMANENT,           /* the server refused the request: asking again
+				 * will not help */
+	DX_GONE,                /* 404 or 410: what was asked for does not exist */
+	DX_BAD_ANSWER,          /* an answer that is not what the API promises */
+	DX_LOOPING,             /* the server lists forever */
+	DX_STOPPED,             /* stopped by a signal or cancelled */
+	DX_SYSTEM,              /* a system call failed (errno says why) */
+	DX_RESULT_COUNT         /* not a result: the number of them */
+};
+
+/* A short, human-readable name of r; a value out of range gets one too.
+ * Never NULL; the string is static. */
+const char *dx_strerror(enum dx_result r);
+
+#endif
