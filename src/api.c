@@ -17,6 +17,7 @@
 #include <strings.h>
 
 #include "api.h"
+#include "backoff.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
@@ -26,6 +27,7 @@
 #define MAX_KEY		255		/* Idempotency-Key characters (SPEC 3) */
 #define IDEM_HEADER	"Idempotency-Key: "
 #define AUTH_HEADER	"Authorization: Bearer "
+#define API_SLICE_MS	100		/* how often a pause looks at the flags */
 
 /* max-rate caps what the server sees from this process: the walk's client
  * and the outbox's take turns on one clock. */
@@ -95,6 +97,12 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *userdata)
 	return n;
 }
 
+/* Is the client's stop or cancel flag set? */
+static int stopped(const struct api *api)
+{
+	return (api->stop && *api->stop) || (api->cancel && atomic_load(api->cancel));
+}
+
 /* Called by libcurl about once a second and while data moves: the place to
  * notice a stop request during a slow answer, and to keep the watchdog fed. */
 static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow,
@@ -104,7 +112,7 @@ static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow,
 
 	(void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
 	notify_watchdog();
-	return (api->stop && *api->stop) || (api->cancel && atomic_load(api->cancel));
+	return stopped(api);
 }
 
 void api_set_stop(struct api *api, volatile sig_atomic_t *stop)
@@ -237,15 +245,17 @@ char *api_escape(struct api *api, const char *s)
 	return curl_easy_escape(api->curl, s, 0);
 }
 
-enum api_outcome api_classify(CURLcode cc, long status)
+enum dx_result api_classify(CURLcode cc, long status)
 {
 	if (cc != CURLE_OK)
-		return API_TRANSIENT;   /* our side or the network: never the item's fault */
+		return DX_TRANSIENT;    /* our side or the network: never the item's fault */
 	if (status >= 200 && status < 300)
-		return API_OK;
+		return DX_OK;
 	if (status == 408 || status == 429 || status >= 500)
-		return API_TRANSIENT;
-	return API_PERMANENT;
+		return DX_TRANSIENT;
+	if (status == 404 || status == 410)
+		return DX_GONE;
+	return DX_PERMANENT;
 }
 
 long api_parse_retry_after(const char *value, time_t now)
@@ -430,12 +440,14 @@ static void redact_key(struct api *api)
 	}
 }
 
-enum api_outcome api_request(struct api *api, const char *method, const char *path,
-			     const char *body, const char *idempotency_key,
-			     struct api_response *r)
+enum dx_result api_request(struct api *api, const char *method, const char *path,
+			   const char *body, const char *idempotency_key, struct api_response *r)
 {
 	/* The key's header goes in front of the shared list for this request
-	 * only: a node on the stack, never freed by curl. */
+	 * only: a list node of our own on the stack, whose next is the shared
+	 * list.  curl only reads the list during curl_easy_perform() below,
+	 * and curl_slist_free_all() is never called on it, so the node needs
+	 * no malloc and the shared list is left as it was. */
 	struct curl_slist idem = { NULL, api->headers };
 	char idem_line[sizeof(IDEM_HEADER) + MAX_KEY];
 	CURL *h = api->curl;
@@ -450,13 +462,13 @@ enum api_outcome api_request(struct api *api, const char *method, const char *pa
 	if (api->body)
 		api->body[0] = '\0';
 	if (idempotency_key && !key_sendable(idempotency_key)) {
-		r->outcome = API_PERMANENT;
+		r->outcome = DX_PERMANENT;
 		snprintf(r->error, sizeof(r->error), "%s: the Idempotency-Key is not 1 to %d printable "
 			 "ASCII characters; not sent", method, MAX_KEY);
 		return r->outcome;
 	}
 	if (set_url(api, path) < 0) {
-		r->outcome = API_TRANSIENT;
+		r->outcome = DX_TRANSIENT;     /* our side: never the item's fault */
 		snprintf(r->error, sizeof(r->error), "%s: out of memory", method);
 		return r->outcome;
 	}
@@ -490,12 +502,48 @@ enum api_outcome api_request(struct api *api, const char *method, const char *pa
 	r->retry_after = api->retry_after;
 	r->outcome = api_classify(cc, r->status);
 	metrics_request(r->outcome);
-	if (r->outcome != API_OK)
+	if (r->outcome != DX_OK)
 		describe_failure(api, method, path, cc, r);
 	log_debug("%s %.*s: %s%ld, %zu bytes", method, MAX_SHOWN, path,
 		  cc == CURLE_OK ? "HTTP " : "curl error ", cc == CURLE_OK ? r->status : (long)cc,
 		  r->len);
 	return r->outcome;
+}
+
+/* Sleep up to secs, in slices of API_SLICE_MS, until the client's stop or
+ * cancel flag is set; nonzero if it was. */
+static int pause_for(const struct api *api, long secs)
+{
+	struct timespec slice = { 0, API_SLICE_MS * 1000000L };
+
+	for (long ms = secs * 1000; ms > 0 && !stopped(api); ms -= API_SLICE_MS)
+		nanosleep(&slice, NULL);
+	return stopped(api);
+}
+
+enum dx_result api_get(struct api *api, const char *path, struct api_response *r,
+		       long *retries, int *fails, int max_fails)
+{
+	enum dx_result o;
+	long wait;
+
+	for (int attempt = 0;; attempt++) {
+		o = api_request(api, "GET", path, NULL, NULL, r);
+		if (fails)
+			*fails = o == DX_TRANSIENT ? *fails + 1 : 0;
+		if (o != DX_TRANSIENT || attempt == API_GET_RETRIES || stopped(api) ||
+		    (fails && *fails >= max_fails))
+			return o;
+		wait = backoff_ceiling(attempt, 1, API_GET_MAX_WAIT);
+		if (r->retry_after > wait)
+			wait = r->retry_after;
+		if (wait > API_GET_MAX_WAIT)
+			return o;
+		log_notice("%s; retrying in %ld s", r->error, wait);
+		(*retries)++;
+		if (pause_for(api, wait))
+			return o;
+	}
 }
 
 json_t *api_json(const struct api_response *r, char *err, size_t errlen)

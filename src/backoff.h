@@ -11,4 +11,9 @@
 long backoff_delay(long attempts, long min_backoff, long max_backoff, long retry_after,
 		   uint32_t rnd);
 
+/* The ceiling of that draw: min(max_backoff, min_backoff * 2^attempts).
+ * A retry within one request (api_get) waits the ceiling itself: a few
+ * seconds, where jitter would buy nothing. */
+long backoff_ceiling(long attempts, long min_backoff, long max_backoff);
+
 #endif

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "backup.h"
+#include "db.h"
 #include "log.h"
 
 static void pause_ms(long ms)
@@ -38,7 +39,7 @@ int backup_copy(sqlite3 *src, sqlite3 *dst, volatile sig_atomic_t *stop, long *p
 	*pages = 0;
 	/* The snapshot: a read transaction, started by a read. */
 	if (sqlite3_exec(src, "BEGIN; SELECT count(*) FROM sqlite_schema", NULL, NULL, &msg) != SQLITE_OK) {
-		log_err("database %s: %s", sqlite3_db_filename(src, "main"), msg ? msg : sqlite3_errmsg(src));
+		db_error_at(NULL, src, NULL, msg);
 		sqlite3_free(msg);
 		sqlite3_exec(src, "ROLLBACK", NULL, NULL, NULL);
 		return -1;

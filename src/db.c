@@ -4,6 +4,7 @@
 #ifdef HAVE_MALLOC_TRIM
 #include <malloc.h>
 #endif
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -34,17 +35,48 @@ int db_schema_version(void)
 	return migrations[N_MIGRATIONS - 1].version;
 }
 
-int db_exec(sqlite3 *db, const char *sql)
+enum dx_result db_error_at(const char *who, sqlite3 *db, const char *path, const char *msg)
+{
+	if (!path)
+		path = db ? sqlite3_db_filename(db, "main") : "(none)";
+	if (!msg)
+		msg = db ? sqlite3_errmsg(db) : "out of memory";
+	log_err("%s%sdatabase %s: %s", who ? who : "", who ? ": " : "", path, msg);
+	return DX_DB;
+}
+
+enum dx_result db_error(sqlite3 *db)
+{
+	return db_error_at(NULL, db, NULL, NULL);
+}
+
+enum dx_result db_exec(sqlite3 *db, const char *sql)
 {
 	char *msg = NULL;
 
 	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-		log_err("database %s: %s", sqlite3_db_filename(db, "main"),
-			msg ? msg : sqlite3_errmsg(db));
+		db_error_at(NULL, db, NULL, msg);
 		sqlite3_free(msg);
-		return -1;
+		return DX_DB;
 	}
-	return 0;
+	return DX_OK;
+}
+
+enum dx_result db_begin(sqlite3 *db)
+{
+	assert(sqlite3_get_autocommit(db));     /* transactions do not nest */
+	return db_exec(db, "BEGIN IMMEDIATE");
+}
+
+enum dx_result db_commit(sqlite3 *db)
+{
+	return db_exec(db, "COMMIT");
+}
+
+void db_rollback(sqlite3 *db)
+{
+	if (!sqlite3_get_autocommit(db))
+		db_exec(db, "ROLLBACK");
 }
 
 sqlite3_stmt *db_prepare(sqlite3 *db, const char *sql)
@@ -52,10 +84,53 @@ sqlite3_stmt *db_prepare(sqlite3 *db, const char *sql)
 	sqlite3_stmt *st = NULL;
 
 	if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
-		log_err("database %s: %s", sqlite3_db_filename(db, "main"), sqlite3_errmsg(db));
+		db_error(db);
 		return NULL;
 	}
 	return st;
+}
+
+void db_reset(sqlite3_stmt *st)
+{
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+}
+
+enum dx_result db_step(sqlite3_stmt *st, const char *who, int *row)
+{
+	int rc;
+
+	rc = sqlite3_step(st);
+	*row = rc == SQLITE_ROW;
+	if (rc == SQLITE_ROW)
+		return DX_OK;
+	if (rc != SQLITE_DONE)
+		db_error_at(who, sqlite3_db_handle(st), NULL, NULL);
+	db_reset(st);
+	return rc == SQLITE_DONE ? DX_OK : DX_DB;
+}
+
+enum dx_result db_run(sqlite3_stmt *st)
+{
+	enum dx_result rc;
+	int row;
+
+	/* Every use of a statement ends with its reset: one still running
+	 * is one a caller forgot to reset. */
+	assert(!sqlite3_stmt_busy(st));
+	rc = db_step(st, NULL, &row);
+	assert(!row);   /* a statement that returns no rows */
+	return rc;
+}
+
+void db_bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+	sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+}
+
+void db_bind_len(sqlite3_stmt *st, int i, const char *s, size_t len)
+{
+	sqlite3_bind_text64(st, i, s, len, SQLITE_STATIC, SQLITE_UTF8);
 }
 
 void db_now(char *buf, size_t size)
@@ -89,7 +164,7 @@ static int first_text(sqlite3 *db, const char *sql, char **text)
 
 	*text = NULL;
 	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-		log_err("database %s: %s", sqlite3_db_filename(db, "main"), sqlite3_errmsg(db));
+		db_error(db);
 		return -1;
 	}
 	rc = sqlite3_step(st);
@@ -98,7 +173,7 @@ static int first_text(sqlite3 *db, const char *sql, char **text)
 	else
 		rc = rc == SQLITE_DONE ? 0 : -1;
 	if (rc < 0)
-		log_err("database %s: %s", sqlite3_db_filename(db, "main"), sqlite3_errmsg(db));
+		db_error(db);
 	sqlite3_finalize(st);
 	return rc;
 }
@@ -112,7 +187,7 @@ static int run_each(sqlite3 *db, const char *query, int *n)
 	int rc;
 
 	while ((rc = first_text(db, query, &stmt)) > 0) {
-		rc = db_exec(db, stmt);
+		rc = db_exec(db, stmt) == DX_OK ? 0 : -1;
 		sqlite3_free(stmt);
 		if (rc < 0)
 			return -1;
@@ -168,20 +243,22 @@ static int run_each(sqlite3 *db, const char *query, int *n)
 	"SELECT substr(key, length('" DB_DEFERRED "') + 1)\n" \
 	"FROM sync_state WHERE key GLOB '" DB_DEFERRED "*' ORDER BY key LIMIT 1"
 
-int db_indexes_defer(sqlite3 *db)
+enum dx_result db_indexes_defer(sqlite3 *db, int *initial)
 {
 	char *empty;
-	int n = 0, nfts = 0, initial, rc;
+	int n = 0, nfts = 0, rc;
 
-	if (db_exec(db, "BEGIN IMMEDIATE") < 0)
-		return -1;
+	*initial = 0;
+	if (db_begin(db) != DX_OK)
+		return DX_DB;
 	rc = first_text(db, "SELECT NOT EXISTS (SELECT 1 FROM conversations)", &empty);
-	initial = rc > 0 && !strcmp(empty, "1");
+	*initial = rc > 0 && !strcmp(empty, "1");
 	sqlite3_free(empty);
-	if (rc < 0 || (initial && run_each(db, DEFER_NEXT, &n) < 0) ||
-	    (initial && run_each(db, DEFER_FTS_NEXT, &nfts) < 0) || db_exec(db, "COMMIT") < 0) {
-		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-		return -1;
+	if (rc < 0 || (*initial && run_each(db, DEFER_NEXT, &n) < 0) ||
+	    (*initial && run_each(db, DEFER_FTS_NEXT, &nfts) < 0) || db_commit(db) != DX_OK) {
+		db_rollback(db);
+		*initial = 0;
+		return DX_DB;
 	}
 	if (n > 0)
 		log_info("database %s: an initial mirror: %d indexes are built at its end",
@@ -189,25 +266,25 @@ int db_indexes_defer(sqlite3 *db)
 	if (nfts > 0)
 		log_info("database %s: an initial mirror: %d full-text indexes are built at its end",
 			 sqlite3_db_filename(db, "main"), nfts);
-	return initial;
+	return DX_OK;
 }
 
-int db_cache_small(sqlite3 *db, char **old)
+enum dx_result db_cache_small(sqlite3 *db, char **old)
 {
 	if (first_text(db, "PRAGMA cache_size", old) <= 0)
-		return -1;
-	if (db_exec(db, "PRAGMA shrink_memory; PRAGMA cache_size = -1000") < 0) {
+		return DX_DB;
+	if (db_exec(db, "PRAGMA shrink_memory; PRAGMA cache_size = -1000") != DX_OK) {
 		sqlite3_free(*old);
 		*old = NULL;
-		return -1;
+		return DX_DB;
 	}
 #ifdef HAVE_MALLOC_TRIM
 	malloc_trim(0);
 #endif
-	return 0;
+	return DX_OK;
 }
 
-int db_cache_restore(sqlite3 *db, char *old)
+enum dx_result db_cache_restore(sqlite3 *db, char *old)
 {
 	char sql[64];
 
@@ -219,7 +296,7 @@ int db_cache_restore(sqlite3 *db, char *old)
 /* Each deferred index is built in a transaction of its own, so that the
  * write lock is held for one index at a time (SPEC 3, "the database lock is
  * held briefly") and a crash keeps those built; each one's time is logged. */
-int db_indexes_restore(sqlite3 *db)
+enum dx_result db_indexes_restore(sqlite3 *db)
 {
 	struct timespec t0, t1;
 	char *name = NULL, *stmt = NULL;
@@ -227,17 +304,17 @@ int db_indexes_restore(sqlite3 *db)
 
 	for (;;) {
 		clock_gettime(CLOCK_MONOTONIC, &t0);
-		if (db_exec(db, "BEGIN IMMEDIATE") < 0)
-			return -1;
+		if (db_begin(db) != DX_OK)
+			return DX_DB;
 		rc = first_text(db, RESTORE_NAME, &name);
 		if (rc > 0 && (rc = first_text(db, RESTORE_NEXT, &stmt)) > 0)
-			rc = db_exec(db, stmt) < 0 ? -1 : 1;
+			rc = db_exec(db, stmt) != DX_OK ? -1 : 1;
 		sqlite3_free(stmt);
 		stmt = NULL;
-		if (rc < 0 || db_exec(db, "COMMIT") < 0) {
+		if (rc < 0 || db_commit(db) != DX_OK) {
 			sqlite3_free(name);
-			sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-			return -1;
+			db_rollback(db);
+			return DX_DB;
 		}
 		if (rc == 0)
 			break;
@@ -253,7 +330,7 @@ int db_indexes_restore(sqlite3 *db)
 	sqlite3_free(name);
 	if (n > 0)
 		log_info("database %s: the %d deferred indexes are built", sqlite3_db_filename(db, "main"), n);
-	return 0;
+	return DX_OK;
 }
 
 /* Apply every migration newer than the database, all in one transaction,
@@ -266,11 +343,11 @@ static int migrate(sqlite3 *db, const char *path)
 
 	if (user_version(db) == db_schema_version())
 		return 0;
-	if (db_exec(db, "BEGIN IMMEDIATE") < 0)
+	if (db_begin(db) != DX_OK)
 		return -1;
 	have = user_version(db);
 	if (have < 0) {
-		log_err("database %s: %s", path, sqlite3_errmsg(db));
+		db_error_at(NULL, db, path, NULL);
 		goto fail;
 	}
 	if (have > db_schema_version()) {
@@ -287,7 +364,7 @@ static int migrate(sqlite3 *db, const char *path)
 		if (migrations[i].version <= have)
 			continue;
 		clock_gettime(CLOCK_MONOTONIC, &t0);
-		if (db_exec(db, migrations[i].sql) < 0) {
+		if (db_exec(db, migrations[i].sql) != DX_OK) {
 			log_err("database %s: migration %s failed", path, migrations[i].name);
 			goto fail;
 		}
@@ -297,11 +374,11 @@ static int migrate(sqlite3 *db, const char *path)
 			 (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 	}
 	snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", db_schema_version());
-	if (db_exec(db, sql) < 0 || db_exec(db, "COMMIT") < 0)
+	if (db_exec(db, sql) != DX_OK || db_commit(db) != DX_OK)
 		goto fail;
 	return 0;
 fail:
-	sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	db_rollback(db);
 	return -1;
 }
 
@@ -313,7 +390,7 @@ static int check_schema(sqlite3 *db, const char *path)
 	int have = user_version(db), rc;
 
 	if (have < 0) {
-		log_err("database %s: %s", path, sqlite3_errmsg(db));
+		db_error_at(NULL, db, path, NULL);
 		return -1;
 	}
 	rc = first_text(db, "SELECT count(*) = 3 FROM sqlite_schema WHERE type = 'table'\n"
@@ -372,11 +449,11 @@ static int setup_writer(sqlite3 *db, const char *path, enum db_mode mode)
 	/* The command line queues into a mirror the daemon made and keeps
 	 * current; it never migrates, nor adopts another file. */
 	if (mode == DB_CLIENT)
-		return check_schema(db, path) < 0 || db_exec(db, "PRAGMA synchronous = FULL") < 0 ||
-		       db_exec(db, "PRAGMA temp_store = FILE") < 0 ? -1 : 0;
-	if (adoptable(db, path) < 0 || db_exec(db, "PRAGMA journal_mode = WAL") < 0 ||
-	    db_exec(db, "PRAGMA synchronous = NORMAL") < 0 ||
-	    db_exec(db, "PRAGMA temp_store = FILE") < 0)
+		return check_schema(db, path) < 0 || db_exec(db, "PRAGMA synchronous = FULL") != DX_OK ||
+		       db_exec(db, "PRAGMA temp_store = FILE") != DX_OK ? -1 : 0;
+	if (adoptable(db, path) < 0 || db_exec(db, "PRAGMA journal_mode = WAL") != DX_OK ||
+	    db_exec(db, "PRAGMA synchronous = NORMAL") != DX_OK ||
+	    db_exec(db, "PRAGMA temp_store = FILE") != DX_OK)
 		return -1;
 	return migrate(db, path);
 }
@@ -416,7 +493,7 @@ static int header_check(const char *path)
 	ssize_t n;
 
 	if (fd < 0) {
-		log_err("database %s: %s", path, strerror(errno));
+		db_error_at(NULL, NULL, path, strerror(errno));
 		return -1;
 	}
 	n = read(fd, h, sizeof(h));
@@ -447,7 +524,8 @@ static int header_check(const char *path)
 static int setup_reader(sqlite3 *db, const char *path)
 {
 	sqlite3_busy_timeout(db, 1000);
-	if (db_exec(db, "PRAGMA query_only = 1") < 0 || db_exec(db, "PRAGMA temp_store = FILE") < 0)
+	if (db_exec(db, "PRAGMA query_only = 1") != DX_OK ||
+	    db_exec(db, "PRAGMA temp_store = FILE") != DX_OK)
 		return -1;
 	return check_schema(db, path);
 }
@@ -475,7 +553,7 @@ sqlite3 *db_open(const char *path, enum db_mode mode)
 		return NULL;
 	}
 	if (sqlite3_open_v2(path, &db, flags, NULL) != SQLITE_OK) {
-		log_err("database %s: %s", path, db ? sqlite3_errmsg(db) : "out of memory");
+		db_error_at(NULL, db, path, NULL);
 		sqlite3_close(db);
 		return NULL;
 	}

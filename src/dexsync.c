@@ -511,7 +511,7 @@ static int change_items(struct ctx *x, const long long *ids, int n, int retry, i
 	int rc = 1;
 
 	*sending = 0;
-	if (db_exec(x->db, "BEGIN IMMEDIATE") < 0)
+	if (db_begin(x->db) != DX_OK)
 		return 1;
 	if (sqlite3_prepare_v2(x->db, "SELECT state FROM outbox WHERE id = ?1", -1, &get, NULL) ||
 	    sqlite3_prepare_v2(x->db, retry
@@ -549,7 +549,7 @@ static int change_items(struct ctx *x, const long long *ids, int n, int retry, i
 		}
 		sqlite3_reset(set);
 	}
-	if (db_exec(x->db, "COMMIT") == 0) {
+	if (db_commit(x->db) == DX_OK) {
 		printf("%d item%s %s\n", n, n == 1 ? "" : "s", retry ? "back to pending" : "cancelled");
 		rc = 0;
 	}
@@ -557,7 +557,7 @@ out:
 	sqlite3_finalize(get);
 	sqlite3_finalize(set);
 	if (rc)
-		sqlite3_exec(x->db, "ROLLBACK", NULL, NULL, NULL);
+		db_rollback(x->db);
 	return rc;
 }
 
@@ -599,7 +599,7 @@ static int cmd_retry(struct ctx *x, int argc, char **argv)
 		if (db_exec(x->db, "UPDATE outbox SET state = 'pending', attempts = 0,\n"
 				   "	next_attempt_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now'),\n"
 				   "	retried_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now')\n"
-				   "WHERE state = 'failed'") < 0)
+				   "WHERE state = 'failed'") != DX_OK)
 			return 1;
 		printf("%d item%s back to pending\n", sqlite3_changes(x->db), sqlite3_changes(x->db) == 1 ? "" : "s");
 		return 0;

@@ -7,6 +7,7 @@
  * max-rate counts the requests of both (api.c). */
 #include "config.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -83,9 +84,10 @@ static void *drainer_main(void *arg)
 	long wait;
 	int last;
 
+	assert(d->ob && d->db && d->api);
 	for (;;) {
 		last = atomic_load(&d->last);
-		atomic_store(&d->failed_db, outbox_drain(d->ob, &d->stop, &n) < 0);
+		atomic_store(&d->failed_db, outbox_drain(d->ob, &d->stop, &n) != DX_OK);
 		atomic_fetch_add(&total_sent, n.sent);
 		atomic_fetch_add(&total_failed, n.failed);
 		metrics_drain(n.sent, n.retried, n.failed);
@@ -128,7 +130,7 @@ struct drainer *drainer_start(const struct conf *c, const char *key, int wake_fd
 	struct drainer *d = calloc(1, sizeof(*d));
 	pthread_condattr_t ca;
 	sigset_t all, old;
-	int rc;
+	int rc, recovered;
 
 	if (!d) {
 		log_err("outbox: out of memory");
@@ -147,7 +149,7 @@ struct drainer *drainer_start(const struct conf *c, const char *key, int wake_fd
 	}
 	api_set_cancel(d->api, &d->cancel);
 	if (!(d->db = db_open(d->c.database, DB_DAEMON)) || !(d->ob = outbox_open(d->db, d->api, &d->c)) ||
-	    (recover && outbox_recover(d->ob) < 0))
+	    (recover && outbox_recover(d->ob, &recovered) != DX_OK))
 		goto fail;
 	/* Signals are the main thread's: it sleeps in poll() for them. */
 	sigfillset(&all);
@@ -206,12 +208,12 @@ static int drainer_wait(struct drainer *d, time_t deadline, volatile sig_atomic_
 	return atomic_load(&d->done);
 }
 
-int drainer_stop(struct drainer *d, int final, volatile sig_atomic_t *interrupt)
+enum dx_result drainer_stop(struct drainer *d, int final, volatile sig_atomic_t *interrupt)
 {
-	int rc;
+	enum dx_result rc;
 
 	if (!d)
-		return 0;
+		return DX_OK;
 	if (final) {
 		atomic_store(&d->last, 1);
 		drainer_poke(d);
@@ -232,7 +234,7 @@ int drainer_stop(struct drainer *d, int final, volatile sig_atomic_t *interrupt)
 	}
 joined:
 	pthread_join(d->thread, NULL);
-	rc = atomic_load(&d->failed_db) ? -1 : 0;
+	rc = atomic_load(&d->failed_db) ? DX_DB : DX_OK;
 	drainer_free(d);
 	return rc;
 }

@@ -24,7 +24,7 @@
 #include "metrics.h"
 
 /* The counters, since start; any thread adds to them. */
-static atomic_long requests[3];         /* by enum api_outcome */
+static atomic_long requests[3];         /* ok, transient, permanent: outcome_names */
 static atomic_long walks[3];            /* ok, failed, interrupted */
 static atomic_long walk_retries, outbox_retries;
 static atomic_long inserted, changed, gone, sent, failed;
@@ -53,10 +53,10 @@ static double mono_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-void metrics_request(int outcome)
+void metrics_request(enum dx_result outcome)
 {
-	if (outcome >= API_OK && outcome <= API_PERMANENT)
-		atomic_fetch_add(&requests[outcome], 1);
+	/* ok, transient, permanent: a 404 or 410 is a permanent one. */
+	atomic_fetch_add(&requests[outcome == DX_OK ? 0 : outcome == DX_TRANSIENT ? 1 : 2], 1);
 }
 
 void metrics_walk(const char *outcome, const struct walk_counts *w, double seconds)

@@ -112,7 +112,7 @@ static int runtime_open(struct runtime *rt, struct conf *c, int lock_fd, int rec
 		log_err("cannot set up the HTTP client: out of memory");
 		goto fail;
 	}
-	if (!(rt->db = db_open(rt->c.database, DB_DAEMON)) || db_indexes_restore(rt->db) < 0) {
+	if (!(rt->db = db_open(rt->c.database, DB_DAEMON)) || db_indexes_restore(rt->db) != DX_OK) {
 		conf_key_free(key);
 		goto fail;
 	}
@@ -165,6 +165,7 @@ int service_once(struct conf *c, int lock_fd)
 {
 	struct walk_counts w = { 0 };
 	struct runtime rt;
+	enum dx_result walked;
 	double t0;
 	int rc;
 
@@ -172,10 +173,11 @@ int service_once(struct conf *c, int lock_fd)
 		return 1;
 	t0 = mono_now();
 	/* Stopped by a signal is not a failure: the walk resumes next time. */
-	rc = walk_run(rt.db, rt.api, &rt.c, &stop_requested, &w);
-	metrics_walk(rc == 0 ? "ok" : stop_requested ? "interrupted" : "failed", &w, mono_now() - t0);
-	rc = rc < 0 && !stop_requested;
-	if (drainer_stop(rt.dr, 1, &stop_requested) < 0)
+	walked = walk_run(rt.db, rt.api, &rt.c, &stop_requested, &w);
+	metrics_walk(walked == DX_OK ? "ok" : stop_requested ? "interrupted" : "failed", &w,
+		     mono_now() - t0);
+	rc = walked != DX_OK && !stop_requested;
+	if (drainer_stop(rt.dr, 1, &stop_requested) != DX_OK)
 		rc = 1;
 	rt.dr = NULL;
 	if (*rt.c.metrics_file)
@@ -263,7 +265,7 @@ int service_loop(struct conf *c, const char *conf_path, int level_override, int 
 		if (walk_requested || mono_now() >= next_walk) {
 			walk_requested = 0;
 			t0 = mono_now();
-			outcome = walk_run(rt.db, rt.api, &rt.c, &stop_requested, &w) == 0 ? "ok"
+			outcome = walk_run(rt.db, rt.api, &rt.c, &stop_requested, &w) == DX_OK ? "ok"
 				  : stop_requested ? "interrupted" : "failed";
 			metrics_walk(outcome, &w, mono_now() - t0);
 			metrics_flush(rt.db, rt.c.database, rt.c.metrics_file, rt.c.poll_interval);

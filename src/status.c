@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "db.h"
 #include "escape.h"
 #include "lock.h"
 #include "log.h"
@@ -94,7 +95,7 @@ static void problem(struct health *h, int level, const char *fmt, ...)
 static int query(sqlite3 *db, const char *sql, sqlite3_stmt **st)
 {
 	if (sqlite3_prepare_v2(db, sql, -1, st, NULL) != SQLITE_OK) {
-		log_err("database %s: %s", sqlite3_db_filename(db, "main"), sqlite3_errmsg(db));
+		db_error(db);
 		return -1;
 	}
 	return 0;
