@@ -151,10 +151,10 @@ static void *wipe_realloc(void *p, size_t n)
 	return q;
 }
 
-int api_global_init(void)
+enum dx_result api_global_init(void)
 {
 	return curl_global_init_mem(CURL_GLOBAL_DEFAULT, malloc, wipe_free, wipe_realloc, strdup,
-				    calloc) == CURLE_OK ? 0 : -1;
+				    calloc) == CURLE_OK ? DX_OK : DX_SYSTEM;
 }
 
 struct api *api_new(const struct conf *c, const char *key)

@@ -30,8 +30,8 @@ struct api_response {
 struct api;
 
 /* curl_global_init, with libcurl's freed memory wiped (it held the key).
- * Once, before any thread; 0 or -1. */
-int api_global_init(void);
+ * Once, before any thread; DX_OK or DX_SYSTEM. */
+enum dx_result api_global_init(void);
 
 /* A client for c->base_url with the given key (copied; the copy is wiped by
  * api_free()).  NULL when out of memory. */

@@ -159,7 +159,7 @@ static void check_fts_on_copy(struct check *k, char **names)
 	}
 	close(fd);
 	if (sqlite3_open_v2(path, &copy, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
-	    backup_copy(k->db, copy, NULL, &pages) < 0) {
+	    backup_copy(k->db, copy, NULL, &pages) != DX_OK) {
 		problem(k, "search index: cannot copy the mirror to %s to check it: %s", path,
 			copy ? sqlite3_errmsg(copy) : "out of memory");
 	} else {

@@ -135,7 +135,7 @@ int main(int argc, char **argv)
 		conf_free(&c);
 		return rc;
 	}
-	if (api_global_init() < 0) {
+	if (api_global_init() != DX_OK) {
 		log_err("cannot initialise libcurl");
 		conf_free(&c);
 		return 1;

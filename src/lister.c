@@ -111,11 +111,11 @@ static enum dx_result fetch(struct lister *l, struct listed *p, int *restarted, 
 	}
 	switch ((rc = api_get(l->api, path, &r, &l->retries, NULL, 0))) {
 	case DX_OK:
-		if (page_parse(r.body, r.len, &p->page, err, sizeof(err)) < 0) {
+		if (page_parse(r.body, r.len, &p->page, err, sizeof(err)) != DX_OK) {
 			snprintf(l->error, sizeof(l->error), "GET %.120s: %s", path, err);
 			rc = DX_BAD_ANSWER;
 		} else if ((p->page.next_cursor && !(p->next_cursor = strdup(p->page.next_cursor))) ||
-			   (l->rows && page_rows(&p->page, 1) < 0)) {
+			   (l->rows && page_rows(&p->page, 1) != DX_OK)) {
 			snprintf(l->error, sizeof(l->error), "out of memory");
 			listed_free(p);
 			rc = DX_NOMEM;

@@ -5,6 +5,8 @@
 #include <jansson.h>
 #include <stddef.h>
 
+#include "result.h"
+
 struct conv_row;
 struct chunk;
 
@@ -20,17 +22,17 @@ struct page {
 };
 
 /* Parse a GET /conversations answer (\u0000 in strings accepted).  Returns
- * 0, or -1 with the reason in err (bad JSON with its position, no data
- * array, a cursor of the wrong type or one holding a NUL, which could not
- * be sent back whole). */
-int page_parse(const char *body, size_t len, struct page *p, char *err, size_t errlen);
+ * DX_OK, or DX_BAD_ANSWER with the reason in err (bad JSON with its
+ * position, no data array, a cursor of the wrong type or one holding a
+ * NUL, which could not be sent back whole). */
+enum dx_result page_parse(const char *body, size_t len, struct page *p, char *err, size_t errlen);
 /* Turn every item into a row (page.rows), with its compact JSON (the form
  * the mirror stores and compares) and its strings, in memory the page owns.
  * Self-contained, the rows get their last_message's JSON too and the tree
  * is freed (root, data and next_cursor become NULL); else last_message
  * points into the tree, for the store to render when it writes one (a
- * re-walk writes few).  0, or -1 when out of memory. */
-int page_rows(struct page *p, int self_contained);
+ * re-walk writes few).  DX_OK, or DX_NOMEM. */
+enum dx_result page_rows(struct page *p, int self_contained);
 void page_free(struct page *p);
 
 /* The columns of one conversation.  An item that is not an object or has

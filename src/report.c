@@ -7,7 +7,6 @@
 #include "config.h"
 
 #include <jansson.h>
-#include <locale.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -1153,13 +1152,26 @@ static int valid_date(sqlite3 *db, const char *s)
 	return ok;
 }
 
+/* Print res as a table, CSV or JSON, then free it.  0, or -1 after logging. */
+static int print_result(FILE *out, struct result *res, enum report_format fmt)
+{
+	int rc = 0;
+
+	if (fmt == REPORT_TABLE)
+		rc = print_table(out, res);
+	else if (fmt == REPORT_CSV)
+		print_csv(out, res);
+	else
+		rc = print_json(out, res);
+	result_free(res);
+	return rc;
+}
+
 int report_run(sqlite3 *db, const struct report_def *r, enum report_format fmt,
 	       const struct report_query *q, FILE *out)
 {
 	struct result res;
-	int rc = 0;
 
-	setlocale(LC_CTYPE, "C.UTF-8");
 	if ((q->since && !valid_date(db, q->since)) || (q->until && !valid_date(db, q->until))) {
 		log_err("'%.40s' is not a date (YYYY-MM-DD)",
 			q->since && !valid_date(db, q->since) ? q->since : q->until);
@@ -1181,14 +1193,7 @@ int report_run(sqlite3 *db, const struct report_def *r, enum report_format fmt,
 	}
 	if (result_read(db, r, q, &res) < 0)
 		return -1;
-	if (fmt == REPORT_TABLE)
-		rc = print_table(out, &res);
-	else if (fmt == REPORT_CSV)
-		print_csv(out, &res);
-	else
-		rc = print_json(out, &res);
-	result_free(&res);
-	return rc;
+	return print_result(out, &res, fmt);
 }
 
 int report_print_sql(sqlite3 *db, const char *name, const char *sql, const char *param,
@@ -1196,9 +1201,7 @@ int report_print_sql(sqlite3 *db, const char *name, const char *sql, const char 
 {
 	struct result res;
 	sqlite3_stmt *st = NULL;
-	int rc = 0;
 
-	setlocale(LC_CTYPE, "C.UTF-8");
 	if (fmt == REPORT_HTML) {
 		log_err("%s: the formats are table, csv and json", name);
 		return -1;
@@ -1207,12 +1210,5 @@ int report_print_sql(sqlite3 *db, const char *name, const char *sql, const char 
 		sqlite3_bind_text64(st, 1, param, param_len, SQLITE_STATIC, SQLITE_UTF8);
 	if (result_fill(db, name, st, &res) < 0)
 		return -1;
-	if (fmt == REPORT_TABLE)
-		rc = print_table(out, &res);
-	else if (fmt == REPORT_CSV)
-		print_csv(out, &res);
-	else
-		rc = print_json(out, &res);
-	result_free(&res);
-	return rc;
+	return print_result(out, &res, fmt);
 }

@@ -23,7 +23,10 @@ void report_list(FILE *out);
 int report_format_from_name(const char *name);
 
 /* Print report r (or, with r NULL and REPORT_HTML, every report on one
- * page).  Returns 0, or -1 after logging a one-line error. */
+ * page).  Returns 0, or -1 after logging a one-line error.  Like every
+ * function here that measures text, it takes the program's LC_CTYPE as
+ * UTF-8: the program sets it (dexsync's main sets C.UTF-8), a library
+ * function does not change the process's locale under its caller. */
 int report_run(sqlite3 *db, const struct report_def *r, enum report_format fmt,
 	       const struct report_query *q, FILE *out);
 

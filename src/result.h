@@ -3,7 +3,20 @@
  * As in curl: a function that can fail returns an enum dx_result, callers
  * switch on the code, and dx_strerror() names each one.  The details (a
  * path, an HTTP status, SQLite's message) still go to the log, or to a
- * message buffer the caller logs; the code alone decides what happens. */
+ * message buffer the caller logs; the code alone decides what happens.
+ *
+ * What returns something else, and why:
+ *  - a command of dexsync or the daemon's service_once/service_loop: the
+ *    process's exit status (status_run, report_run's 0/-1 the command maps
+ *    to 1, backup_run, check_run, history_print);
+ *  - what checks a user's own words (conf_load, conf_parse_duration,
+ *    queue_parse_attribute): -1 with the reason logged or in err, a
+ *    mistake to show, not a code for a caller to switch on;
+ *  - a file descriptor (lock_daemon, lock_try), a count (backup_integrity,
+ *    outbox_settle), a predicate (queue_valid_id, lister_ready), or which of
+ *    three successes it was (mirror_upsert);
+ *  - what writes to a FILE returns 0 or -1 as stdio does (escape_fputs,
+ *    metrics_write). */
 #ifndef DEXSYNC_RESULT_H
 #define DEXSYNC_RESULT_H
 

@@ -112,6 +112,7 @@ static int ids_add(struct idset *s, sqlite3_int64 rowid)
 	struct idblock *b = s->last;
 	size_t i;
 
+	assert(s->blocks <= IDS_MAX_BLOCKS);    /* at most half full: a probe ends */
 	if (!b || b->key != key) {
 		if (!s->slot && !(s->slot = calloc(IDS_SLOTS, sizeof(*s->slot))))
 			return 1;
@@ -233,7 +234,7 @@ static enum dx_result store_page(struct walk *w, struct listed *p)
 	size_t fresh = 0;
 	enum dx_result rc;
 
-	if (!p->page.rows && page_rows(&p->page, 0) < 0)
+	if (!p->page.rows && page_rows(&p->page, 0) != DX_OK)
 		return walk_fail(w, DX_NOMEM, "page %ld: out of memory", w->n.pages + 1);
 	if (!w->in_tx) {
 		if (mirror_begin(w->m) != DX_OK)
@@ -610,7 +611,7 @@ enum dx_result walk_run(sqlite3 *db, struct api *api, const struct conf *c,
 	if (c->history_days > 0) {
 		long pruned;
 
-		if (history_prune(db, c->history_days, &pruned) == 0 && pruned > 0)
+		if (history_prune(db, c->history_days, &pruned) == DX_OK && pruned > 0)
 			log_info("history: %ld events older than %ld days deleted", pruned,
 				 c->history_days);
 	}
