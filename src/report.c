@@ -402,12 +402,17 @@ static int print_json(FILE *out, const struct result *res)
 			if (json_object_set_new(obj, res->names[i], cell_json(&res->cells[r * res->ncols + i])) < 0)
 				rc = -1;
 	}
+	return report_json_write(out, arr, rc, "report");
+}
+
+int report_json_write(FILE *out, json_t *arr, int rc, const char *who)
+{
 	if (rc == 0) {
 		rc = json_dumpf(arr, out, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
 		fputc('\n', out);
 	}
 	if (rc < 0)
-		log_err("report: cannot write JSON (out of memory)");
+		log_err("%s: cannot write JSON (out of memory)", who);
 	json_decref(arr);
 	return rc;
 }

@@ -2,6 +2,7 @@
 #ifndef DEXSYNC_REPORT_H
 #define DEXSYNC_REPORT_H
 
+#include <jansson.h>
 #include <sqlite3.h>
 #include <stdio.h>
 
@@ -43,5 +44,11 @@ size_t report_text_width(const char *s);
  * hold a comma, quote, CR or LF, a quote doubled.  Search writes its CSV
  * with it too. */
 void report_csv_field(FILE *out, const char *s, size_t n);
+
+/* The end of a JSON answer: arr (which it frees) written to out, indented,
+ * keys in order, as ASCII, when rc is 0 (arr was built whole); else, or
+ * when it cannot be written, "WHO: cannot write JSON" is logged.  Returns
+ * 0 or -1. */
+int report_json_write(FILE *out, json_t *arr, int rc, const char *who);
 
 #endif
