@@ -181,19 +181,20 @@ static int first_text(sqlite3 *db, const char *sql, char **text)
 /* Run the statement that query builds, and again, until it builds none;
  * *n counts them.  One at a time: a schema change must not run under an
  * open SELECT. */
-static int run_each(sqlite3 *db, const char *query, int *n)
+static enum dx_result run_each(sqlite3 *db, const char *query, int *n)
 {
+	enum dx_result rc;
 	char *stmt;
-	int rc;
+	int found;
 
-	while ((rc = first_text(db, query, &stmt)) > 0) {
-		rc = db_exec(db, stmt) == DX_OK ? 0 : -1;
+	while ((found = first_text(db, query, &stmt)) > 0) {
+		rc = db_exec(db, stmt);
 		sqlite3_free(stmt);
-		if (rc < 0)
-			return -1;
+		if (rc != DX_OK)
+			return rc;
 		(*n)++;
 	}
-	return rc;
+	return found < 0 ? DX_DB : DX_OK;
 }
 
 /* Each secondary index the schema (src/sql) puts on the mirror tables: its
@@ -254,8 +255,8 @@ enum dx_result db_indexes_defer(sqlite3 *db, int *initial)
 	rc = first_text(db, "SELECT NOT EXISTS (SELECT 1 FROM conversations)", &empty);
 	*initial = rc > 0 && !strcmp(empty, "1");
 	sqlite3_free(empty);
-	if (rc < 0 || (*initial && run_each(db, DEFER_NEXT, &n) < 0) ||
-	    (*initial && run_each(db, DEFER_FTS_NEXT, &nfts) < 0) || db_commit(db) != DX_OK) {
+	if (rc < 0 || (*initial && run_each(db, DEFER_NEXT, &n) != DX_OK) ||
+	    (*initial && run_each(db, DEFER_FTS_NEXT, &nfts) != DX_OK) || db_commit(db) != DX_OK) {
 		db_rollback(db);
 		*initial = 0;
 		return DX_DB;
@@ -336,15 +337,16 @@ enum dx_result db_indexes_restore(sqlite3 *db)
 /* Apply every migration newer than the database, all in one transaction,
  * so that a crash leaves the old schema or the new one, never a mix.  A
  * current schema is read without taking the write lock. */
-static int migrate(sqlite3 *db, const char *path)
+static enum dx_result migrate(sqlite3 *db, const char *path)
 {
+	enum dx_result rc = DX_DB;
 	char sql[64];
 	int have, deferred = 0;
 
 	if (user_version(db) == db_schema_version())
-		return 0;
+		return DX_OK;
 	if (db_begin(db) != DX_OK)
-		return -1;
+		return DX_DB;
 	have = user_version(db);
 	if (have < 0) {
 		db_error_at(NULL, db, path, NULL);
@@ -353,10 +355,11 @@ static int migrate(sqlite3 *db, const char *path)
 	if (have > db_schema_version()) {
 		log_err("database %s: schema version %d is newer than this dexsync knows (%d); upgrade dexsync",
 			path, have, db_schema_version());
+		rc = DX_SCHEMA;
 		goto fail;
 	}
 	/* A migration may alter a deferred index: put them back first. */
-	if (have < db_schema_version() && have >= 1 && run_each(db, RESTORE_NEXT, &deferred) < 0)
+	if (have < db_schema_version() && have >= 1 && run_each(db, RESTORE_NEXT, &deferred) != DX_OK)
 		goto fail;
 	for (size_t i = 0; i < N_MIGRATIONS; i++) {
 		struct timespec t0, t1;
@@ -376,71 +379,72 @@ static int migrate(sqlite3 *db, const char *path)
 	snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", db_schema_version());
 	if (db_exec(db, sql) != DX_OK || db_commit(db) != DX_OK)
 		goto fail;
-	return 0;
+	return DX_OK;
 fail:
 	db_rollback(db);
-	return -1;
+	return rc;
 }
 
-/* Is the read-only db a dexsync mirror of this program's schema?  0, or
- * -1 after logging what it is instead.  Reads, never writes. */
-static int check_schema(sqlite3 *db, const char *path)
+/* Is the read-only db a dexsync mirror of this program's schema?  DX_OK,
+ * or DX_SCHEMA after logging what it is instead (DX_DB when it cannot be
+ * read).  Reads, never writes. */
+static enum dx_result check_schema(sqlite3 *db, const char *path)
 {
 	char *ours;
 	int have = user_version(db), rc;
 
-	if (have < 0) {
-		db_error_at(NULL, db, path, NULL);
-		return -1;
-	}
+	if (have < 0)
+		return db_error_at(NULL, db, path, NULL);
 	rc = first_text(db, "SELECT count(*) = 3 FROM sqlite_schema WHERE type = 'table'\n"
 			    "	AND name IN ('conversations', 'outbox', 'sync_runs')", &ours);
 	if (rc < 0)
-		return -1;
+		return DX_DB;
 	rc = rc > 0 && !strcmp(ours, "1");
 	sqlite3_free(ours);
 	if (!rc || have < 1) {
 		log_err("database %s: not a dexsync mirror (left untouched)", path);
-		return -1;
+		return DX_SCHEMA;
 	}
 	if (have < db_schema_version()) {
 		log_err("database %s: schema version %d is older than this dexsync's (%d); "
 			"start dexsyncd once to migrate it", path, have, db_schema_version());
-		return -1;
+		return DX_SCHEMA;
 	}
 	if (have > db_schema_version()) {
 		log_err("database %s: schema version %d is newer than this dexsync knows (%d); upgrade dexsync",
 			path, have, db_schema_version());
-		return -1;
+		return DX_SCHEMA;
 	}
-	return 0;
+	return DX_OK;
 }
 
 /* May the daemon make the database at path its mirror?  An empty file
  * (new), or a dexsync mirror; not another program's database (no
  * user_version, and tables), which is left as it is: nothing is written
- * before this says yes.  0, or -1 after logging why not. */
-static int adoptable(sqlite3 *db, const char *path)
+ * before this says yes.  DX_OK, or DX_SCHEMA (DX_DB) after logging why
+ * not. */
+static enum dx_result adoptable(sqlite3 *db, const char *path)
 {
 	char *other = NULL;
 	int rc;
 
 	if (user_version(db) != 0)
-		return 0;
+		return DX_OK;
 	rc = first_text(db, "SELECT name FROM sqlite_schema LIMIT 1", &other);
 	if (rc > 0)
 		log_err("database %s: holds other tables ('%s') and no dexsync schema: not a "
 			"dexsync mirror (left untouched)", path, other);
 	sqlite3_free(other);
-	return rc == 0 ? 0 : -1;
+	return rc == 0 ? DX_OK : rc > 0 ? DX_SCHEMA : DX_DB;
 }
 
 /* The pragmas of a connection that may write, then the migrations.  The
  * daemon's connections keep the -wal and -shm files when they close: a
  * reader who may not write the directory (the dexsync-read group) can open
  * a WAL database read-only only while they exist. */
-static int setup_writer(sqlite3 *db, const char *path, enum db_mode mode)
+static enum dx_result setup_writer(sqlite3 *db, const char *path, enum db_mode mode)
 {
+	enum dx_result rc;
 	int persist = 1;
 
 	if (mode == DB_DAEMON)
@@ -448,13 +452,17 @@ static int setup_writer(sqlite3 *db, const char *path, enum db_mode mode)
 	sqlite3_busy_timeout(db, mode == DB_DAEMON ? DB_BUSY_TIMEOUT_MS : DB_CLIENT_BUSY_TIMEOUT_MS);
 	/* The command line queues into a mirror the daemon made and keeps
 	 * current; it never migrates, nor adopts another file. */
-	if (mode == DB_CLIENT)
-		return check_schema(db, path) < 0 || db_exec(db, "PRAGMA synchronous = FULL") != DX_OK ||
-		       db_exec(db, "PRAGMA temp_store = FILE") != DX_OK ? -1 : 0;
-	if (adoptable(db, path) < 0 || db_exec(db, "PRAGMA journal_mode = WAL") != DX_OK ||
-	    db_exec(db, "PRAGMA synchronous = NORMAL") != DX_OK ||
-	    db_exec(db, "PRAGMA temp_store = FILE") != DX_OK)
-		return -1;
+	if (mode == DB_CLIENT) {
+		if ((rc = check_schema(db, path)) == DX_OK &&
+		    (rc = db_exec(db, "PRAGMA synchronous = FULL")) == DX_OK)
+			rc = db_exec(db, "PRAGMA temp_store = FILE");
+		return rc;
+	}
+	if ((rc = adoptable(db, path)) != DX_OK ||
+	    (rc = db_exec(db, "PRAGMA journal_mode = WAL")) != DX_OK ||
+	    (rc = db_exec(db, "PRAGMA synchronous = NORMAL")) != DX_OK ||
+	    (rc = db_exec(db, "PRAGMA temp_store = FILE")) != DX_OK)
+		return rc;
 	return migrate(db, path);
 }
 
@@ -482,8 +490,9 @@ static int sqlite_or_empty(const char *path)
  * process's first connection to the file: closing the descriptor drops the
  * POSIX locks of any other (see sqlite_or_empty).  An SQLite header,
  * and, unless a WAL file holds newer pages, a user_version (bytes 60-63,
- * big-endian) from 1 up.  0, or -1 after logging what it is instead. */
-static int header_check(const char *path)
+ * big-endian) from 1 up.  DX_OK, or DX_SCHEMA (DX_SYSTEM when it cannot
+ * be read) after logging what it is instead. */
+static enum dx_result header_check(const char *path)
 {
 	unsigned char h[100];
 	char *wal = NULL;
@@ -494,39 +503,39 @@ static int header_check(const char *path)
 
 	if (fd < 0) {
 		db_error_at(NULL, NULL, path, strerror(errno));
-		return -1;
+		return DX_SYSTEM;
 	}
 	n = read(fd, h, sizeof(h));
 	close(fd);
 	if (n != (ssize_t)sizeof(h) || memcmp(h, "SQLite format 3", 16)) {
 		log_err("database %s: not a dexsync mirror (%s; left untouched)", path,
 			n < 0 ? strerror(errno) : n == 0 ? "an empty file" : "not an SQLite database");
-		return -1;
+		return n < 0 ? DX_SYSTEM : DX_SCHEMA;
 	}
 	pending = asprintf(&wal, "%s-wal", path) >= 0 && stat(wal, &st) == 0 && st.st_size > 0;
 	free(wal);
 	version = (long)h[60] << 24 | (long)h[61] << 16 | (long)h[62] << 8 | h[63];
 	if (!pending && version == 0) {
 		log_err("database %s: not a dexsync mirror (left untouched)", path);
-		return -1;
+		return DX_SCHEMA;
 	}
 	if (!pending && version > db_schema_version()) {
 		log_err("database %s: schema version %ld is newer than this dexsync knows (%d); "
 			"upgrade dexsync (left untouched)", path, version, db_schema_version());
-		return -1;
+		return DX_SCHEMA;
 	}
-	return 0;
+	return DX_OK;
 }
 
 /* A read-only connection: nothing it runs can write (query_only), and it
  * waits only a moment for a lock (in WAL mode a reader never waits for a
  * writer). */
-static int setup_reader(sqlite3 *db, const char *path)
+static enum dx_result setup_reader(sqlite3 *db, const char *path)
 {
 	sqlite3_busy_timeout(db, 1000);
 	if (db_exec(db, "PRAGMA query_only = 1") != DX_OK ||
 	    db_exec(db, "PRAGMA temp_store = FILE") != DX_OK)
-		return -1;
+		return DX_DB;
 	return check_schema(db, path);
 }
 
@@ -549,7 +558,7 @@ sqlite3 *db_open(const char *path, enum db_mode mode)
 	} else if (access(path, F_OK) < 0) {
 		log_err("database %s: does not exist (has dexsyncd run yet? see -d and -f)", path);
 		return NULL;
-	} else if (header_check(path) < 0) {
+	} else if (header_check(path) != DX_OK) {
 		return NULL;
 	}
 	if (sqlite3_open_v2(path, &db, flags, NULL) != SQLITE_OK) {
@@ -558,7 +567,7 @@ sqlite3 *db_open(const char *path, enum db_mode mode)
 		return NULL;
 	}
 	sqlite3_extended_result_codes(db, 1);
-	if ((mode == DB_READONLY ? setup_reader(db, path) : setup_writer(db, path, mode)) < 0) {
+	if ((mode == DB_READONLY ? setup_reader(db, path) : setup_writer(db, path, mode)) != DX_OK) {
 		sqlite3_close(db);
 		return NULL;
 	}

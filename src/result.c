@@ -7,6 +7,7 @@ static const char *const names[DX_RESULT_COUNT] = {
 	[DX_OK] = "no error",
 	[DX_NOMEM] = "out of memory",
 	[DX_DB] = "database error",
+	[DX_SCHEMA] = "not a dexsync mirror of this version",
 	[DX_TRANSIENT] = "request failed, may succeed later",
 	[DX_PERMANENT] = "request refused by the server",
 	[DX_GONE] = "no such resource on the server",

@@ -24,6 +24,8 @@ enum dx_result {
 	DX_OK = 0,
 	DX_NOMEM,               /* out of memory */
 	DX_DB,                  /* the database refused (locked, full, corrupt ...) */
+	DX_SCHEMA,              /* a file that is not a dexsync mirror of this
+				 * program's schema (left as it is) */
 	DX_TRANSIENT,           /* a request failed in a way that may pass: no
 				 * connection, a timeout, 408, 429, 5xx */
 	DX_PERMANENT,           /* the server refused the request: asking again
