@@ -82,7 +82,7 @@ int backup_integrity(sqlite3 *db, void (*report)(void *arg, const char *line), v
 	int rc, n = 0;
 
 	if (sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL) != SQLITE_OK) {
-		log_err("database %s: integrity_check: %s", sqlite3_db_filename(db, "main"), sqlite3_errmsg(db));
+		db_error_in(db, "integrity_check");
 		return -1;
 	}
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {

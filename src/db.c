@@ -50,6 +50,15 @@ enum dx_result db_error(sqlite3 *db)
 	return db_error_at(NULL, db, NULL, NULL);
 }
 
+enum dx_result db_error_in(sqlite3 *db, const char *what)
+{
+	char *msg = sqlite3_mprintf("%s: %s", what, sqlite3_errmsg(db));
+
+	db_error_at(NULL, db, NULL, msg);
+	sqlite3_free(msg);
+	return DX_DB;
+}
+
 enum dx_result db_exec(sqlite3 *db, const char *sql)
 {
 	char *msg = NULL;
@@ -577,5 +586,5 @@ sqlite3 *db_open(const char *path, enum db_mode mode)
 void db_close(sqlite3 *db)
 {
 	if (db && sqlite3_close(db) != SQLITE_OK)
-		log_err("database %s: close: %s", sqlite3_db_filename(db, "main"), sqlite3_errmsg(db));
+		db_error_in(db, "close");
 }

@@ -32,6 +32,8 @@ int db_schema_version(void);
 enum dx_result db_error_at(const char *who, sqlite3 *db, const char *path, const char *msg);
 /* The same, of db's main file, with SQLite's last message on db. */
 enum dx_result db_error(sqlite3 *db);
+/* The same, with what failed before SQLite's message ("WHAT: MESSAGE"). */
+enum dx_result db_error_in(sqlite3 *db, const char *what);
 
 /* Run SQL with no result rows; DX_OK, or DX_DB after logging. */
 enum dx_result db_exec(sqlite3 *db, const char *sql);

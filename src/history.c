@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "db.h"
 #include "escape.h"
 #include "history.h"
 #include "log.h"
@@ -109,8 +110,7 @@ enum dx_result history_prune(sqlite3 *db, long days, long *deleted)
 	sqlite3_finalize(st);
 	return DX_OK;
 fail:
-	log_err("database %s: pruning the history: %s", sqlite3_db_filename(db, "main"),
-		sqlite3_errmsg(db));
+	db_error_in(db, "pruning the history");
 	sqlite3_finalize(st);
 	return DX_DB;
 }
