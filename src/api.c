@@ -22,12 +22,12 @@
 #include "metrics.h"
 #include "notify.h"
 
-#define MAX_BODY	(64u << 20)	/* a larger answer is an error, not an OOM */
-#define MAX_SHOWN	160		/* bytes of a path or body quoted in errors */
-#define MAX_KEY		255		/* Idempotency-Key characters (SPEC 3) */
-#define IDEM_HEADER	"Idempotency-Key: "
-#define AUTH_HEADER	"Authorization: Bearer "
-#define API_SLICE_MS	100		/* how often a pause looks at the flags */
+#define MAX_BODY     (64u << 20) /* a larger answer is an error, not an OOM */
+#define MAX_SHOWN    160	 /* bytes of a path or body quoted in errors */
+#define MAX_KEY	     255	 /* Idempotency-Key characters (SPEC 3) */
+#define IDEM_HEADER  "Idempotency-Key: "
+#define AUTH_HEADER  "Authorization: Bearer "
+#define API_SLICE_MS 100 /* how often a pause looks at the flags */
 
 /* max-rate caps what the server sees from this process: the walk's client
  * and the outbox's take turns on one clock. */
@@ -36,18 +36,18 @@ static struct timespec last_start;
 
 struct api {
 	CURL *curl;
-	struct curl_slist *headers;     /* Authorization first: wiped on free */
+	struct curl_slist *headers; /* Authorization first: wiped on free */
 	char *base_url;
-	char *url;                      /* base_url + path, reused */
+	char *url; /* base_url + path, reused */
 	size_t url_size;
-	char *body;                     /* response body, reused */
+	char *body; /* response body, reused */
 	size_t body_len, body_size;
 	int too_big;
 	long retry_after;
-	long min_gap_ns;                /* from max-rate; 0 = no cap */
+	long min_gap_ns; /* from max-rate; 0 = no cap */
 	unsigned long requests;
-	volatile sig_atomic_t *stop;    /* abort in-flight requests when set */
-	atomic_int *cancel;             /* ... or when this is set */
+	volatile sig_atomic_t *stop; /* abort in-flight requests when set */
+	atomic_int *cancel;	     /* ... or when this is set */
 	char curl_err[CURL_ERROR_SIZE];
 };
 
@@ -105,8 +105,8 @@ static int stopped(const struct api *api)
 
 /* Called by libcurl about once a second and while data moves: the place to
  * notice a stop request during a slow answer, and to keep the watchdog fed. */
-static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow,
-		       curl_off_t ultotal, curl_off_t ulnow)
+static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+		       curl_off_t ulnow)
 {
 	struct api *api = userdata;
 
@@ -153,8 +153,10 @@ static void *wipe_realloc(void *p, size_t n)
 
 enum dx_result api_global_init(void)
 {
-	return curl_global_init_mem(CURL_GLOBAL_DEFAULT, malloc, wipe_free, wipe_realloc, strdup,
-				    calloc) == CURLE_OK ? DX_OK : DX_SYSTEM;
+	return curl_global_init_mem(CURL_GLOBAL_DEFAULT, malloc, wipe_free, wipe_realloc, strdup, calloc) ==
+			       CURLE_OK ?
+		       DX_OK :
+		       DX_SYSTEM;
 }
 
 struct api *api_new(const struct conf *c, const char *key)
@@ -186,13 +188,13 @@ struct api *api_new(const struct conf *c, const char *key)
 
 	CURL *h = api->curl;
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-#if LIBCURL_VERSION_NUM >= 0x075500     /* 7.85.0 */
+#if LIBCURL_VERSION_NUM >= 0x075500 /* 7.85.0 */
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
 #else
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
 	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L);    /* an id ".." is an id, not a step up */
+	curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L); /* an id ".." is an id, not a step up */
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, c->connect_timeout);
@@ -248,7 +250,7 @@ char *api_escape(struct api *api, const char *s)
 enum dx_result api_classify(CURLcode cc, long status)
 {
 	if (cc != CURLE_OK)
-		return DX_TRANSIENT;    /* our side or the network: never the item's fault */
+		return DX_TRANSIENT; /* our side or the network: never the item's fault */
 	if (status >= 200 && status < 300)
 		return DX_OK;
 	if (status == 408 || status == 429 || status >= 500)
@@ -282,7 +284,7 @@ long api_parse_retry_after(const char *value, time_t now)
 		errno = 0;
 		long v = strtol(buf, NULL, 10);
 
-		return errno ? LONG_MAX : v;    /* digits past a long: wait "forever" */
+		return errno ? LONG_MAX : v; /* digits past a long: wait "forever" */
 	}
 	t = curl_getdate(buf, NULL);
 	if (t == -1)
@@ -316,8 +318,7 @@ static void pace(struct api *api)
 	pthread_mutex_lock(&pace_lock);
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	if (last_start.tv_sec || last_start.tv_nsec) {
-		elapsed = (now.tv_sec - last_start.tv_sec) * 1000000000L +
-			  (now.tv_nsec - last_start.tv_nsec);
+		elapsed = (now.tv_sec - last_start.tv_sec) * 1000000000L + (now.tv_nsec - last_start.tv_nsec);
 		if (elapsed >= 0 && elapsed < api->min_gap_ns) {
 			wait.tv_sec = 0;
 			wait.tv_nsec = api->min_gap_ns - elapsed;
@@ -360,15 +361,15 @@ static int set_url(struct api *api, const char *path)
 	return 0;
 }
 
-static void describe_failure(struct api *api, const char *method, const char *path,
-			     CURLcode cc, struct api_response *r)
+static void describe_failure(struct api *api, const char *method, const char *path, CURLcode cc,
+			     struct api_response *r)
 {
 	char where[MAX_SHOWN + 1], what[MAX_SHOWN + 1];
 
 	shown(where, sizeof(where), path, strlen(path));
 	if (api->too_big)
-		snprintf(r->error, sizeof(r->error), "%s %s: answer larger than %u MiB",
-			 method, where, MAX_BODY >> 20);
+		snprintf(r->error, sizeof(r->error), "%s %s: answer larger than %u MiB", method, where,
+			 MAX_BODY >> 20);
 	else if (cc == CURLE_ABORTED_BY_CALLBACK)
 		snprintf(r->error, sizeof(r->error), "%s %s: %s", method, where,
 			 api->stop && *api->stop ? "stopped by a signal" : "cancelled");
@@ -377,8 +378,8 @@ static void describe_failure(struct api *api, const char *method, const char *pa
 			 *api->curl_err ? api->curl_err : curl_easy_strerror(cc));
 	else {
 		shown(what, sizeof(what), r->body, r->len);
-		snprintf(r->error, sizeof(r->error), "%s %s: HTTP %ld: %s", method, where,
-			 r->status, *what ? what : "(empty body)");
+		snprintf(r->error, sizeof(r->error), "%s %s: HTTP %ld: %s", method, where, r->status,
+			 *what ? what : "(empty body)");
 	}
 }
 
@@ -406,10 +407,11 @@ static size_t key_span(const char *p, size_t n, const char *key)
 
 	for (; *key; key++) {
 		if (j + 1 < n && p[j] == '\\' && p[j + 1] == *key && strchr("\\\"/", *key))
-			j += 2;         /* \\, \" or \/, as JSON may write them */
+			j += 2; /* \\, \" or \/, as JSON may write them */
 		else if (j < n && p[j] == *key)
 			j++;
-		else if (j + 5 < n && p[j] == '\\' && p[j + 1] == 'u' && hex4(p + j + 2) == (unsigned char)*key)
+		else if (j + 5 < n && p[j] == '\\' && p[j + 1] == 'u' &&
+			 hex4(p + j + 2) == (unsigned char)*key)
 			j += 6;
 		else
 			return 0;
@@ -440,8 +442,8 @@ static void redact_key(struct api *api)
 	}
 }
 
-enum dx_result api_request(struct api *api, const char *method, const char *path,
-			   const char *body, const char *idempotency_key, struct api_response *r)
+enum dx_result api_request(struct api *api, const char *method, const char *path, const char *body,
+			   const char *idempotency_key, struct api_response *r)
 {
 	/* The key's header goes in front of the shared list for this request
 	 * only: a list node of our own on the stack, whose next is the shared
@@ -463,12 +465,14 @@ enum dx_result api_request(struct api *api, const char *method, const char *path
 		api->body[0] = '\0';
 	if (idempotency_key && !key_sendable(idempotency_key)) {
 		r->outcome = DX_PERMANENT;
-		snprintf(r->error, sizeof(r->error), "%s: the Idempotency-Key is not 1 to %d printable "
-			 "ASCII characters; not sent", method, MAX_KEY);
+		snprintf(r->error, sizeof(r->error),
+			 "%s: the Idempotency-Key is not 1 to %d printable "
+			 "ASCII characters; not sent",
+			 method, MAX_KEY);
 		return r->outcome;
 	}
 	if (set_url(api, path) < 0) {
-		r->outcome = DX_TRANSIENT;     /* our side: never the item's fault */
+		r->outcome = DX_TRANSIENT; /* our side: never the item's fault */
 		snprintf(r->error, sizeof(r->error), "%s: out of memory", method);
 		return r->outcome;
 	}
@@ -480,8 +484,7 @@ enum dx_result api_request(struct api *api, const char *method, const char *path
 	} else {
 		curl_easy_setopt(h, CURLOPT_POSTFIELDS, body ? body : "");
 		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)(body ? strlen(body) : 0));
-		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST,
-				 strcmp(method, "POST") == 0 ? NULL : method);
+		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, strcmp(method, "POST") == 0 ? NULL : method);
 	}
 	if (idempotency_key) {
 		snprintf(idem_line, sizeof(idem_line), IDEM_HEADER "%s", idempotency_key);
@@ -505,8 +508,7 @@ enum dx_result api_request(struct api *api, const char *method, const char *path
 	if (r->outcome != DX_OK)
 		describe_failure(api, method, path, cc, r);
 	log_debug("%s %.*s: %s%ld, %zu bytes", method, MAX_SHOWN, path,
-		  cc == CURLE_OK ? "HTTP " : "curl error ", cc == CURLE_OK ? r->status : (long)cc,
-		  r->len);
+		  cc == CURLE_OK ? "HTTP " : "curl error ", cc == CURLE_OK ? r->status : (long)cc, r->len);
 	return r->outcome;
 }
 
@@ -521,8 +523,8 @@ static int pause_for(const struct api *api, long secs)
 	return stopped(api);
 }
 
-enum dx_result api_get(struct api *api, const char *path, struct api_response *r,
-		       long *retries, int *fails, int max_fails)
+enum dx_result api_get(struct api *api, const char *path, struct api_response *r, long *retries, int *fails,
+		       int max_fails)
 {
 	enum dx_result o;
 	long wait;
@@ -552,7 +554,7 @@ json_t *api_json(const struct api_response *r, char *err, size_t errlen)
 	json_t *j = json_loadb(r->body, r->len, JSON_ALLOW_NUL, &jerr);
 
 	if (!j)
-		snprintf(err, errlen, "invalid JSON at line %d, column %d (byte %d): %s",
-			 jerr.line, jerr.column, jerr.position, jerr.text);
+		snprintf(err, errlen, "invalid JSON at line %d, column %d (byte %d): %s", jerr.line,
+			 jerr.column, jerr.position, jerr.text);
 	return j;
 }

@@ -19,12 +19,12 @@
  * (any other status, or a request we refuse to send: trying again will not
  * help). */
 struct api_response {
-	long status;                /* HTTP status, 0 when there was none */
+	long status; /* HTTP status, 0 when there was none */
 	enum dx_result outcome;
-	long retry_after;           /* seconds from now, -1 when not given */
-	const char *body;           /* NUL-terminated; valid until the next request */
+	long retry_after; /* seconds from now, -1 when not given */
+	const char *body; /* NUL-terminated; valid until the next request */
 	size_t len;
-	char error[768];            /* one line for the log when outcome != DX_OK */
+	char error[768]; /* one line for the log when outcome != DX_OK */
 };
 
 struct api;
@@ -41,8 +41,8 @@ void api_free(struct api *api);
 /* Perform one request.  path starts with '/' and may carry a query;
  * body (JSON) goes with POST and PATCH; idempotency_key, when not NULL,
  * is sent as Idempotency-Key.  Returns r->outcome. */
-enum dx_result api_request(struct api *api, const char *method, const char *path,
-			   const char *body, const char *idempotency_key, struct api_response *r);
+enum dx_result api_request(struct api *api, const char *method, const char *path, const char *body,
+			   const char *idempotency_key, struct api_response *r);
 
 /* GET path, retrying a transient failure API_GET_RETRIES times after a
  * pause that grows as backoff_ceiling (1, 2, 4 s), or the server's
@@ -52,10 +52,10 @@ enum dx_result api_request(struct api *api, const char *method, const char *path
  * counts the transient failures in a row across calls (an answer that is
  * not one resets it): once it reaches max_fails, no more retries.
  * Returns r->outcome. */
-#define API_GET_RETRIES		3
-#define API_GET_MAX_WAIT	60
-enum dx_result api_get(struct api *api, const char *path, struct api_response *r,
-		       long *retries, int *fails, int max_fails);
+#define API_GET_RETRIES	 3
+#define API_GET_MAX_WAIT 60
+enum dx_result api_get(struct api *api, const char *path, struct api_response *r, long *retries, int *fails,
+		       int max_fails);
 
 /* Abort a request in flight (as a transient failure) once *stop is set. */
 void api_set_stop(struct api *api, volatile sig_atomic_t *stop);

@@ -17,8 +17,7 @@ long backoff_ceiling(long attempts, long min_backoff, long max_backoff)
 	return ceiling > max_backoff ? max_backoff : ceiling;
 }
 
-long backoff_delay(long attempts, long min_backoff, long max_backoff, long retry_after,
-		   uint32_t rnd)
+long backoff_delay(long attempts, long min_backoff, long max_backoff, long retry_after, uint32_t rnd)
 {
 	long ceiling = backoff_ceiling(attempts, min_backoff, max_backoff), delay;
 

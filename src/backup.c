@@ -54,7 +54,7 @@ enum dx_result backup_copy(sqlite3 *src, sqlite3 *dst, volatile sig_atomic_t *st
 		if (rc == SQLITE_OK)
 			pause_ms(BACKUP_PAUSE_MS);
 		else if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
-			pause_ms(50);           /* the destination, taken by someone else */
+			pause_ms(50); /* the destination, taken by someone else */
 		*pages = sqlite3_backup_pagecount(b);
 	} while ((rc == SQLITE_OK || rc == SQLITE_BUSY || rc == SQLITE_LOCKED) && !(stop && *stop));
 	sqlite3_backup_finish(b);
@@ -126,7 +126,7 @@ static void on_signal(int sig)
 /* Each problem the copy's integrity_check finds, logged. */
 static void log_problem(void *arg, const char *line)
 {
-	log_err("backup %s: integrity_check: %s", (const char *)arg, line);     /* escaped there */
+	log_err("backup %s: integrity_check: %s", (const char *)arg, line); /* escaped there */
 }
 
 /* Remove an unfinished copy and the journal SQLite may have left by it. */

@@ -12,7 +12,7 @@
  * competes with the daemon for long (the daemon's writes go on meanwhile
  * anyway: a WAL reader does not block a writer). */
 #define BACKUP_STEP_PAGES 256
-#define BACKUP_PAUSE_MS 5
+#define BACKUP_PAUSE_MS	  5
 
 /* Copy src (an open connection, read-only is enough) into dst, an open,
  * empty database, with SQLite's online backup API in steps of

@@ -73,7 +73,7 @@ enum dx_result db_exec(sqlite3 *db, const char *sql)
 
 enum dx_result db_begin(sqlite3 *db)
 {
-	assert(sqlite3_get_autocommit(db));     /* transactions do not nest */
+	assert(sqlite3_get_autocommit(db)); /* transactions do not nest */
 	return db_exec(db, "BEGIN IMMEDIATE");
 }
 
@@ -128,7 +128,7 @@ enum dx_result db_run(sqlite3_stmt *st)
 	 * is one a caller forgot to reset. */
 	assert(!sqlite3_stmt_busy(st));
 	rc = db_step(st, NULL, &row);
-	assert(!row);   /* a statement that returns no rows */
+	assert(!row); /* a statement that returns no rows */
 	return rc;
 }
 
@@ -210,14 +210,15 @@ static enum dx_result run_each(sqlite3 *db, const char *query, int *n)
  * SQL into sync_state, then dropped.  Only those, by name: an index a user
  * made is never dropped.  A migration that adds an index to these tables
  * adds its name here (test_walk.py checks the list against src/sql). */
-#define DEFER_NEXT \
+#define DEFER_NEXT                                                                                 \
 	"SELECT printf('INSERT INTO sync_state(key, value) VALUES (%Q, %Q); DROP INDEX \"%w\"',\n" \
-	"	'" DB_DEFERRED "' || name, sql, name)\n" \
-	"FROM sqlite_schema\n" \
-	"WHERE type = 'index' AND sql IS NOT NULL\n" \
-	"	AND tbl_name IN ('conversations', 'messages', 'participants')\n" \
-	"	AND name IN ('conversations_detail_needed', 'conversations_live_status',\n" \
-	"		'conversations_live_day', 'messages_conversation_id', 'participants_user_id')\n" \
+	"	'" DB_DEFERRED                                                                     \
+	"' || name, sql, name)\n"                                                                  \
+	"FROM sqlite_schema\n"                                                                     \
+	"WHERE type = 'index' AND sql IS NOT NULL\n"                                               \
+	"	AND tbl_name IN ('conversations', 'messages', 'participants')\n"                         \
+	"	AND name IN ('conversations_detail_needed', 'conversations_live_status',\n"              \
+	"		'conversations_live_day', 'messages_conversation_id', 'participants_user_id')\n"        \
 	"LIMIT 1"
 
 /* Each full-text index of the mirror tables (src/sql/0005-search.sql)
@@ -226,31 +227,33 @@ static enum dx_result run_each(sqlite3 *db, const char *query, int *n)
  * triggers dropped, so that an initial mirror does no index work per row.
  * RESTORE_NEXT runs the rebuild and puts the triggers back in one
  * transaction.  Only these triggers, by name. */
-#define DEFER_FTS_NEXT \
-	"SELECT printf('INSERT INTO sync_state(key, value) VALUES (%Q, %Q); %s',\n" \
-	"	'" DB_DEFERRED "' || fts,\n" \
+#define DEFER_FTS_NEXT                                                                \
+	"SELECT printf('INSERT INTO sync_state(key, value) VALUES (%Q, %Q); %s',\n"   \
+	"	'" DB_DEFERRED                                                        \
+	"' || fts,\n"                                                                 \
 	"	printf('INSERT INTO \"%w\"(\"%w\") VALUES (''rebuild''); ', fts, fts) ||\n" \
-	"		group_concat('CREATE TRIGGER IF NOT EXISTS' || substr(sql, 15), '; '),\n" \
-	"	group_concat(printf('DROP TRIGGER \"%w\"', name), '; '))\n" \
-	"FROM (SELECT name, sql, substr(name, 1, instr(name, '_fts_') + 3) AS fts\n" \
-	"	FROM sqlite_schema\n" \
-	"	WHERE type = 'trigger' AND sql GLOB 'CREATE TRIGGER *'\n" \
-	"		AND name IN ('conversations_fts_insert', 'conversations_fts_delete',\n" \
-	"			'conversations_fts_update', 'messages_fts_insert',\n" \
-	"			'messages_fts_delete', 'messages_fts_update'))\n" \
-	"GROUP BY fts\n" \
+	"		group_concat('CREATE TRIGGER IF NOT EXISTS' || substr(sql, 15), '; '),\n"  \
+	"	group_concat(printf('DROP TRIGGER \"%w\"', name), '; '))\n"                 \
+	"FROM (SELECT name, sql, substr(name, 1, instr(name, '_fts_') + 3) AS fts\n"  \
+	"	FROM sqlite_schema\n"                                                       \
+	"	WHERE type = 'trigger' AND sql GLOB 'CREATE TRIGGER *'\n"                   \
+	"		AND name IN ('conversations_fts_insert', 'conversations_fts_delete',\n"    \
+	"			'conversations_fts_update', 'messages_fts_insert',\n"                     \
+	"			'messages_fts_delete', 'messages_fts_update'))\n"                         \
+	"GROUP BY fts\n"                                                              \
 	"LIMIT 1"
 
 /* Each deferred index: built (unless one of its name is there again), and
  * its key deleted. */
-#define RESTORE_NEXT \
-	"SELECT printf('%s; DELETE FROM sync_state WHERE key = %Q',\n" \
-	"	CASE WHEN value GLOB 'CREATE INDEX *'\n" \
+#define RESTORE_NEXT                                                                      \
+	"SELECT printf('%s; DELETE FROM sync_state WHERE key = %Q',\n"                    \
+	"	CASE WHEN value GLOB 'CREATE INDEX *'\n"                                        \
 	"		THEN 'CREATE INDEX IF NOT EXISTS' || substr(value, 13) ELSE value END, key)\n" \
 	"FROM sync_state WHERE key GLOB '" DB_DEFERRED "*' ORDER BY key LIMIT 1"
 /* The name of the index RESTORE_NEXT builds. */
-#define RESTORE_NAME \
-	"SELECT substr(key, length('" DB_DEFERRED "') + 1)\n" \
+#define RESTORE_NAME                              \
+	"SELECT substr(key, length('" DB_DEFERRED \
+	"') + 1)\n"                               \
 	"FROM sync_state WHERE key GLOB '" DB_DEFERRED "*' ORDER BY key LIMIT 1"
 
 enum dx_result db_indexes_defer(sqlite3 *db, int *initial)
@@ -329,8 +332,7 @@ enum dx_result db_indexes_restore(sqlite3 *db)
 		if (rc == 0)
 			break;
 		clock_gettime(CLOCK_MONOTONIC, &t1);
-		log_info("database %s: built the deferred %s %s in %.2f s",
-			 sqlite3_db_filename(db, "main"),
+		log_info("database %s: built the deferred %s %s in %.2f s", sqlite3_db_filename(db, "main"),
 			 strstr(name, "_fts") ? "full-text index" : "index", name,
 			 (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 		sqlite3_free(name);
@@ -339,7 +341,8 @@ enum dx_result db_indexes_restore(sqlite3 *db)
 	}
 	sqlite3_free(name);
 	if (n > 0)
-		log_info("database %s: the %d deferred indexes are built", sqlite3_db_filename(db, "main"), n);
+		log_info("database %s: the %d deferred indexes are built", sqlite3_db_filename(db, "main"),
+			 n);
 	return DX_OK;
 }
 
@@ -404,8 +407,10 @@ static enum dx_result check_schema(sqlite3 *db, const char *path)
 
 	if (have < 0)
 		return db_error_at(NULL, db, path, NULL);
-	rc = first_text(db, "SELECT count(*) = 3 FROM sqlite_schema WHERE type = 'table'\n"
-			    "	AND name IN ('conversations', 'outbox', 'sync_runs')", &ours);
+	rc = first_text(db,
+			"SELECT count(*) = 3 FROM sqlite_schema WHERE type = 'table'\n"
+			"	AND name IN ('conversations', 'outbox', 'sync_runs')",
+			&ours);
 	if (rc < 0)
 		return DX_DB;
 	rc = rc > 0 && !strcmp(ours, "1");
@@ -416,7 +421,8 @@ static enum dx_result check_schema(sqlite3 *db, const char *path)
 	}
 	if (have < db_schema_version()) {
 		log_err("database %s: schema version %d is older than this dexsync's (%d); "
-			"start dexsyncd once to migrate it", path, have, db_schema_version());
+			"start dexsyncd once to migrate it",
+			path, have, db_schema_version());
 		return DX_SCHEMA;
 	}
 	if (have > db_schema_version()) {
@@ -442,7 +448,8 @@ static enum dx_result adoptable(sqlite3 *db, const char *path)
 	rc = first_text(db, "SELECT name FROM sqlite_schema LIMIT 1", &other);
 	if (rc > 0)
 		log_err("database %s: holds other tables ('%s') and no dexsync schema: not a "
-			"dexsync mirror (left untouched)", path, other);
+			"dexsync mirror (left untouched)",
+			path, other);
 	sqlite3_free(other);
 	return rc == 0 ? DX_OK : rc > 0 ? DX_SCHEMA : DX_DB;
 }
@@ -467,8 +474,7 @@ static enum dx_result setup_writer(sqlite3 *db, const char *path, enum db_mode m
 			rc = db_exec(db, "PRAGMA temp_store = FILE");
 		return rc;
 	}
-	if ((rc = adoptable(db, path)) != DX_OK ||
-	    (rc = db_exec(db, "PRAGMA journal_mode = WAL")) != DX_OK ||
+	if ((rc = adoptable(db, path)) != DX_OK || (rc = db_exec(db, "PRAGMA journal_mode = WAL")) != DX_OK ||
 	    (rc = db_exec(db, "PRAGMA synchronous = NORMAL")) != DX_OK ||
 	    (rc = db_exec(db, "PRAGMA temp_store = FILE")) != DX_OK)
 		return rc;
@@ -518,7 +524,9 @@ static enum dx_result header_check(const char *path)
 	close(fd);
 	if (n != (ssize_t)sizeof(h) || memcmp(h, "SQLite format 3", 16)) {
 		log_err("database %s: not a dexsync mirror (%s; left untouched)", path,
-			n < 0 ? strerror(errno) : n == 0 ? "an empty file" : "not an SQLite database");
+			n < 0  ? strerror(errno) :
+			n == 0 ? "an empty file" :
+				 "not an SQLite database");
 		return n < 0 ? DX_SYSTEM : DX_SCHEMA;
 	}
 	pending = asprintf(&wal, "%s-wal", path) >= 0 && stat(wal, &st) == 0 && st.st_size > 0;
@@ -530,7 +538,8 @@ static enum dx_result header_check(const char *path)
 	}
 	if (!pending && version > db_schema_version()) {
 		log_err("database %s: schema version %ld is newer than this dexsync knows (%d); "
-			"upgrade dexsync (left untouched)", path, version, db_schema_version());
+			"upgrade dexsync (left untouched)",
+			path, version, db_schema_version());
 		return DX_SCHEMA;
 	}
 	return DX_OK;
@@ -542,8 +551,7 @@ static enum dx_result header_check(const char *path)
 static enum dx_result setup_reader(sqlite3 *db, const char *path)
 {
 	sqlite3_busy_timeout(db, 1000);
-	if (db_exec(db, "PRAGMA query_only = 1") != DX_OK ||
-	    db_exec(db, "PRAGMA temp_store = FILE") != DX_OK)
+	if (db_exec(db, "PRAGMA query_only = 1") != DX_OK || db_exec(db, "PRAGMA temp_store = FILE") != DX_OK)
 		return DX_DB;
 	return check_schema(db, path);
 }

@@ -8,9 +8,9 @@
 #include "result.h"
 
 enum db_mode {
-	DB_DAEMON,      /* create if missing, synchronous=NORMAL (WAL keeps it safe) */
-	DB_CLIENT,      /* must exist, synchronous=FULL: a queued write survives power loss */
-	DB_READONLY,    /* must exist and be a current dexsync mirror; never written */
+	DB_DAEMON,   /* create if missing, synchronous=NORMAL (WAL keeps it safe) */
+	DB_CLIENT,   /* must exist, synchronous=FULL: a queued write survives power loss */
+	DB_READONLY, /* must exist and be a current dexsync mirror; never written */
 };
 
 /* Open path.  DB_DAEMON and DB_CLIENT set WAL, busy_timeout and the other
@@ -98,7 +98,7 @@ void db_now(char *buf, size_t size);
 /* How long a connection waits for another's write lock.  The daemon's
  * transactions last about a second at most, and queuing from the command
  * line must never fail because a walk is running: it waits a minute. */
-#define DB_BUSY_TIMEOUT_MS 10000
+#define DB_BUSY_TIMEOUT_MS	  10000
 #define DB_CLIENT_BUSY_TIMEOUT_MS 60000
 
 #endif

@@ -24,21 +24,21 @@
 #include "lister.h"
 #include "log.h"
 
-#define LISTER_DEPTH		2	/* parsed pages waiting for the store */
-#define LISTER_SLICE_MS		100	/* how often a wait looks at the flags */
+#define LISTER_DEPTH	2   /* parsed pages waiting for the store */
+#define LISTER_SLICE_MS 100 /* how often a wait looks at the flags */
 
 struct lister {
 	pthread_t thread;
 	pthread_mutex_t lock;
-	pthread_cond_t cond;            /* the queue changed or the thread ended */
+	pthread_cond_t cond; /* the queue changed or the thread ended */
 	struct listed queue[LISTER_DEPTH];
 	int head, count;
-	int ended;                      /* set by the thread as it ends, */
-	enum dx_result result;          /* with what the list came to */
-	atomic_int cancel;              /* set by lister_finish */
+	int ended;	       /* set by the thread as it ends, */
+	enum dx_result result; /* with what the list came to */
+	atomic_int cancel;     /* set by lister_finish */
 	long retries;
-	char error[768];                /* as long as an api_response's */
-	volatile sig_atomic_t *stop;    /* the walk's thread's */
+	char error[768];	     /* as long as an api_response's */
+	volatile sig_atomic_t *stop; /* the walk's thread's */
 	/* The thread's own, from lister_start on. */
 	struct api *api;
 	const struct conf *c;
@@ -62,8 +62,8 @@ static char *list_path(struct lister *l)
 
 	if (path && (!l->cursor || esc))
 		snprintf(path, size, "/conversations?limit=%ld%s%s%s%s", l->c->page_size,
-			 l->status ? "&status=" : "", l->status ? l->status : "",
-			 esc ? "&cursor=" : "", esc ? esc : "");
+			 l->status ? "&status=" : "", l->status ? l->status : "", esc ? "&cursor=" : "",
+			 esc ? esc : "");
 	else {
 		free(path);
 		path = NULL;
@@ -186,8 +186,8 @@ static void lister_free(struct lister *l)
 	free(l);
 }
 
-struct lister *lister_start(struct api *api, const struct conf *c, const char *status,
-			    const char *cursor, int rows, volatile sig_atomic_t *stop)
+struct lister *lister_start(struct api *api, const struct conf *c, const char *status, const char *cursor,
+			    int rows, volatile sig_atomic_t *stop)
 {
 	struct lister *l = calloc(1, sizeof(*l));
 	sigset_t all, old;

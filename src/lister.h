@@ -14,8 +14,8 @@ struct lister;
 /* A page handed to the store. */
 struct listed {
 	struct page page;
-	char *next_cursor;          /* malloc'd copy; NULL on the last page */
-	int restart;                /* the walk started over from the first page here */
+	char *next_cursor; /* malloc'd copy; NULL on the last page */
+	int restart;	   /* the walk started over from the first page here */
 };
 
 /* Start listing status (NULL: everything) from cursor (NULL: the first
@@ -24,8 +24,8 @@ struct listed {
  * server rejects (4xx) starts the list over, once.  Its requests are
  * api_get's, retried as that says.  NULL when the thread
  * cannot be started. */
-struct lister *lister_start(struct api *api, const struct conf *c, const char *status,
-			    const char *cursor, int rows, volatile sig_atomic_t *stop);
+struct lister *lister_start(struct api *api, const struct conf *c, const char *status, const char *cursor,
+			    int rows, volatile sig_atomic_t *stop);
 
 /* Is a page waiting, or does one come within wait_ms? */
 int lister_ready(struct lister *l, long wait_ms);

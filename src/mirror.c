@@ -12,11 +12,32 @@
 #include "mirror.h"
 
 enum {
-	S_PEEK, S_LOOKUP, S_INSERT, S_UPDATE, S_MESSAGE,
-	S_SEEN, S_SEEN_RESET, S_SEEN_INDEX, S_GONE, S_LOOP_ADD, S_LOOP_RESET,
-	S_CURSOR_GET, S_CURSOR_SET, S_CURSOR_DEL,
-	S_DUE, S_DUE_BEHIND, S_DETAIL, S_DETAIL_DONE, S_DETAIL_BEHIND, S_PART_DEL, S_PART_ADD,
-	S_RUN_START, S_RUN_FINISH, S_HISTORY_SET, S_HISTORY_DEL, S_LAST_ROWID,
+	S_PEEK,
+	S_LOOKUP,
+	S_INSERT,
+	S_UPDATE,
+	S_MESSAGE,
+	S_SEEN,
+	S_SEEN_RESET,
+	S_SEEN_INDEX,
+	S_GONE,
+	S_LOOP_ADD,
+	S_LOOP_RESET,
+	S_CURSOR_GET,
+	S_CURSOR_SET,
+	S_CURSOR_DEL,
+	S_DUE,
+	S_DUE_BEHIND,
+	S_DETAIL,
+	S_DETAIL_DONE,
+	S_DETAIL_BEHIND,
+	S_PART_DEL,
+	S_PART_ADD,
+	S_RUN_START,
+	S_RUN_FINISH,
+	S_HISTORY_SET,
+	S_HISTORY_DEL,
+	S_LAST_ROWID,
 	S_COUNT
 };
 
@@ -85,8 +106,7 @@ static const char *const sql[S_COUNT] = {
 		"LIMIT ?1",
 	[S_DETAIL] = "UPDATE conversations SET detail = ?2, detail_needed = 0 WHERE id = ?1",
 	[S_DETAIL_DONE] = "UPDATE conversations SET detail_needed = 0 WHERE id = ?1",
-	[S_DETAIL_BEHIND] =
-		"UPDATE conversations SET detail_needed = 2 WHERE id = ?1 AND detail_needed = 1",
+	[S_DETAIL_BEHIND] = "UPDATE conversations SET detail_needed = 2 WHERE id = ?1 AND detail_needed = 1",
 	[S_PART_DEL] = "DELETE FROM participants WHERE conversation_id = ?1",
 	[S_PART_ADD] =
 		"INSERT INTO participants(conversation_id, position, user_id, raw)\n"
@@ -108,8 +128,8 @@ static const char *const sql[S_COUNT] = {
 struct mirror {
 	sqlite3 *db;
 	sqlite3_stmt *st[S_COUNT];
-	sqlite3_int64 prev;         /* rowid of the row stored last */
-	int expect_new;             /* insert first, look only when the id is taken */
+	sqlite3_int64 prev; /* rowid of the row stored last */
+	int expect_new;	    /* insert first, look only when the id is taken */
 };
 
 /* Step statement which, one that returns no rows; DX_OK or DX_DB. */
@@ -131,9 +151,11 @@ struct mirror *mirror_open(sqlite3 *db)
 	 * once, by the gone step.  The temp journal is kept in memory: nothing
 	 * in TEMP has to survive a crash.  The set is only ever appended to and
 	 * sorted once, so its cache can be small (SQLite's default is 2 MiB). */
-	if (db_exec(db, "PRAGMA temp.journal_mode = MEMORY; PRAGMA temp.cache_size = -256;"
-			"CREATE TEMP TABLE IF NOT EXISTS walk_seen(rid INTEGER);"
-			"CREATE TEMP TABLE IF NOT EXISTS walk_cursors(cursor TEXT PRIMARY KEY) WITHOUT ROWID") != DX_OK)
+	if (db_exec(db,
+		    "PRAGMA temp.journal_mode = MEMORY; PRAGMA temp.cache_size = -256;"
+		    "CREATE TEMP TABLE IF NOT EXISTS walk_seen(rid INTEGER);"
+		    "CREATE TEMP TABLE IF NOT EXISTS walk_cursors(cursor TEXT PRIMARY KEY) WITHOUT ROWID") !=
+	    DX_OK)
 		goto fail;
 	for (int i = 0; i < S_COUNT; i++)
 		if (!(m->st[i] = db_prepare(db, sql[i])))
@@ -173,7 +195,8 @@ enum dx_result mirror_walk_end(struct mirror *m)
 	/* Empty the walk's TEMP tables with the temp journal off: under the
 	 * memory journal, freeing a million-row table would copy every page of
 	 * it into RAM first, for a rollback nobody needs. */
-	return db_exec(m->db, "PRAGMA temp.journal_mode = OFF;"
+	return db_exec(m->db,
+		       "PRAGMA temp.journal_mode = OFF;"
 		       "DROP INDEX IF EXISTS temp.walk_seen_rid; DELETE FROM temp.walk_seen;"
 		       "DELETE FROM temp.walk_cursors;"
 		       "PRAGMA temp.journal_mode = MEMORY");
@@ -263,8 +286,7 @@ void mirror_expect_new(struct mirror *m)
 
 /* Insert row unless its id is taken: 1 inserted (*rowid set), 0 taken,
  * -1 on error. */
-static int insert(struct mirror *m, const struct conv_row *row, const char *now,
-		  sqlite3_int64 *rowid)
+static int insert(struct mirror *m, const struct conv_row *row, const char *now, sqlite3_int64 *rowid)
 {
 	bind_row(m->st[S_INSERT], row, now);
 	if (run(m, S_INSERT) != DX_OK)
@@ -277,8 +299,8 @@ static int insert(struct mirror *m, const struct conv_row *row, const char *now,
 
 /* A row was written: its last message next, and the row after it is where
  * the next one is looked for first. */
-static enum upsert_result written(struct mirror *m, const struct conv_row *row,
-				  sqlite3_int64 rowid, enum upsert_result res)
+static enum upsert_result written(struct mirror *m, const struct conv_row *row, sqlite3_int64 rowid,
+				  enum upsert_result res)
 {
 	m->prev = rowid;
 	return store_last_message(m, row) != DX_OK ? UPSERT_ERROR : res;
@@ -302,8 +324,8 @@ enum upsert_result mirror_upsert(struct mirror *m, const struct conv_row *row, c
 	if ((found = find(m, row, &differs, rowid)) < 0)
 		return UPSERT_ERROR;
 	if (!found)
-		return insert(m, row, now, rowid) == 1 ? written(m, row, *rowid, UPSERT_INSERTED)
-						       : UPSERT_ERROR;
+		return insert(m, row, now, rowid) == 1 ? written(m, row, *rowid, UPSERT_INSERTED) :
+							 UPSERT_ERROR;
 	m->prev = *rowid;
 	if (!differs)
 		return UPSERT_UNCHANGED;
@@ -350,14 +372,13 @@ enum dx_result mirror_last_rowid(struct mirror *m, sqlite3_int64 *rowid)
 	*rowid = 0;
 	if (db_step(st, NULL, &row) != DX_OK)
 		return DX_DB;
-	assert(row);    /* an aggregate has a row */
+	assert(row); /* an aggregate has a row */
 	*rowid = sqlite3_column_int64(st, 0);
 	db_reset(st);
 	return DX_OK;
 }
 
-enum dx_result mirror_mark_gone(struct mirror *m, const char *now, sqlite3_int64 last_rowid,
-				long *gone)
+enum dx_result mirror_mark_gone(struct mirror *m, const char *now, sqlite3_int64 last_rowid, long *gone)
 {
 	/* Index the rowids now, once: SQLite's sorter does it in bounded memory,
 	 * where NOT IN (SELECT ...) would build a million-entry set in RAM.
@@ -460,8 +481,7 @@ void mirror_ids_free(struct mirror_id *ids, int n)
 	free(ids);
 }
 
-static enum dx_result store_participants(struct mirror *m, const struct mirror_id *id,
-					 json_t *list)
+static enum dx_result store_participants(struct mirror *m, const struct mirror_id *id, json_t *list)
 {
 	sqlite3_stmt *st = m->st[S_PART_ADD];
 	size_t i, len;
@@ -555,8 +575,8 @@ enum dx_result mirror_run_finish(struct mirror *m, long long run_id, const char 
 				 const struct walk_counts *n, const char *error)
 {
 	sqlite3_stmt *st = m->st[S_RUN_FINISH];
-	const long v[] = { n->pages, n->seen, n->inserted, n->changed, n->unchanged,
-			   n->gone, n->details, n->requests, n->retries };
+	const long v[] = { n->pages, n->seen,	 n->inserted, n->changed, n->unchanged,
+			   n->gone,  n->details, n->requests, n->retries };
 
 	sqlite3_bind_int64(st, 1, run_id);
 	db_bind_text(st, 2, outcome);

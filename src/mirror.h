@@ -53,8 +53,7 @@ enum dx_result mirror_seen_reset(struct mirror *m);
 /* Set gone_at on live rows this walk did not list, up to last_rowid (the
  * last row when it started: rows inserted since, by the outbox, are not
  * gone); *gone gets the count. */
-enum dx_result mirror_mark_gone(struct mirror *m, const char *now, sqlite3_int64 last_rowid,
-				long *gone);
+enum dx_result mirror_mark_gone(struct mirror *m, const char *now, sqlite3_int64 last_rowid, long *gone);
 /* The largest rowid of conversations (0 when empty). */
 enum dx_result mirror_last_rowid(struct mirror *m, sqlite3_int64 *rowid);
 
@@ -71,7 +70,7 @@ enum dx_result mirror_cursor_set(struct mirror *m, const char *key, const char *
 
 /* A conversation id as stored: it may hold a NUL, len says where it ends. */
 struct mirror_id {
-	char *id;                   /* NUL-terminated as well */
+	char *id; /* NUL-terminated as well */
 	size_t len;
 };
 

@@ -22,28 +22,45 @@
 #include "outbox.h"
 
 #define REF_PREFIX "outbox:"
-#define NOW_UTC "strftime('%Y-%m-%dT%H:%M:%SZ', 'now')"
+#define NOW_UTC	   "strftime('%Y-%m-%dT%H:%M:%SZ', 'now')"
 
 enum {
-	S_RECOVER, S_DUE, S_NEXT_DUE, S_EARLIER, S_UNSCHEDULE, S_SCHEDULE, S_REF, S_SENDING,
-	S_SENT, S_RETRY, S_FAIL, S_MSG, S_USER, S_CONV, S_MSG_EVENT, S_CONV_EVENT, S_SWEEP,
+	S_RECOVER,
+	S_DUE,
+	S_NEXT_DUE,
+	S_EARLIER,
+	S_UNSCHEDULE,
+	S_SCHEDULE,
+	S_REF,
+	S_SENDING,
+	S_SENT,
+	S_RETRY,
+	S_FAIL,
+	S_MSG,
+	S_USER,
+	S_CONV,
+	S_MSG_EVENT,
+	S_CONV_EVENT,
+	S_SWEEP,
 	S_COUNT
 };
 
-#define SWEEP_EVERY 300         /* seconds between two looks for lost heads */
+#define SWEEP_EVERY 300 /* seconds between two looks for lost heads */
 
 /* The due lookups name their index: the plan must never sort the items
  * that wait (tests/unit/test_outbox.c checks it). */
 static const char *const sql[S_COUNT] = {
 	[S_RECOVER] =
 		"UPDATE outbox\n"
-		"SET state = 'pending', next_attempt_at = coalesce(next_attempt_at, " NOW_UTC ")\n"
+		"SET state = 'pending', next_attempt_at = coalesce(next_attempt_at, " NOW_UTC
+		")\n"
 		"WHERE state = 'sending'",
 	[S_DUE] =
 		"SELECT id, kind, target, payload, idempotency_key, attempts,\n"
 		"	unixepoch('now') - unixepoch(coalesce(retried_at, created_at))\n"
 		"FROM outbox INDEXED BY outbox_due\n"
-		"WHERE state = 'pending' AND next_attempt_at <= " NOW_UTC "\n"
+		"WHERE state = 'pending' AND next_attempt_at <= " NOW_UTC
+		"\n"
 		"ORDER BY next_attempt_at, id\n"
 		"LIMIT 1",
 	[S_NEXT_DUE] =
@@ -55,18 +72,19 @@ static const char *const sql[S_COUNT] = {
 		"FROM outbox\n"
 		"WHERE target = ?1 AND state IN ('pending', 'sending') AND id < ?2",
 	[S_UNSCHEDULE] = "UPDATE outbox SET next_attempt_at = NULL WHERE id = ?1 AND state = 'pending'",
-	[S_SCHEDULE] =
-		"UPDATE outbox SET next_attempt_at = " NOW_UTC "\n"
-		"WHERE id = ?1 AND state = 'pending' AND next_attempt_at IS NULL",
+	[S_SCHEDULE] = "UPDATE outbox SET next_attempt_at = " NOW_UTC
+		       "\n"
+		       "WHERE id = ?1 AND state = 'pending' AND next_attempt_at IS NULL",
 	[S_REF] = "SELECT kind, state, remote_id FROM outbox WHERE id = ?1",
-	[S_SENDING] =
-		"UPDATE outbox SET state = 'sending', sending_at = " NOW_UTC "\n"
-		"WHERE id = ?1 AND state = 'pending'",
+	[S_SENDING] = "UPDATE outbox SET state = 'sending', sending_at = " NOW_UTC
+		      "\n"
+		      "WHERE id = ?1 AND state = 'pending'",
 	[S_SENT] =
 		"UPDATE outbox\n"
 		"SET state = 'sent', attempts = attempts + 1, last_status = ?2, last_error = NULL,\n"
 		"	remote_id = ?3, response = ?4, next_attempt_at = NULL,\n"
-		"	sent_at = " NOW_UTC "\n"
+		"	sent_at = " NOW_UTC
+		"\n"
 		"WHERE id = ?1",
 	[S_RETRY] =
 		"UPDATE outbox\n"
@@ -76,7 +94,8 @@ static const char *const sql[S_COUNT] = {
 	[S_FAIL] =
 		"UPDATE outbox\n"
 		"SET state = 'failed', attempts = attempts + ?4, last_status = ?2, last_error = ?3,\n"
-		"	next_attempt_at = NULL, failed_at = " NOW_UTC "\n"
+		"	next_attempt_at = NULL, failed_at = " NOW_UTC
+		"\n"
 		"WHERE id = ?1",
 	[S_MSG] =
 		"INSERT INTO messages(id, conversation_id, text, type, timestamp, origin, raw)\n"
@@ -85,14 +104,16 @@ static const char *const sql[S_COUNT] = {
 		"SET origin = 'outbox', type = excluded.type, timestamp = excluded.timestamp, raw = excluded.raw",
 	[S_USER] =
 		"INSERT INTO users(id, email, custom_attributes, raw, updated_at)\n"
-		"VALUES (?1, ?2, ?3, ?4, " NOW_UTC ")\n"
+		"VALUES (?1, ?2, ?3, ?4, " NOW_UTC
+		")\n"
 		"ON CONFLICT(id) DO UPDATE\n"
 		"SET email = excluded.email, custom_attributes = excluded.custom_attributes,\n"
 		"	raw = excluded.raw, updated_at = excluded.updated_at",
 	[S_CONV] =
 		"INSERT INTO conversations(id, status, subject, created_at, user_id, raw,\n"
 		"	first_seen_at, changed_at)\n"
-		"VALUES (?1, ?2, ?3, ?4, ?5, ?6, " NOW_UTC ", " NOW_UTC ")\n"
+		"VALUES (?1, ?2, ?3, ?4, ?5, ?6, " NOW_UTC ", " NOW_UTC
+		")\n"
 		"ON CONFLICT(id) DO NOTHING",
 	/* The history of what the outbox changed (origin 'outbox'): a sent
 	 * message ?2 became the last message of conversation ?1, after the
@@ -106,8 +127,10 @@ static const char *const sql[S_COUNT] = {
 		"		  WHERE e.conversation_id = ?1 AND e.field = 'last_message'\n"
 		"			AND e.origin = 'outbox' AND e.seen_at >= coalesce(c.changed_at, '')\n"
 		"		  ORDER BY e.id DESC LIMIT 1), c.last_message_id),\n"
-		"	?2, coalesce((SELECT sending_at FROM outbox WHERE id = ?3), " NOW_UTC "),\n"
-		"	" NOW_UTC ", 'outbox', c.created_at\n"
+		"	?2, coalesce((SELECT sending_at FROM outbox WHERE id = ?3), " NOW_UTC
+		"),\n"
+		"	" NOW_UTC
+		", 'outbox', c.created_at\n"
 		"FROM (SELECT 1) LEFT JOIN conversations AS c ON c.id = ?1",
 	/* A conversation the outbox created: its status from nothing. */
 	[S_CONV_EVENT] =
@@ -124,12 +147,14 @@ static const char *const sql[S_COUNT] = {
 	 * a message waiting for a conversation item in the queue keeps none. */
 	[S_SWEEP] =
 		"UPDATE outbox\n"
-		"SET next_attempt_at = coalesce(strftime('%Y-%m-%dT%H:%M:%SZ', next_attempt_at), " NOW_UTC ")\n"
+		"SET next_attempt_at = coalesce(strftime('%Y-%m-%dT%H:%M:%SZ', next_attempt_at), " NOW_UTC
+		")\n"
 		"WHERE id IN (SELECT min(id) FROM outbox WHERE state IN ('pending', 'sending') GROUP BY target)\n"
 		"	AND state = 'pending'\n"
 		"	AND (next_attempt_at IS NULL\n"
 		"	     OR next_attempt_at IS NOT strftime('%Y-%m-%dT%H:%M:%SZ', next_attempt_at))\n"
-		"	AND NOT (target GLOB '" REF_PREFIX "[0-9]*' AND EXISTS (\n"
+		"	AND NOT (target GLOB '" REF_PREFIX
+		"[0-9]*' AND EXISTS (\n"
 		"		SELECT 1 FROM outbox AS c\n"
 		"		WHERE c.id = CAST(substr(outbox.target, 8) AS INTEGER)\n"
 		"			AND c.state IN ('pending', 'sending')))",
@@ -138,14 +163,14 @@ static const char *const sql[S_COUNT] = {
 /* One due item, as loaded; every string is owned. */
 struct item {
 	long long id;
-	const char *kind;       /* one of the three literals */
+	const char *kind; /* one of the three literals */
 	char *target;
-	char *idempotency_key;  /* sent exactly as stored */
-	char *payload;          /* the body as queued */
-	char *label;            /* "item 17 (message to conv_1)" for the log */
+	char *idempotency_key; /* sent exactly as stored */
+	char *payload;	       /* the body as queued */
+	char *label;	       /* "item 17 (message to conv_1)" for the log */
 	long attempts;
-	long age;               /* seconds since queued or retried */
-	int cut;                /* a NUL in a text column: not sendable as stored */
+	long age; /* seconds since queued or retried */
+	int cut;  /* a NUL in a text column: not sendable as stored */
 };
 
 /* The answer to a delivered request that the database did not let us
@@ -155,8 +180,8 @@ struct item {
 struct unrecorded {
 	struct unrecorded *next;
 	struct item it;
-	char *body;             /* the body as sent */
-	struct api_response r;  /* r.body points to the owned copy below */
+	char *body;	       /* the body as sent */
+	struct api_response r; /* r.body points to the owned copy below */
 	char *response;
 };
 
@@ -236,7 +261,8 @@ void outbox_close(struct outbox *ob)
 		struct unrecorded *u = ob->unrecorded;
 
 		log_err("outbox: %s was delivered but its answer could not be recorded: it stays in "
-			"'sending', and the next dexsyncd sends it again", u->it.label);
+			"'sending', and the next dexsyncd sends it again",
+			u->it.label);
 		ob->unrecorded = u->next;
 		unrecorded_free(u);
 	}
@@ -252,8 +278,8 @@ enum dx_result outbox_recover(struct outbox *ob, int *n)
 		return DX_DB;
 	*n = sqlite3_changes(ob->db);
 	if (*n)
-		log_notice("outbox: %d item%s left in 'sending' by an earlier run go back to pending",
-			   *n, *n == 1 ? "" : "s");
+		log_notice("outbox: %d item%s left in 'sending' by an earlier run go back to pending", *n,
+			   *n == 1 ? "" : "s");
 	return DX_OK;
 }
 
@@ -292,7 +318,7 @@ static int resolve_reference(struct outbox *ob, const struct item *it, char **bo
 	conv = json_string_value(json_object_get(payload, "conversation_id"));
 	if (!conv || strncmp(conv, REF_PREFIX, strlen(REF_PREFIX))) {
 		json_decref(payload);
-		return 1;   /* not a reference: send as queued */
+		return 1; /* not a reference: send as queued */
 	}
 	errno = 0;
 	ref = strtoll(conv + strlen(REF_PREFIX), &end, 10);
@@ -320,8 +346,8 @@ static int resolve_reference(struct outbox *ob, const struct item *it, char **bo
 }
 
 /* Update the mirror tables with what the server says it created. */
-static enum dx_result mirror_result(struct outbox *ob, const struct item *it, const char *body,
-				    json_t *resp, const char *raw)
+static enum dx_result mirror_result(struct outbox *ob, const struct item *it, const char *body, json_t *resp,
+				    const char *raw)
 {
 	json_t *req = json_loads(body, 0, NULL);
 	const char *created = json_string_value(json_object_get(resp, "id"));
@@ -366,8 +392,7 @@ static enum dx_result mirror_result(struct outbox *ob, const struct item *it, co
 		db_reset(st);
 	/* The change it made, in the history, in the same transaction; a
 	 * conversation already listed by a walk is not created by us. */
-	if (rc == DX_OK && created && which != S_USER &&
-	    (which == S_MSG || sqlite3_changes(ob->db) > 0)) {
+	if (rc == DX_OK && created && which != S_USER && (which == S_MSG || sqlite3_changes(ob->db) > 0)) {
 		st = ob->st[which == S_MSG ? S_MSG_EVENT : S_CONV_EVENT];
 		if (which == S_MSG) {
 			db_bind_text(st, 1, json_string_value(json_object_get(req, "conversation_id")));
@@ -385,7 +410,7 @@ static enum dx_result mirror_result(struct outbox *ob, const struct item *it, co
 
 /* Record a 2xx: 'sent' with the remote id, and the mirror, in one transaction. */
 static enum dx_result item_sent(struct outbox *ob, struct item *it, const char *body,
-		     const struct api_response *r)
+				const struct api_response *r)
 {
 	sqlite3_stmt *st = ob->st[S_SENT];
 	json_t *resp = json_loadb(r->body, r->len, JSON_ALLOW_NUL, NULL);
@@ -404,7 +429,7 @@ static enum dx_result item_sent(struct outbox *ob, struct item *it, const char *
 	if ((rc = step_done(ob, S_SENT)) != DX_OK ||
 	    (json_is_object(resp) && (rc = mirror_result(ob, it, body, resp, raw)) != DX_OK) ||
 	    (rc = db_commit(ob->db)) != DX_OK) {
-		db_rollback(ob->db);    /* unless SQLite has ended it */
+		db_rollback(ob->db); /* unless SQLite has ended it */
 		goto out;
 	}
 	log_debug("outbox: %s sent as %s", it->label, remote ? remote : "(no id)");
@@ -451,11 +476,10 @@ static enum dx_result item_retry(struct outbox *ob, struct item *it, const struc
 		return item_fail(ob, it, r->status, why, 1);
 	}
 	*failed = 0;
-	delay = backoff_delay(attempts, ob->c->min_backoff, ob->c->max_backoff, r->retry_after,
-			      jitter());
+	delay = backoff_delay(attempts, ob->c->min_backoff, ob->c->max_backoff, r->retry_after, jitter());
 	if (delay >= left)
 		delay = left > 1 ? left - 1 : 0;
-	at = time(NULL) + delay + 1;    /* whole seconds, rounded up: never sooner */
+	at = time(NULL) + delay + 1; /* whole seconds, rounded up: never sooner */
 	sqlite3_bind_int64(st, 1, it->id);
 	if (r->status)
 		sqlite3_bind_int64(st, 2, r->status);
@@ -465,8 +489,8 @@ static enum dx_result item_retry(struct outbox *ob, struct item *it, const struc
 		return DX_DB;
 	gmtime_r(&at, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	log_notice("outbox: %s: %s; attempt %ld of %ld, retrying in %ld s (at %s)", it->label,
-		   r->error, attempts, ob->c->max_attempts, delay + 1, when);
+	log_notice("outbox: %s: %s; attempt %ld of %ld, retrying in %ld s (at %s)", it->label, r->error,
+		   attempts, ob->c->max_attempts, delay + 1, when);
 	return DX_OK;
 }
 
@@ -508,7 +532,7 @@ static enum dx_result record(struct outbox *ob, struct item *it, const char *bod
 		else
 			n->retried++;
 		return DX_OK;
-	default:        /* DX_PERMANENT, DX_GONE: asking again will not help */
+	default: /* DX_PERMANENT, DX_GONE: asking again will not help */
 		if (item_fail(ob, it, r->status, r->error, 1) != DX_OK)
 			return DX_DB;
 		n->failed++;
@@ -517,8 +541,7 @@ static enum dx_result record(struct outbox *ob, struct item *it, const char *bod
 }
 
 /* Keep the answer that could not be recorded; takes over it and body. */
-static void keep_unrecorded(struct outbox *ob, struct item *it, char *body,
-			    const struct api_response *r)
+static void keep_unrecorded(struct outbox *ob, struct item *it, char *body, const struct api_response *r)
 {
 	struct unrecorded *u = calloc(1, sizeof(*u));
 
@@ -532,15 +555,17 @@ static void keep_unrecorded(struct outbox *ob, struct item *it, char *body,
 		u->next = ob->unrecorded;
 		ob->unrecorded = u;
 		memset(it, 0, sizeof(*it));
-		log_warning("outbox: %s: delivered (HTTP %ld), but the database refused to record it; "
-			    "kept until it can be, and nothing more goes to %s before", u->it.label,
-			    r->status, u->it.target);
+		log_warning(
+			"outbox: %s: delivered (HTTP %ld), but the database refused to record it; "
+			"kept until it can be, and nothing more goes to %s before",
+			u->it.label, r->status, u->it.target);
 		return;
 	}
 	free(u);
 	free(body);
 	log_err("outbox: %s: delivered, but neither the database nor memory can keep the answer: "
-		"it stays 'sending' and the next dexsyncd sends it again", it->label);
+		"it stays 'sending' and the next dexsyncd sends it again",
+		it->label);
 }
 
 /* Record the answers kept by keep_unrecorded, oldest first.  Returns
@@ -579,7 +604,7 @@ int outbox_settle(struct outbox *ob, long until)
 		/* Each try waits for the lock no longer than what is left. */
 		sqlite3_busy_timeout(ob->db, (int)(until - now.tv_sec) * 1000);
 		if (flush_unrecorded(ob, &n) != DX_OK && sqlite3_errcode(ob->db) != SQLITE_BUSY)
-			sleep(1);       /* another error (a full disk): try again in a moment */
+			sleep(1); /* another error (a full disk): try again in a moment */
 	}
 	sqlite3_busy_timeout(ob->db, DB_BUSY_TIMEOUT_MS);
 	for (struct unrecorded *u = ob->unrecorded; u; u = u->next)
@@ -603,8 +628,10 @@ static enum dx_result item_send(struct outbox *ob, struct item *it, struct drain
 	}
 	if (it->cut) {
 		n->failed++;
-		return item_fail(ob, it, 0, "its target, payload or idempotency key holds a NUL "
-				 "character: it cannot be sent as stored", 0);
+		return item_fail(ob, it, 0,
+				 "its target, payload or idempotency key holds a NUL "
+				 "character: it cannot be sent as stored",
+				 0);
 	}
 	if (!strcmp(it->kind, "message")) {
 		rc = resolve_reference(ob, it, &body, &why);
@@ -676,8 +703,9 @@ static enum dx_result due_load(struct outbox *ob, struct item *it, int *found)
 		return DX_OK;
 	it->id = sqlite3_column_int64(st, 0);
 	kind = (const char *)sqlite3_column_text(st, 1);
-	it->kind = !strcmp(kind, "message") ? "message"
-		   : !strcmp(kind, "user_update") ? "user_update" : "conversation";
+	it->kind = !strcmp(kind, "message")	? "message" :
+		   !strcmp(kind, "user_update") ? "user_update" :
+						  "conversation";
 	it->target = column_dup(st, 2, &it->cut);
 	it->payload = column_dup(st, 3, &it->cut);
 	it->idempotency_key = column_dup(st, 4, &it->cut);
@@ -710,7 +738,7 @@ static enum dx_result out_of_line(struct outbox *ob, const struct item *it, int 
 	sqlite3_bind_int64(st, 2, it->id);
 	if (db_step(st, "outbox", &row) != DX_OK)
 		return DX_DB;
-	assert(row);    /* an aggregate has a row */
+	assert(row); /* an aggregate has a row */
 	head = sqlite3_column_int64(st, 0);
 	db_reset(st);
 	if (!head)
@@ -755,8 +783,7 @@ enum dx_result outbox_drain(struct outbox *ob, atomic_int *stop, struct drain_co
 	}
 	/* Each item leaves the due set: sent, failed, retried later, or put
 	 * out of line; so the loop ends. */
-	while (rc == DX_OK && !atomic_load(stop) && (rc = due_load(ob, &it, &found)) == DX_OK &&
-	       found) {
+	while (rc == DX_OK && !atomic_load(stop) && (rc = due_load(ob, &it, &found)) == DX_OK && found) {
 		rc = out_of_line(ob, &it, &waits);
 		if (rc == DX_OK && !waits)
 			rc = item_send(ob, &it, n);
@@ -765,7 +792,7 @@ enum dx_result outbox_drain(struct outbox *ob, atomic_int *stop, struct drain_co
 	if (rc == DX_OK)
 		n->wait = next_due(ob);
 	if (n->sent || n->retried || n->failed)
-		log_info("outbox: %ld sent, %ld to retry, %ld failed, %ld held back", n->sent,
-			 n->retried, n->failed, n->held);
+		log_info("outbox: %ld sent, %ld to retry, %ld failed, %ld held back", n->sent, n->retried,
+			 n->failed, n->held);
 	return rc;
 }

@@ -13,7 +13,7 @@ struct outbox;
 
 struct drain_counts {
 	long sent, retried, failed, held;
-	long wait;              /* seconds until the next item is due, -1: none */
+	long wait; /* seconds until the next item is due, -1: none */
 };
 
 /* Prepare the outbox statements on db; the outbox then belongs to one

@@ -11,14 +11,14 @@ struct conv_row;
 struct chunk;
 
 struct page {
-	json_t *root;               /* owns everything below, until page_rows */
-	json_t *data;               /* the items array */
-	const char *next_cursor;    /* NULL when this is the last page */
-	long total;                 /* meta.total, -1 when absent */
-	size_t body_len;            /* the size of the answer it was parsed from */
-	struct conv_row *rows;      /* after page_rows: a row per item, */
+	json_t *root;		 /* owns everything below, until page_rows */
+	json_t *data;		 /* the items array */
+	const char *next_cursor; /* NULL when this is the last page */
+	long total;		 /* meta.total, -1 when absent */
+	size_t body_len;	 /* the size of the answer it was parsed from */
+	struct conv_row *rows;	 /* after page_rows: a row per item, */
 	size_t nrows;
-	struct chunk *mem;          /* and the memory their strings are in */
+	struct chunk *mem; /* and the memory their strings are in */
 };
 
 /* Parse a GET /conversations answer (\u0000 in strings accepted).  Returns
@@ -51,11 +51,11 @@ struct conv_row {
 	const char *last_message_text;
 	size_t id_len, status_len, subject_len, created_at_len, user_id_len;
 	size_t last_message_id_len, last_message_text_len;
-	const char *json;           /* the item's compact JSON, */
+	const char *json; /* the item's compact JSON, */
 	size_t json_len;
-	const char *message_json;   /* and last_message's (self-contained rows) */
+	const char *message_json; /* and last_message's (self-contained rows) */
 	size_t message_json_len;
-	json_t *last_message;       /* the object, NULL if none or not kept */
+	json_t *last_message; /* the object, NULL if none or not kept */
 };
 
 /* The user id of a participant object ("id", else "user_id"), or NULL;

@@ -9,9 +9,9 @@
 enum report_format { REPORT_TABLE, REPORT_CSV, REPORT_JSON, REPORT_HTML };
 
 struct report_query {
-	const char *since;      /* YYYY-MM-DD or NULL */
-	const char *until;      /* inclusive */
-	const char *attribute;  /* user-attribute: only this attribute */
+	const char *since;     /* YYYY-MM-DD or NULL */
+	const char *until;     /* inclusive */
+	const char *attribute; /* user-attribute: only this attribute */
 };
 
 struct report_def;
@@ -28,14 +28,14 @@ int report_format_from_name(const char *name);
  * function here that measures text, it takes the program's LC_CTYPE as
  * UTF-8: the program sets it (dexsync's main sets C.UTF-8), a library
  * function does not change the process's locale under its caller. */
-int report_run(sqlite3 *db, const struct report_def *r, enum report_format fmt,
-	       const struct report_query *q, FILE *out);
+int report_run(sqlite3 *db, const struct report_def *r, enum report_format fmt, const struct report_query *q,
+	       FILE *out);
 
 /* Print the rows of sql, its ?1 bound to the param_len bytes at param,
  * as a table, CSV or JSON like a report; name prefixes an error.  Returns
  * 0, or -1 after logging a one-line error. */
-int report_print_sql(sqlite3 *db, const char *name, const char *sql, const char *param,
-		     size_t param_len, enum report_format fmt, FILE *out);
+int report_print_sql(sqlite3 *db, const char *name, const char *sql, const char *param, size_t param_len,
+		     enum report_format fmt, FILE *out);
 
 /* Display width of UTF-8 text in a terminal (wide characters count 2). */
 size_t report_text_width(const char *s);

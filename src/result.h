@@ -22,20 +22,20 @@
 
 enum dx_result {
 	DX_OK = 0,
-	DX_NOMEM,               /* out of memory */
-	DX_DB,                  /* the database refused (locked, full, corrupt ...) */
-	DX_SCHEMA,              /* a file that is not a dexsync mirror of this
+	DX_NOMEM,	/* out of memory */
+	DX_DB,		/* the database refused (locked, full, corrupt ...) */
+	DX_SCHEMA,	/* a file that is not a dexsync mirror of this
 				 * program's schema (left as it is) */
-	DX_TRANSIENT,           /* a request failed in a way that may pass: no
+	DX_TRANSIENT,	/* a request failed in a way that may pass: no
 				 * connection, a timeout, 408, 429, 5xx */
-	DX_PERMANENT,           /* the server refused the request: asking again
+	DX_PERMANENT,	/* the server refused the request: asking again
 				 * will not help */
-	DX_GONE,                /* 404 or 410: what was asked for does not exist */
-	DX_BAD_ANSWER,          /* an answer that is not what the API promises */
-	DX_LOOPING,             /* the server lists forever */
-	DX_STOPPED,             /* stopped by a signal or cancelled */
-	DX_SYSTEM,              /* a system call failed (errno says why) */
-	DX_RESULT_COUNT         /* not a result: the number of them */
+	DX_GONE,	/* 404 or 410: what was asked for does not exist */
+	DX_BAD_ANSWER,	/* an answer that is not what the API promises */
+	DX_LOOPING,	/* the server lists forever */
+	DX_STOPPED,	/* stopped by a signal or cancelled */
+	DX_SYSTEM,	/* a system call failed (errno says why) */
+	DX_RESULT_COUNT /* not a result: the number of them */
 };
 
 /* A short, human-readable name of r; a value out of range gets one too.

@@ -32,14 +32,14 @@
 #include "page.h"
 #include "walk.h"
 
-#define WALK_TX_MS		1000	/* longest a transaction of pages stays open */
-#define WALK_LINGER_MS		20	/* how long it waits open for a page */
+#define WALK_TX_MS     1000 /* longest a transaction of pages stays open */
+#define WALK_LINGER_MS 20   /* how long it waits open for a page */
 /* Pages in a row that list nothing new end the walk.  One such page is
  * normal while data changes (rows inserted ahead of the walk's position
  * shift the next page back over rows it listed), two can happen when the
  * shift spans more than a page; three in a row is the server going round. */
-#define WALK_STALE_PAGES	3
-#define WALK_DETAIL_FAILS	3	/* transient failures in a row end the details */
+#define WALK_STALE_PAGES  3
+#define WALK_DETAIL_FAILS 3 /* transient failures in a row end the details */
 
 /* The set of rowids one status walk listed: a bit per rowid, in blocks of
  * 32768 rowids (4 KiB), found by an open-addressed table.  Our rowids run
@@ -47,21 +47,21 @@
  * most IDS_MAX_BLOCKS blocks (2 MiB, 16 million rowids); a row beyond that
  * counts as new, so memory stays bounded and the guard can only miss a loop
  * there (the cursor and total guards remain), never stop a good walk. */
-#define IDS_SHIFT	15
-#define IDS_BLOCK	((1u << IDS_SHIFT) / 8)
-#define IDS_SLOT_BITS	10
-#define IDS_SLOTS	(1u << IDS_SLOT_BITS)
-#define IDS_MAX_BLOCKS	(IDS_SLOTS / 2)
+#define IDS_SHIFT      15
+#define IDS_BLOCK      ((1u << IDS_SHIFT) / 8)
+#define IDS_SLOT_BITS  10
+#define IDS_SLOTS      (1u << IDS_SLOT_BITS)
+#define IDS_MAX_BLOCKS (IDS_SLOTS / 2)
 
 struct idblock {
-	uint64_t key;               /* rowid >> IDS_SHIFT */
-	unsigned char *bits;        /* NULL: a free slot */
+	uint64_t key;	     /* rowid >> IDS_SHIFT */
+	unsigned char *bits; /* NULL: a free slot */
 };
 
 struct idset {
-	struct idblock *slot;       /* IDS_SLOTS, allocated with the first */
+	struct idblock *slot; /* IDS_SLOTS, allocated with the first */
 	unsigned blocks;
-	struct idblock *last;       /* rows come in runs: the block used last */
+	struct idblock *last; /* rows come in runs: the block used last */
 };
 
 struct walk {
@@ -71,19 +71,19 @@ struct walk {
 	struct mirror *m;
 	volatile sig_atomic_t *stop;
 	struct walk_counts n;
-	int track_seen;             /* this walk may set gone_at at its end */
-	int initial;                /* into an empty mirror */
-	sqlite3_int64 last_rowid;   /* conversations' last rowid when it started */
+	int track_seen;		  /* this walk may set gone_at at its end */
+	int initial;		  /* into an empty mirror */
+	sqlite3_int64 last_rowid; /* conversations' last rowid when it started */
 	/* The loop guards of the status walk under way. */
-	struct idset ids;           /* rowids it listed */
-	long items;                 /* items it listed */
-	int stale;                  /* pages in a row that listed nothing new */
+	struct idset ids; /* rowids it listed */
+	long items;	  /* items it listed */
+	int stale;	  /* pages in a row that listed nothing new */
 	/* The open transaction of pages, if any. */
 	int in_tx;
 	struct timespec tx_start;
-	struct walk_counts before;  /* the counts at its start */
-	char *reached;              /* the cursor its last page leads to */
-	char error[512];            /* why it failed, for the log and sync_runs */
+	struct walk_counts before; /* the counts at its start */
+	char *reached;		   /* the cursor its last page leads to */
+	char error[512];	   /* why it failed, for the log and sync_runs */
 };
 
 /* The walk failed with code, for the reason fmt says: kept for the log
@@ -112,7 +112,7 @@ static int ids_add(struct idset *s, sqlite3_int64 rowid)
 	struct idblock *b = s->last;
 	size_t i;
 
-	assert(s->blocks <= IDS_MAX_BLOCKS);    /* at most half full: a probe ends */
+	assert(s->blocks <= IDS_MAX_BLOCKS); /* at most half full: a probe ends */
 	if (!b || b->key != key) {
 		if (!s->slot && !(s->slot = calloc(IDS_SLOTS, sizeof(*s->slot))))
 			return 1;
@@ -155,12 +155,11 @@ static void guards_reset(struct walk *w)
 
 /* Store one page's rows inside the open transaction; *fresh counts the
  * rows this status walk had not listed before. */
-static enum dx_result store_rows(struct walk *w, const struct page *p, const char *now,
-				 size_t *fresh)
+static enum dx_result store_rows(struct walk *w, const struct page *p, const char *now, size_t *fresh)
 {
 	sqlite3_int64 rowid;
 
-	assert(p->rows || p->nrows == 0);       /* turned into rows: the arena holds them */
+	assert(p->rows || p->nrows == 0); /* turned into rows: the arena holds them */
 	for (size_t i = 0; i < p->nrows; i++) {
 		const struct conv_row *row = &p->rows[i];
 
@@ -238,8 +237,7 @@ static enum dx_result store_page(struct walk *w, struct listed *p)
 		return walk_fail(w, DX_NOMEM, "page %ld: out of memory", w->n.pages + 1);
 	if (!w->in_tx) {
 		if (mirror_begin(w->m) != DX_OK)
-			return walk_fail(w, DX_DB, "cannot start a transaction: %s",
-					 sqlite3_errmsg(w->db));
+			return walk_fail(w, DX_DB, "cannot start a transaction: %s", sqlite3_errmsg(w->db));
 		w->in_tx = 1;
 		w->before = w->n;
 		clock_gettime(CLOCK_MONOTONIC, &w->tx_start);
@@ -268,7 +266,8 @@ static enum dx_result walk_guard(struct walk *w, const struct listed *p)
 
 	w->items += (long)(p->page.rows ? p->page.nrows : json_array_size(p->page.data));
 	if (total >= 0 && w->items > 2 * total + 1000)
-		return walk_fail(w, DX_LOOPING, "%ld items listed where the server counts %ld "
+		return walk_fail(w, DX_LOOPING,
+				 "%ld items listed where the server counts %ld "
 				 "conversations (at most 2 x %ld + 1000): the server is looping",
 				 w->items, total, total);
 	if (!p->next_cursor)
@@ -290,8 +289,10 @@ static enum dx_result walk_progress(struct walk *w)
 {
 	if (w->stale < WALK_STALE_PAGES)
 		return DX_OK;
-	return walk_fail(w, DX_LOOPING, "%d pages in a row listed no conversation this walk had "
-			 "not listed: the server is looping", w->stale);
+	return walk_fail(w, DX_LOOPING,
+			 "%d pages in a row listed no conversation this walk had "
+			 "not listed: the server is looping",
+			 w->stale);
 }
 
 /* Walk one status filter (NULL: everything) from its stored cursor or the
@@ -306,8 +307,7 @@ static enum dx_result walk_status(struct walk *w, const char *status)
 
 	snprintf(key, sizeof(key), "walk_cursor:%s", status ? status : "*");
 	if (mirror_cursors_reset(w->m) != DX_OK || mirror_cursor_get(w->m, key, &cursor) != DX_OK)
-		return walk_fail(w, DX_DB, "cannot read the stored cursor: %s",
-				 sqlite3_errmsg(w->db));
+		return walk_fail(w, DX_DB, "cannot read the stored cursor: %s", sqlite3_errmsg(w->db));
 	guards_reset(w);
 	l = lister_start(w->api, w->c, status, cursor, w->initial, w->stop);
 	free(cursor);
@@ -320,8 +320,7 @@ static enum dx_result walk_status(struct walk *w, const char *status)
 		}
 		/* No lock held while the next page is on its way (beyond a moment:
 		 * the lister is often just behind), nor for long. */
-		if (w->in_tx && (ms_since(&w->tx_start) >= WALK_TX_MS ||
-				 !lister_ready(l, WALK_LINGER_MS)) &&
+		if (w->in_tx && (ms_since(&w->tx_start) >= WALK_TX_MS || !lister_ready(l, WALK_LINGER_MS)) &&
 		    (rc = walk_commit(w, key)) != DX_OK)
 			break;
 		if ((rc = lister_next(l, &p, &page)) != DX_OK) {
@@ -329,7 +328,7 @@ static enum dx_result walk_status(struct walk *w, const char *status)
 			break;
 		}
 		if (!page)
-			break;          /* the end of the list */
+			break; /* the end of the list */
 		if (p.restart)
 			guards_reset(w);
 		if (p.restart && mirror_cursors_reset(w->m) != DX_OK)
@@ -405,15 +404,14 @@ static void walk_detail(struct walk *w, const struct mirror_id *id, int *fails)
 		return;
 	}
 	if (!path) {
-		log_warning("conversation detail of %s: out of memory; asked for again next cycle",
-			    id->id);
+		log_warning("conversation detail of %s: out of memory; asked for again next cycle", id->id);
 		return;
 	}
 	switch (api_get(w->api, path, &r, &w->n.retries, fails, WALK_DETAIL_FAILS)) {
 	case DX_OK:
 		if (!(j = detail_parse(&r, err, sizeof(err)))) {
-			log_warning("conversation detail: GET %s: %s; asked for again after the others",
-				    path, err);
+			log_warning("conversation detail: GET %s: %s; asked for again after the others", path,
+				    err);
 			mirror_detail_behind(w->m, id);
 			break;
 		}
@@ -451,8 +449,10 @@ static void walk_details(struct walk *w)
 	for (i = 0; i < n && !*w->stop && fails < WALK_DETAIL_FAILS; i++)
 		walk_detail(w, &ids[i], &fails);
 	if (fails >= WALK_DETAIL_FAILS && !*w->stop)
-		log_notice("conversation details: %d transient failures in a row; "
-			   "%d conversations wait for the next cycle", fails, n - i + 1);
+		log_notice(
+			"conversation details: %d transient failures in a row; "
+			"%d conversations wait for the next cycle",
+			fails, n - i + 1);
 	mirror_ids_free(ids, n);
 }
 
@@ -495,14 +495,12 @@ static enum dx_result walk_end(struct walk *w)
 	char now[32];
 
 	if (db_indexes_restore(w->db) != DX_OK)
-		return walk_fail(w, DX_DB, "building the deferred indexes failed: %s",
-				 sqlite3_errmsg(w->db));
+		return walk_fail(w, DX_DB, "building the deferred indexes failed: %s", sqlite3_errmsg(w->db));
 	if (!w->track_seen)
 		return DX_OK;
 	db_now(now, sizeof(now));
 	if (mirror_mark_gone(w->m, now, w->last_rowid, &w->n.gone) != DX_OK)
-		return walk_fail(w, DX_DB, "marking gone conversations failed: %s",
-				 sqlite3_errmsg(w->db));
+		return walk_fail(w, DX_DB, "marking gone conversations failed: %s", sqlite3_errmsg(w->db));
 	return DX_OK;
 }
 
@@ -516,8 +514,8 @@ static void walk_indexes_back(struct walk *w)
 
 	if (db_indexes_restore(w->db) != DX_OK)
 		log_err("database %s: building the deferred indexes failed: %s; "
-			"they are built at the next start", sqlite3_db_filename(w->db, "main"),
-			sqlite3_errmsg(w->db));
+			"they are built at the next start",
+			sqlite3_db_filename(w->db, "main"), sqlite3_errmsg(w->db));
 	if (small)
 		db_cache_restore(w->db, cache);
 }
@@ -541,8 +539,8 @@ static enum dx_result walk_all(struct walk *w)
 	return rc;
 }
 
-enum dx_result walk_run(sqlite3 *db, struct api *api, const struct conf *c,
-			volatile sig_atomic_t *stop, struct walk_counts *counts)
+enum dx_result walk_run(sqlite3 *db, struct api *api, const struct conf *c, volatile sig_atomic_t *stop,
+			struct walk_counts *counts)
 {
 	struct walk w = { .db = db, .api = api, .c = c, .stop = stop };
 	struct timespec t0, t1;
@@ -577,25 +575,29 @@ enum dx_result walk_run(sqlite3 *db, struct api *api, const struct conf *c,
 
 	/* Listed every live row from the first page: the old value of a later
 	 * change was seen at least at this walk's start (history's `after`). */
-	if (rc == DX_OK && !resumed && walks_everything(c) &&
-	    mirror_history_seen_all(w.m, now) != DX_OK)
+	if (rc == DX_OK && !resumed && walks_everything(c) && mirror_history_seen_all(w.m, now) != DX_OK)
 		log_warning("database %s: cannot record the walk for the history: %s",
 			    sqlite3_db_filename(db, "main"), sqlite3_errmsg(db));
 	w.n.requests = (long)(api_requests(api) - req0);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-	mirror_run_finish(w.m, run_id, rc == DX_OK ? "ok" : *stop ? "interrupted" : "failed", &w.n,
-			  rc == DX_OK ? NULL : w.error);
+	mirror_run_finish(w.m, run_id,
+			  rc == DX_OK ? "ok" :
+			  *stop	      ? "interrupted" :
+					"failed",
+			  &w.n, rc == DX_OK ? NULL : w.error);
 	if (rc == DX_OK)
-		log_info("walk %s: %ld pages, %ld seen, %ld inserted, %ld changed, %ld unchanged, "
-			 "%ld gone, %ld details, %ld requests, %.2f s",
-			 resumed ? "resumed and completed" : "completed", w.n.pages, w.n.seen,
-			 w.n.inserted, w.n.changed, w.n.unchanged, w.n.gone, w.n.details,
-			 w.n.requests, secs);
+		log_info(
+			"walk %s: %ld pages, %ld seen, %ld inserted, %ld changed, %ld unchanged, "
+			"%ld gone, %ld details, %ld requests, %.2f s",
+			resumed ? "resumed and completed" : "completed", w.n.pages, w.n.seen, w.n.inserted,
+			w.n.changed, w.n.unchanged, w.n.gone, w.n.details, w.n.requests, secs);
 	else if (*stop)
-		log_notice("walk interrupted by a signal after %ld pages (%ld seen, %ld inserted, "
-			   "%ld changed, %.2f s): they are stored, and the next walk resumes from "
-			   "the page after them", w.n.pages, w.n.seen, w.n.inserted, w.n.changed, secs);
+		log_notice(
+			"walk interrupted by a signal after %ld pages (%ld seen, %ld inserted, "
+			"%ld changed, %.2f s): they are stored, and the next walk resumes from "
+			"the page after them",
+			w.n.pages, w.n.seen, w.n.inserted, w.n.changed, secs);
 	else
 		log_err("walk failed after %ld pages (%ld seen, %ld inserted, %ld changed, %.2f s): %s; "
 			"resuming from the last stored page next cycle",
@@ -612,8 +614,7 @@ enum dx_result walk_run(sqlite3 *db, struct api *api, const struct conf *c,
 		long pruned;
 
 		if (history_prune(db, c->history_days, &pruned) == DX_OK && pruned > 0)
-			log_info("history: %ld events older than %ld days deleted", pruned,
-				 c->history_days);
+			log_info("history: %ld events older than %ld days deleted", pruned, c->history_days);
 	}
 	if (counts)
 		*counts = w.n;

@@ -16,7 +16,7 @@
  * what it failed with: DX_STOPPED when *stop was raised, DX_LOOPING,
  * DX_TRANSIENT, DX_PERMANENT, DX_DB ... (a row in sync_runs says which,
  * and the log says why). */
-enum dx_result walk_run(sqlite3 *db, struct api *api, const struct conf *c,
-			volatile sig_atomic_t *stop, struct walk_counts *counts);
+enum dx_result walk_run(sqlite3 *db, struct api *api, const struct conf *c, volatile sig_atomic_t *stop,
+			struct walk_counts *counts);
 
 #endif
