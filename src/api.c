@@ -17,15 +17,17 @@
 #include <strings.h>
 
 #include "api.h"
+#include "backoff.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
 
-#define MAX_BODY	(64u << 20)	/* a larger answer is an error, not an OOM */
-#define MAX_SHOWN	160		/* bytes of a path or body quoted in errors */
-#define MAX_KEY		255		/* Idempotency-Key characters (SPEC 3) */
-#define IDEM_HEADER	"Idempotency-Key: "
-#define AUTH_HEADER	"Authorization: Bearer "
+#define MAX_BODY     (64u << 20) /* a larger answer is an error, not an OOM */
+#define MAX_SHOWN    160	 /* bytes of a path or body quoted in errors */
+#define MAX_KEY	     255	 /* Idempotency-Key characters (SPEC 3) */
+#define IDEM_HEADER  "Idempotency-Key: "
+#define AUTH_HEADER  "Authorization: Bearer "
+#define API_SLICE_MS 100 /* how often a pause looks at the flags */
 
 /* max-rate caps what the server sees from this process: the walk's client
  * and the outbox's take turns on one clock. */
@@ -34,18 +36,18 @@ static struct timespec last_start;
 
 struct api {
 	CURL *curl;
-	struct curl_slist *headers;     /* Authorization first: wiped on free */
+	struct curl_slist *headers; /* Authorization first: wiped on free */
 	char *base_url;
-	char *url;                      /* base_url + path, reused */
+	char *url; /* base_url + path, reused */
 	size_t url_size;
-	char *body;                     /* response body, reused */
+	char *body; /* response body, reused */
 	size_t body_len, body_size;
 	int too_big;
 	long retry_after;
-	long min_gap_ns;                /* from max-rate; 0 = no cap */
+	long min_gap_ns; /* from max-rate; 0 = no cap */
 	unsigned long requests;
-	volatile sig_atomic_t *stop;    /* abort in-flight requests when set */
-	atomic_int *cancel;             /* ... or when this is set */
+	volatile sig_atomic_t *stop; /* abort in-flight requests when set */
+	atomic_int *cancel;	     /* ... or when this is set */
 	char curl_err[CURL_ERROR_SIZE];
 };
 
@@ -95,16 +97,22 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *userdata)
 	return n;
 }
 
+/* Is the client's stop or cancel flag set? */
+static int stopped(const struct api *api)
+{
+	return (api->stop && *api->stop) || (api->cancel && atomic_load(api->cancel));
+}
+
 /* Called by libcurl about once a second and while data moves: the place to
  * notice a stop request during a slow answer, and to keep the watchdog fed. */
-static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow,
-		       curl_off_t ultotal, curl_off_t ulnow)
+static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+		       curl_off_t ulnow)
 {
 	struct api *api = userdata;
 
 	(void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
 	notify_watchdog();
-	return (api->stop && *api->stop) || (api->cancel && atomic_load(api->cancel));
+	return stopped(api);
 }
 
 void api_set_stop(struct api *api, volatile sig_atomic_t *stop)
@@ -143,10 +151,12 @@ static void *wipe_realloc(void *p, size_t n)
 	return q;
 }
 
-int api_global_init(void)
+enum dx_result api_global_init(void)
 {
-	return curl_global_init_mem(CURL_GLOBAL_DEFAULT, malloc, wipe_free, wipe_realloc, strdup,
-				    calloc) == CURLE_OK ? 0 : -1;
+	return curl_global_init_mem(CURL_GLOBAL_DEFAULT, malloc, wipe_free, wipe_realloc, strdup, calloc) ==
+			       CURLE_OK ?
+		       DX_OK :
+		       DX_SYSTEM;
 }
 
 struct api *api_new(const struct conf *c, const char *key)
@@ -178,13 +188,13 @@ struct api *api_new(const struct conf *c, const char *key)
 
 	CURL *h = api->curl;
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-#if LIBCURL_VERSION_NUM >= 0x075500     /* 7.85.0 */
+#if LIBCURL_VERSION_NUM >= 0x075500 /* 7.85.0 */
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
 #else
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
 	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L);    /* an id ".." is an id, not a step up */
+	curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L); /* an id ".." is an id, not a step up */
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, c->connect_timeout);
@@ -237,15 +247,17 @@ char *api_escape(struct api *api, const char *s)
 	return curl_easy_escape(api->curl, s, 0);
 }
 
-enum api_outcome api_classify(CURLcode cc, long status)
+enum dx_result api_classify(CURLcode cc, long status)
 {
 	if (cc != CURLE_OK)
-		return API_TRANSIENT;   /* our side or the network: never the item's fault */
+		return DX_TRANSIENT; /* our side or the network: never the item's fault */
 	if (status >= 200 && status < 300)
-		return API_OK;
+		return DX_OK;
 	if (status == 408 || status == 429 || status >= 500)
-		return API_TRANSIENT;
-	return API_PERMANENT;
+		return DX_TRANSIENT;
+	if (status == 404 || status == 410)
+		return DX_GONE;
+	return DX_PERMANENT;
 }
 
 long api_parse_retry_after(const char *value, time_t now)
@@ -272,7 +284,7 @@ long api_parse_retry_after(const char *value, time_t now)
 		errno = 0;
 		long v = strtol(buf, NULL, 10);
 
-		return errno ? LONG_MAX : v;    /* digits past a long: wait "forever" */
+		return errno ? LONG_MAX : v; /* digits past a long: wait "forever" */
 	}
 	t = curl_getdate(buf, NULL);
 	if (t == -1)
@@ -306,8 +318,7 @@ static void pace(struct api *api)
 	pthread_mutex_lock(&pace_lock);
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	if (last_start.tv_sec || last_start.tv_nsec) {
-		elapsed = (now.tv_sec - last_start.tv_sec) * 1000000000L +
-			  (now.tv_nsec - last_start.tv_nsec);
+		elapsed = (now.tv_sec - last_start.tv_sec) * 1000000000L + (now.tv_nsec - last_start.tv_nsec);
 		if (elapsed >= 0 && elapsed < api->min_gap_ns) {
 			wait.tv_sec = 0;
 			wait.tv_nsec = api->min_gap_ns - elapsed;
@@ -350,15 +361,15 @@ static int set_url(struct api *api, const char *path)
 	return 0;
 }
 
-static void describe_failure(struct api *api, const char *method, const char *path,
-			     CURLcode cc, struct api_response *r)
+static void describe_failure(struct api *api, const char *method, const char *path, CURLcode cc,
+			     struct api_response *r)
 {
 	char where[MAX_SHOWN + 1], what[MAX_SHOWN + 1];
 
 	shown(where, sizeof(where), path, strlen(path));
 	if (api->too_big)
-		snprintf(r->error, sizeof(r->error), "%s %s: answer larger than %u MiB",
-			 method, where, MAX_BODY >> 20);
+		snprintf(r->error, sizeof(r->error), "%s %s: answer larger than %u MiB", method, where,
+			 MAX_BODY >> 20);
 	else if (cc == CURLE_ABORTED_BY_CALLBACK)
 		snprintf(r->error, sizeof(r->error), "%s %s: %s", method, where,
 			 api->stop && *api->stop ? "stopped by a signal" : "cancelled");
@@ -367,8 +378,8 @@ static void describe_failure(struct api *api, const char *method, const char *pa
 			 *api->curl_err ? api->curl_err : curl_easy_strerror(cc));
 	else {
 		shown(what, sizeof(what), r->body, r->len);
-		snprintf(r->error, sizeof(r->error), "%s %s: HTTP %ld: %s", method, where,
-			 r->status, *what ? what : "(empty body)");
+		snprintf(r->error, sizeof(r->error), "%s %s: HTTP %ld: %s", method, where, r->status,
+			 *what ? what : "(empty body)");
 	}
 }
 
@@ -396,10 +407,11 @@ static size_t key_span(const char *p, size_t n, const char *key)
 
 	for (; *key; key++) {
 		if (j + 1 < n && p[j] == '\\' && p[j + 1] == *key && strchr("\\\"/", *key))
-			j += 2;         /* \\, \" or \/, as JSON may write them */
+			j += 2; /* \\, \" or \/, as JSON may write them */
 		else if (j < n && p[j] == *key)
 			j++;
-		else if (j + 5 < n && p[j] == '\\' && p[j + 1] == 'u' && hex4(p + j + 2) == (unsigned char)*key)
+		else if (j + 5 < n && p[j] == '\\' && p[j + 1] == 'u' &&
+			 hex4(p + j + 2) == (unsigned char)*key)
 			j += 6;
 		else
 			return 0;
@@ -430,12 +442,14 @@ static void redact_key(struct api *api)
 	}
 }
 
-enum api_outcome api_request(struct api *api, const char *method, const char *path,
-			     const char *body, const char *idempotency_key,
-			     struct api_response *r)
+enum dx_result api_request(struct api *api, const char *method, const char *path, const char *body,
+			   const char *idempotency_key, struct api_response *r)
 {
 	/* The key's header goes in front of the shared list for this request
-	 * only: a node on the stack, never freed by curl. */
+	 * only: a list node of our own on the stack, whose next is the shared
+	 * list.  curl only reads the list during curl_easy_perform() below,
+	 * and curl_slist_free_all() is never called on it, so the node needs
+	 * no malloc and the shared list is left as it was. */
 	struct curl_slist idem = { NULL, api->headers };
 	char idem_line[sizeof(IDEM_HEADER) + MAX_KEY];
 	CURL *h = api->curl;
@@ -450,13 +464,15 @@ enum api_outcome api_request(struct api *api, const char *method, const char *pa
 	if (api->body)
 		api->body[0] = '\0';
 	if (idempotency_key && !key_sendable(idempotency_key)) {
-		r->outcome = API_PERMANENT;
-		snprintf(r->error, sizeof(r->error), "%s: the Idempotency-Key is not 1 to %d printable "
-			 "ASCII characters; not sent", method, MAX_KEY);
+		r->outcome = DX_PERMANENT;
+		snprintf(r->error, sizeof(r->error),
+			 "%s: the Idempotency-Key is not 1 to %d printable "
+			 "ASCII characters; not sent",
+			 method, MAX_KEY);
 		return r->outcome;
 	}
 	if (set_url(api, path) < 0) {
-		r->outcome = API_TRANSIENT;
+		r->outcome = DX_TRANSIENT; /* our side: never the item's fault */
 		snprintf(r->error, sizeof(r->error), "%s: out of memory", method);
 		return r->outcome;
 	}
@@ -468,8 +484,7 @@ enum api_outcome api_request(struct api *api, const char *method, const char *pa
 	} else {
 		curl_easy_setopt(h, CURLOPT_POSTFIELDS, body ? body : "");
 		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)(body ? strlen(body) : 0));
-		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST,
-				 strcmp(method, "POST") == 0 ? NULL : method);
+		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, strcmp(method, "POST") == 0 ? NULL : method);
 	}
 	if (idempotency_key) {
 		snprintf(idem_line, sizeof(idem_line), IDEM_HEADER "%s", idempotency_key);
@@ -490,12 +505,47 @@ enum api_outcome api_request(struct api *api, const char *method, const char *pa
 	r->retry_after = api->retry_after;
 	r->outcome = api_classify(cc, r->status);
 	metrics_request(r->outcome);
-	if (r->outcome != API_OK)
+	if (r->outcome != DX_OK)
 		describe_failure(api, method, path, cc, r);
 	log_debug("%s %.*s: %s%ld, %zu bytes", method, MAX_SHOWN, path,
-		  cc == CURLE_OK ? "HTTP " : "curl error ", cc == CURLE_OK ? r->status : (long)cc,
-		  r->len);
+		  cc == CURLE_OK ? "HTTP " : "curl error ", cc == CURLE_OK ? r->status : (long)cc, r->len);
 	return r->outcome;
+}
+
+/* Sleep up to secs, in slices of API_SLICE_MS, until the client's stop or
+ * cancel flag is set; nonzero if it was. */
+static int pause_for(const struct api *api, long secs)
+{
+	struct timespec slice = { 0, API_SLICE_MS * 1000000L };
+
+	for (long ms = secs * 1000; ms > 0 && !stopped(api); ms -= API_SLICE_MS)
+		nanosleep(&slice, NULL);
+	return stopped(api);
+}
+
+enum dx_result api_get(struct api *api, const char *path, struct api_response *r, long *retries, int *fails,
+		       int max_fails)
+{
+	enum dx_result o;
+	long wait;
+
+	for (int attempt = 0;; attempt++) {
+		o = api_request(api, "GET", path, NULL, NULL, r);
+		if (fails)
+			*fails = o == DX_TRANSIENT ? *fails + 1 : 0;
+		if (o != DX_TRANSIENT || attempt == API_GET_RETRIES || stopped(api) ||
+		    (fails && *fails >= max_fails))
+			return o;
+		wait = backoff_ceiling(attempt, 1, API_GET_MAX_WAIT);
+		if (r->retry_after > wait)
+			wait = r->retry_after;
+		if (wait > API_GET_MAX_WAIT)
+			return o;
+		log_notice("%s; retrying in %ld s", r->error, wait);
+		(*retries)++;
+		if (pause_for(api, wait))
+			return o;
+	}
 }
 
 json_t *api_json(const struct api_response *r, char *err, size_t errlen)
@@ -504,7 +554,7 @@ json_t *api_json(const struct api_response *r, char *err, size_t errlen)
 	json_t *j = json_loadb(r->body, r->len, JSON_ALLOW_NUL, &jerr);
 
 	if (!j)
-		snprintf(err, errlen, "invalid JSON at line %d, column %d (byte %d): %s",
-			 jerr.line, jerr.column, jerr.position, jerr.text);
+		snprintf(err, errlen, "invalid JSON at line %d, column %d (byte %d): %s", jerr.line,
+			 jerr.column, jerr.position, jerr.text);
 	return j;
 }

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "backup.h"
+#include "db.h"
 #include "log.h"
 
 static void pause_ms(long ms)
@@ -29,7 +30,7 @@ static void pause_ms(long ms)
 	nanosleep(&ts, NULL);
 }
 
-int backup_copy(sqlite3 *src, sqlite3 *dst, volatile sig_atomic_t *stop, long *pages)
+enum dx_result backup_copy(sqlite3 *src, sqlite3 *dst, volatile sig_atomic_t *stop, long *pages)
 {
 	sqlite3_backup *b;
 	char *msg = NULL;
@@ -38,40 +39,41 @@ int backup_copy(sqlite3 *src, sqlite3 *dst, volatile sig_atomic_t *stop, long *p
 	*pages = 0;
 	/* The snapshot: a read transaction, started by a read. */
 	if (sqlite3_exec(src, "BEGIN; SELECT count(*) FROM sqlite_schema", NULL, NULL, &msg) != SQLITE_OK) {
-		log_err("database %s: %s", sqlite3_db_filename(src, "main"), msg ? msg : sqlite3_errmsg(src));
+		db_error_at(NULL, src, NULL, msg);
 		sqlite3_free(msg);
-		sqlite3_exec(src, "ROLLBACK", NULL, NULL, NULL);
-		return -1;
+		db_rollback(src);
+		return DX_DB;
 	}
 	if (!(b = sqlite3_backup_init(dst, "main", src, "main"))) {
 		log_err("backup: %s", sqlite3_errmsg(dst));
-		sqlite3_exec(src, "ROLLBACK", NULL, NULL, NULL);
-		return -1;
+		db_rollback(src);
+		return DX_DB;
 	}
 	do {
 		rc = sqlite3_backup_step(b, BACKUP_STEP_PAGES);
 		if (rc == SQLITE_OK)
 			pause_ms(BACKUP_PAUSE_MS);
 		else if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
-			pause_ms(50);           /* the destination, taken by someone else */
+			pause_ms(50); /* the destination, taken by someone else */
 		*pages = sqlite3_backup_pagecount(b);
 	} while ((rc == SQLITE_OK || rc == SQLITE_BUSY || rc == SQLITE_LOCKED) && !(stop && *stop));
 	sqlite3_backup_finish(b);
-	sqlite3_exec(src, "ROLLBACK", NULL, NULL, NULL);
+	db_rollback(src);
+	if (rc != SQLITE_DONE && stop && *stop) {
+		log_err("backup: stopped by a signal");
+		return DX_STOPPED;
+	}
 	if (rc != SQLITE_DONE) {
-		if (stop && *stop)
-			log_err("backup: stopped by a signal");
-		else
-			log_err("backup: %s", sqlite3_errstr(rc));
-		return -1;
+		log_err("backup: %s", sqlite3_errstr(rc));
+		return DX_DB;
 	}
 	/* The source's header says WAL; the copy is one file. */
 	if (sqlite3_exec(dst, "PRAGMA journal_mode = DELETE", NULL, NULL, &msg) != SQLITE_OK) {
 		log_err("backup: %s", msg ? msg : sqlite3_errmsg(dst));
 		sqlite3_free(msg);
-		return -1;
+		return DX_DB;
 	}
-	return 0;
+	return DX_OK;
 }
 
 int backup_integrity(sqlite3 *db, void (*report)(void *arg, const char *line), void *arg)
@@ -80,7 +82,7 @@ int backup_integrity(sqlite3 *db, void (*report)(void *arg, const char *line), v
 	int rc, n = 0;
 
 	if (sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL) != SQLITE_OK) {
-		log_err("database %s: integrity_check: %s", sqlite3_db_filename(db, "main"), sqlite3_errmsg(db));
+		db_error_in(db, "integrity_check");
 		return -1;
 	}
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -124,7 +126,7 @@ static void on_signal(int sig)
 /* Each problem the copy's integrity_check finds, logged. */
 static void log_problem(void *arg, const char *line)
 {
-	log_err("backup %s: integrity_check: %s", (const char *)arg, line);     /* escaped there */
+	log_err("backup %s: integrity_check: %s", (const char *)arg, line); /* escaped there */
 }
 
 /* Remove an unfinished copy and the journal SQLite may have left by it. */
@@ -226,7 +228,7 @@ int backup_run(sqlite3 *src, const char *path, FILE *out)
 		log_err("backup: %s: %s", tmp, dst ? sqlite3_errmsg(dst) : "out of memory");
 		goto done;
 	}
-	if (backup_copy(src, dst, &backup_stop, &pages) < 0)
+	if (backup_copy(src, dst, &backup_stop, &pages) != DX_OK)
 		goto done;
 	problems = backup_integrity(dst, log_problem, (void *)path);
 	if (problems != 0) {

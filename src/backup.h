@@ -6,21 +6,23 @@
 #include <sqlite3.h>
 #include <stdio.h>
 
+#include "result.h"
+
 /* Pages copied per step, and the pause between steps: the copy never
  * competes with the daemon for long (the daemon's writes go on meanwhile
  * anyway: a WAL reader does not block a writer). */
 #define BACKUP_STEP_PAGES 256
-#define BACKUP_PAUSE_MS 5
+#define BACKUP_PAUSE_MS	  5
 
 /* Copy src (an open connection, read-only is enough) into dst, an open,
  * empty database, with SQLite's online backup API in steps of
  * BACKUP_STEP_PAGES pages.  The copy is the snapshot of src when it
  * starts: a read transaction is held on src across the steps, so the
  * daemon's commits meanwhile neither restart it nor get into it.  Stops
- * with -1 when *stop becomes set (stop may be NULL).  The copy is left in
- * journal_mode DELETE: one self-contained file.  *pages gets its size in
- * pages.  0, or -1 after logging why. */
-int backup_copy(sqlite3 *src, sqlite3 *dst, volatile sig_atomic_t *stop, long *pages);
+ * with DX_STOPPED when *stop becomes set (stop may be NULL).  The copy is
+ * left in journal_mode DELETE: one self-contained file.  *pages gets its
+ * size in pages.  DX_OK, or DX_DB after logging why. */
+enum dx_result backup_copy(sqlite3 *src, sqlite3 *dst, volatile sig_atomic_t *stop, long *pages);
 
 /* PRAGMA integrity_check on db: 0 when it says ok, else the number of
  * problems, each passed to report (with arg) as one line (at most 100);

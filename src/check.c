@@ -77,9 +77,8 @@ static void check_integrity(struct check *k)
 
 static void check_rows(struct check *k)
 {
-	static const char *const tables[] = {
-		"messages", "participants", "users", "outbox", "sync_runs", "conversation_events"
-	};
+	static const char *const tables[] = { "messages", "participants", "users",
+					      "outbox",	  "sync_runs",	  "conversation_events" };
 	long long all, live;
 
 	all = count_of(k, "SELECT count(*) FROM conversations");
@@ -109,9 +108,12 @@ static char **fts_tables(struct check *k, int *n)
 	char **names = sqlite3_malloc(sizeof(char *));
 
 	*n = 0;
-	if (!names || sqlite3_prepare_v2(k->db, "SELECT name FROM sqlite_schema\n"
-				       "WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL TABLE%USING fts5%'\n"
-				       "ORDER BY name", -1, &st, NULL) != SQLITE_OK) {
+	if (!names ||
+	    sqlite3_prepare_v2(k->db,
+			       "SELECT name FROM sqlite_schema\n"
+			       "WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL TABLE%USING fts5%'\n"
+			       "ORDER BY name",
+			       -1, &st, NULL) != SQLITE_OK) {
 		problem(k, "search index: %s", sqlite3_errmsg(k->db));
 		sqlite3_free(names);
 		return NULL;
@@ -159,18 +161,21 @@ static void check_fts_on_copy(struct check *k, char **names)
 	}
 	close(fd);
 	if (sqlite3_open_v2(path, &copy, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
-	    backup_copy(k->db, copy, NULL, &pages) < 0) {
+	    backup_copy(k->db, copy, NULL, &pages) != DX_OK) {
 		problem(k, "search index: cannot copy the mirror to %s to check it: %s", path,
 			copy ? sqlite3_errmsg(copy) : "out of memory");
 	} else {
 		for (int i = 0; names[i]; i++) {
-			char *sql = sqlite3_mprintf("INSERT INTO \"%w\"(\"%w\", rank) VALUES ('integrity-check', 1)",
-						    names[i], names[i]);
+			char *sql = sqlite3_mprintf(
+				"INSERT INTO \"%w\"(\"%w\", rank) VALUES ('integrity-check', 1)", names[i],
+				names[i]);
 
 			if (!sql || sqlite3_exec(copy, sql, NULL, NULL, NULL) != SQLITE_OK)
-				problem(k, "search index %s: %s (dexsyncd's user can rebuild it: "
-					"INSERT INTO %s(%s) VALUES ('rebuild'))", names[i],
-					sql ? sqlite3_errmsg(copy) : "out of memory", names[i], names[i]);
+				problem(k,
+					"search index %s: %s (dexsyncd's user can rebuild it: "
+					"INSERT INTO %s(%s) VALUES ('rebuild'))",
+					names[i], sql ? sqlite3_errmsg(copy) : "out of memory", names[i],
+					names[i]);
 			else
 				fprintf(k->out, "search index %s: ok\n", names[i]);
 			sqlite3_free(sql);
@@ -206,8 +211,10 @@ static void check_sending(struct check *k)
 
 	if (holder == -2)
 		problem(k, "outbox: cannot tell whether a dexsyncd serves %s", k->database);
-	if (sqlite3_prepare_v2(k->db, "SELECT id, unixepoch('now') - unixepoch(sending_at) FROM outbox\n"
-				      "WHERE state = 'sending' ORDER BY id", -1, &st, NULL) != SQLITE_OK) {
+	if (sqlite3_prepare_v2(k->db,
+			       "SELECT id, unixepoch('now') - unixepoch(sending_at) FROM outbox\n"
+			       "WHERE state = 'sending' ORDER BY id",
+			       -1, &st, NULL) != SQLITE_OK) {
 		problem(k, "outbox: %s", sqlite3_errmsg(k->db));
 		return;
 	}
@@ -216,18 +223,24 @@ static void check_sending(struct check *k)
 
 		n++;
 		if (holder == -1)
-			problem(k, "outbox: item %lld is stranded in 'sending' and no dexsyncd serves the "
-				"database: start dexsyncd (it puts the item back), or dexsync retry %lld", id, id);
-		else if (holder >= 0 && sqlite3_column_type(st, 1) != SQLITE_NULL && age > CHECK_SENDING_TOO_LONG)
-			problem(k, "outbox: item %lld has been sending for %lld s, over 10 minutes "
-				"(dexsyncd pid %ld hangs?)", id, age, holder);
+			problem(k,
+				"outbox: item %lld is stranded in 'sending' and no dexsyncd serves the "
+				"database: start dexsyncd (it puts the item back), or dexsync retry %lld",
+				id, id);
+		else if (holder >= 0 && sqlite3_column_type(st, 1) != SQLITE_NULL &&
+			 age > CHECK_SENDING_TOO_LONG)
+			problem(k,
+				"outbox: item %lld has been sending for %lld s, over 10 minutes "
+				"(dexsyncd pid %ld hangs?)",
+				id, age, holder);
 	}
 	if (rc != SQLITE_DONE)
 		problem(k, "outbox: %s", sqlite3_errmsg(k->db));
 	sqlite3_finalize(st);
 	fprintf(k->out, "outbox: %d item%s in 'sending', %s\n", n, n == 1 ? "" : "s",
-		holder >= 0 ? "a dexsyncd serves the database" : holder == -1 ? "no dexsyncd serves the database"
-		: "whether a dexsyncd serves the database is unknown");
+		holder >= 0  ? "a dexsyncd serves the database" :
+		holder == -1 ? "no dexsyncd serves the database" :
+			       "whether a dexsyncd serves the database is unknown");
 }
 
 int check_run(sqlite3 *db, const char *database, FILE *out)

@@ -20,57 +20,51 @@
 #include "conf.h"
 #include "log.h"
 
-#define DEFAULT_DATABASE	LOCALSTATEDIR "/lib/dexsyncd/mirror.db"
-#define DEFAULT_KEY_FILE	SYSCONFDIR "/dexsyncd/api-key"
-#define MAX_KEY_LEN		4096
-#define MAX_CONF_SIZE		1048576		/* 1 MiB; a config is a few hundred bytes */
-#define MAX_TIMEOUT		86400		/* connect-timeout and timeout */
-#define MAX_DETAILS		1000000		/* the walk allocates a slot for each */
-#define MAX_HISTORY_DAYS	36500		/* history-days */
+#define DEFAULT_DATABASE LOCALSTATEDIR "/lib/dexsyncd/mirror.db"
+#define DEFAULT_KEY_FILE SYSCONFDIR "/dexsyncd/api-key"
+#define MAX_KEY_LEN	 4096
+#define MAX_CONF_SIZE	 1048576 /* 1 MiB; a config is a few hundred bytes */
+#define MAX_TIMEOUT	 86400	 /* connect-timeout and timeout */
+#define MAX_DETAILS	 1000000 /* the walk allocates a slot for each */
+#define MAX_HISTORY_DAYS 36500	 /* history-days */
 
 static int cb_duration(cfg_t *cfg, cfg_opt_t *opt, const char *value, void *result);
 
-static cfg_opt_t api_opts[] = {
-	CFG_STR("base-url", "https://api.dexra.net/v1", CFGF_NONE),
-	CFG_STR("api-key-file", DEFAULT_KEY_FILE, CFGF_NONE),  /* see conf_api_key() */
-	CFG_STR("api-key", NULL, CFGF_NODEFAULT),       /* last resort; warns if readable */
-	CFG_INT_CB("connect-timeout", 10, CFGF_NONE, cb_duration),
-	CFG_INT_CB("timeout", 60, CFGF_NONE, cb_duration),     /* whole request */
-	CFG_INT("max-rate", 10, CFGF_NONE),                    /* requests/s, 0 = no cap */
-	CFG_STR("ca-file", "", CFGF_NONE),                     /* extra CA bundle */
-	CFG_STR("proxy", "", CFGF_NONE),
-	CFG_END()
-};
+static cfg_opt_t api_opts[] = { CFG_STR("base-url", "https://api.dexra.net/v1", CFGF_NONE),
+				CFG_STR("api-key-file", DEFAULT_KEY_FILE, CFGF_NONE), /* see conf_api_key() */
+				CFG_STR("api-key", NULL, CFGF_NODEFAULT), /* last resort; warns if readable */
+				CFG_INT_CB("connect-timeout", 10, CFGF_NONE, cb_duration),
+				CFG_INT_CB("timeout", 60, CFGF_NONE, cb_duration), /* whole request */
+				CFG_INT("max-rate", 10, CFGF_NONE), /* requests/s, 0 = no cap */
+				CFG_STR("ca-file", "", CFGF_NONE),  /* extra CA bundle */
+				CFG_STR("proxy", "", CFGF_NONE),
+				CFG_END() };
 
-static cfg_opt_t sync_opts[] = {
-	CFG_INT_CB("interval", 300, CFGF_NONE, cb_duration),   /* from end of one walk */
-	CFG_INT("page-size", 100, CFGF_NONE),                  /* 1..100 */
-	CFG_STR_LIST("status", "{}", CFGF_NONE),               /* {} = everything */
-	CFG_BOOL("fetch-details", cfg_true, CFGF_NONE),
-	CFG_INT("max-details", 1000, CFGF_NONE),               /* per cycle */
-	CFG_INT("history-days", 0, CFGF_NONE),                 /* events kept, 0 = forever */
-	CFG_END()
-};
+static cfg_opt_t sync_opts[] = { CFG_INT_CB("interval", 300, CFGF_NONE,
+					    cb_duration),		  /* from end of one walk */
+				 CFG_INT("page-size", 100, CFGF_NONE),	  /* 1..100 */
+				 CFG_STR_LIST("status", "{}", CFGF_NONE), /* {} = everything */
+				 CFG_BOOL("fetch-details", cfg_true, CFGF_NONE),
+				 CFG_INT("max-details", 1000, CFGF_NONE), /* per cycle */
+				 CFG_INT("history-days", 0, CFGF_NONE),	  /* events kept, 0 = forever */
+				 CFG_END() };
 
-static cfg_opt_t outbox_opts[] = {
-	CFG_INT_CB("poll-interval", 2, CFGF_NONE, cb_duration),
-	CFG_INT("max-attempts", 12, CFGF_NONE),
-	CFG_INT_CB("min-backoff", 10, CFGF_NONE, cb_duration),
-	CFG_INT_CB("max-backoff", 3600, CFGF_NONE, cb_duration),
-	CFG_INT_CB("max-age", 3 * 86400L, CFGF_NONE, cb_duration),  /* then failed */
-	CFG_END()
-};
+static cfg_opt_t outbox_opts[] = { CFG_INT_CB("poll-interval", 2, CFGF_NONE, cb_duration),
+				   CFG_INT("max-attempts", 12, CFGF_NONE),
+				   CFG_INT_CB("min-backoff", 10, CFGF_NONE, cb_duration),
+				   CFG_INT_CB("max-backoff", 3600, CFGF_NONE, cb_duration),
+				   CFG_INT_CB("max-age", 3 * 86400L, CFGF_NONE,
+					      cb_duration), /* then failed */
+				   CFG_END() };
 
-static cfg_opt_t top_opts[] = {
-	CFG_STR("database", DEFAULT_DATABASE, CFGF_NONE),
-	CFG_STR("log-level", "info", CFGF_NONE),
-	CFG_STR("syslog-facility", "daemon", CFGF_NONE),
-	CFG_STR("metrics-file", "", CFGF_NONE),                /* "" = none (metrics.h) */
-	CFG_SEC("api", api_opts, CFGF_NONE),
-	CFG_SEC("sync", sync_opts, CFGF_NONE),
-	CFG_SEC("outbox", outbox_opts, CFGF_NONE),
-	CFG_END()
-};
+static cfg_opt_t top_opts[] = { CFG_STR("database", DEFAULT_DATABASE, CFGF_NONE),
+				CFG_STR("log-level", "info", CFGF_NONE),
+				CFG_STR("syslog-facility", "daemon", CFGF_NONE),
+				CFG_STR("metrics-file", "", CFGF_NONE), /* "" = none (metrics.h) */
+				CFG_SEC("api", api_opts, CFGF_NONE),
+				CFG_SEC("sync", sync_opts, CFGF_NONE),
+				CFG_SEC("outbox", outbox_opts, CFGF_NONE),
+				CFG_END() };
 
 /* The working directory at start: relative paths in the config, and the
  * config's own path, mean the same after daemon() moved to / and on every
@@ -168,7 +162,8 @@ int conf_parse_duration(const char *s, long *secs)
 static int cb_duration(cfg_t *cfg, cfg_opt_t *opt, const char *value, void *result)
 {
 	if (conf_parse_duration(value, result) < 0) {
-		cfg_error(cfg, "option '%s': invalid duration '%s' "
+		cfg_error(cfg,
+			  "option '%s': invalid duration '%s' "
 			  "(seconds, or a number with s, m, h or d; at most %ldd)",
 			  opt->name, value, CONF_DURATION_MAX / 86400);
 		return -1;
@@ -225,8 +220,8 @@ static int v_facility(cfg_t *cfg, cfg_opt_t *opt)
 	const char *v = cfg_opt_getnstr(opt, 0);
 
 	if (log_facility_from_name(v) < 0) {
-		cfg_error(cfg, "option '%s': unknown facility '%s' (daemon, user, local0..local7)",
-			  opt->name, v);
+		cfg_error(cfg, "option '%s': unknown facility '%s' (daemon, user, local0..local7)", opt->name,
+			  v);
 		return -1;
 	}
 	return 0;
@@ -325,8 +320,10 @@ static int v_proxy(cfg_t *cfg, cfg_opt_t *opt)
 	if (!*v)
 		return 0;
 	if ((why = url_problem(v, schemes, 0))) {
-		cfg_error(cfg, "option '%s': the value %s; a URL such as http://proxy.example:3128 "
-			  "(http, https, socks4, socks4a, socks5 or socks5h) is needed", opt->name, why);
+		cfg_error(cfg,
+			  "option '%s': the value %s; a URL such as http://proxy.example:3128 "
+			  "(http, https, socks4, socks4a, socks5 or socks5h) is needed",
+			  opt->name, why);
 		return -1;
 	}
 	return 0;
@@ -400,8 +397,8 @@ static int v_status(cfg_t *cfg, cfg_opt_t *opt)
 		const char *v = cfg_opt_getnstr(opt, i);
 
 		if (strcmp(v, "open") && strcmp(v, "closed") && strcmp(v, "snoozed")) {
-			cfg_error(cfg, "option '%s': unknown status '%s' (open, closed, snoozed)",
-				  opt->name, v);
+			cfg_error(cfg, "option '%s': unknown status '%s' (open, closed, snoozed)", opt->name,
+				  v);
 			return -1;
 		}
 	}
@@ -525,8 +522,8 @@ static int conf_copy(cfg_t *cfg, const char *path, struct conf *c)
 	c->max_backoff = cfg_getint(ob, "max-backoff");
 	c->max_age = cfg_getint(ob, "max-age");
 
-	if (!c->path || !c->database || !c->metrics_file || !c->base_url || !c->api_key_file ||
-	    !c->ca_file || !c->proxy || !c->status || (cfg_getstr(api, "api-key") && !c->api_key))
+	if (!c->path || !c->database || !c->metrics_file || !c->base_url || !c->api_key_file || !c->ca_file ||
+	    !c->proxy || !c->status || (cfg_getstr(api, "api-key") && !c->api_key))
 		return -1;
 	return 0;
 }
@@ -604,7 +601,8 @@ static char *conf_slurp(const char *path, mode_t *mode)
 	close(fd);
 	buf[len] = '\0';
 	if ((nul = memchr(buf, '\0', len))) {
-		log_err("%s:%d: holds a NUL byte, not a config file", path, line_of(buf, (size_t)(nul - buf)));
+		log_err("%s:%d: holds a NUL byte, not a config file", path,
+			line_of(buf, (size_t)(nul - buf)));
 		explicit_bzero(buf, len);
 		free(buf);
 		return NULL;
@@ -623,7 +621,7 @@ fail:
 	if (fd >= 0)
 		close(fd);
 	if (buf)
-		explicit_bzero(buf, len);      /* what was read may hold an api-key */
+		explicit_bzero(buf, len); /* what was read may hold an api-key */
 	free(buf);
 	return NULL;
 }
@@ -638,7 +636,7 @@ static int conf_read(const char *path, struct conf *c)
 	int rc;
 
 	memset(c, 0, sizeof(*c));
-	remember_start_dir();   /* before anything can change the directory */
+	remember_start_dir(); /* before anything can change the directory */
 	if (path && !(text = conf_slurp(path, &mode)))
 		return -1;
 	cfg = cfg_init(top_opts, CFGF_NONE);
@@ -656,7 +654,7 @@ static int conf_read(const char *path, struct conf *c)
 	rc = cfg_parse_buf(cfg, text ? text : "");
 	parsing_path = NULL;
 	if (text) {
-		explicit_bzero(text, strlen(text));     /* it may hold an api-key */
+		explicit_bzero(text, strlen(text)); /* it may hold an api-key */
 		free(text);
 	}
 	if (rc == CFG_FILE_ERROR) {
@@ -666,8 +664,10 @@ static int conf_read(const char *path, struct conf *c)
 			log_err("%s: out of memory", name);
 			rc = CFG_PARSE_ERROR;
 		} else if (c->api_key && (mode & (S_IRGRP | S_IROTH))) {
-			log_warning("%s: holds an api-key and is readable by group or others; "
-				    "chmod 600 it or use api-key-file", name);
+			log_warning(
+				"%s: holds an api-key and is readable by group or others; "
+				"chmod 600 it or use api-key-file",
+				name);
 		}
 	}
 	cfg_free(cfg);
@@ -789,8 +789,10 @@ static int key_from_file(const char *path, int must_exist, char **key)
 		return 1;
 	}
 	if (why)
-		log_err("API key file %s: %s", path, strstr(why, "line break") ?
-			"more than one line; it must hold the key alone on one line" : why);
+		log_err("API key file %s: %s", path,
+			strstr(why, "line break") ?
+				"more than one line; it must hold the key alone on one line" :
+				why);
 	else if (errno == ENOENT && !must_exist)
 		return 0;
 	else
@@ -832,6 +834,7 @@ char *conf_api_key(const struct conf *c)
 	if (c->api_key && *c->api_key)
 		return strdup(c->api_key);
 	log_err("no API key: none in $CREDENTIALS_DIRECTORY/api-key, api-key-file (%s), "
-		"$DEXRA_API_KEY or api-key in %s", c->api_key_file, c->path);
+		"$DEXRA_API_KEY or api-key in %s",
+		c->api_key_file, c->path);
 	return NULL;
 }

@@ -5,29 +5,29 @@
 #include <stddef.h>
 
 struct conf {
-	char *path;             /* file it was read from */
+	char *path; /* file it was read from */
 	char *database;
-	int log_level;          /* LOG_ERR..LOG_DEBUG */
-	int syslog_facility;    /* LOG_DAEMON, ... */
-	char *metrics_file;     /* Prometheus text file, absolute; "" = none */
+	int log_level;	     /* LOG_ERR..LOG_DEBUG */
+	int syslog_facility; /* LOG_DAEMON, ... */
+	char *metrics_file;  /* Prometheus text file, absolute; "" = none */
 
-	char *base_url;         /* without a trailing slash */
+	char *base_url; /* without a trailing slash */
 	char *api_key_file;
-	int api_key_file_set;   /* given in the file, not the default */
-	char *api_key;          /* api-key in the file itself, or NULL */
-	long connect_timeout;   /* seconds */
+	int api_key_file_set; /* given in the file, not the default */
+	char *api_key;	      /* api-key in the file itself, or NULL */
+	long connect_timeout; /* seconds */
 	long timeout;
-	long max_rate;          /* requests per second, 0 = no cap */
-	char *ca_file;          /* "" = system bundle only */
+	long max_rate; /* requests per second, 0 = no cap */
+	char *ca_file; /* "" = system bundle only */
 	char *proxy;
 
 	long sync_interval;
 	long page_size;
-	char **status;          /* statuses to list; nstatus 0 = everything */
+	char **status; /* statuses to list; nstatus 0 = everything */
 	unsigned nstatus;
 	int fetch_details;
 	long max_details;
-	long history_days;      /* conversation_events kept; 0 = forever */
+	long history_days; /* conversation_events kept; 0 = forever */
 
 	long poll_interval;
 	long max_attempts;
@@ -54,7 +54,7 @@ char *conf_abspath(const char *path);
 int conf_defaults(struct conf *c);
 
 /* The longest duration any key accepts: ten years. */
-#define CONF_DURATION_MAX	(3650L * 86400)
+#define CONF_DURATION_MAX (3650L * 86400)
 
 /* Parse a duration: whole seconds, or a number with a suffix s, m, h or d.
  * Returns 0 and the seconds in *secs, or -1 for anything else (negative,

@@ -4,6 +4,7 @@
 #ifdef HAVE_MALLOC_TRIM
 #include <malloc.h>
 #endif
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -34,17 +35,57 @@ int db_schema_version(void)
 	return migrations[N_MIGRATIONS - 1].version;
 }
 
-int db_exec(sqlite3 *db, const char *sql)
+enum dx_result db_error_at(const char *who, sqlite3 *db, const char *path, const char *msg)
+{
+	if (!path)
+		path = db ? sqlite3_db_filename(db, "main") : "(none)";
+	if (!msg)
+		msg = db ? sqlite3_errmsg(db) : "out of memory";
+	log_err("%s%sdatabase %s: %s", who ? who : "", who ? ": " : "", path, msg);
+	return DX_DB;
+}
+
+enum dx_result db_error(sqlite3 *db)
+{
+	return db_error_at(NULL, db, NULL, NULL);
+}
+
+enum dx_result db_error_in(sqlite3 *db, const char *what)
+{
+	char *msg = sqlite3_mprintf("%s: %s", what, sqlite3_errmsg(db));
+
+	db_error_at(NULL, db, NULL, msg);
+	sqlite3_free(msg);
+	return DX_DB;
+}
+
+enum dx_result db_exec(sqlite3 *db, const char *sql)
 {
 	char *msg = NULL;
 
 	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-		log_err("database %s: %s", sqlite3_db_filename(db, "main"),
-			msg ? msg : sqlite3_errmsg(db));
+		db_error_at(NULL, db, NULL, msg);
 		sqlite3_free(msg);
-		return -1;
+		return DX_DB;
 	}
-	return 0;
+	return DX_OK;
+}
+
+enum dx_result db_begin(sqlite3 *db)
+{
+	assert(sqlite3_get_autocommit(db)); /* transactions do not nest */
+	return db_exec(db, "BEGIN IMMEDIATE");
+}
+
+enum dx_result db_commit(sqlite3 *db)
+{
+	return db_exec(db, "COMMIT");
+}
+
+void db_rollback(sqlite3 *db)
+{
+	if (!sqlite3_get_autocommit(db))
+		db_exec(db, "ROLLBACK");
 }
 
 sqlite3_stmt *db_prepare(sqlite3 *db, const char *sql)
@@ -52,10 +93,53 @@ sqlite3_stmt *db_prepare(sqlite3 *db, const char *sql)
 	sqlite3_stmt *st = NULL;
 
 	if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
-		log_err("database %s: %s", sqlite3_db_filename(db, "main"), sqlite3_errmsg(db));
+		db_error(db);
 		return NULL;
 	}
 	return st;
+}
+
+void db_reset(sqlite3_stmt *st)
+{
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+}
+
+enum dx_result db_step(sqlite3_stmt *st, const char *who, int *row)
+{
+	int rc;
+
+	rc = sqlite3_step(st);
+	*row = rc == SQLITE_ROW;
+	if (rc == SQLITE_ROW)
+		return DX_OK;
+	if (rc != SQLITE_DONE)
+		db_error_at(who, sqlite3_db_handle(st), NULL, NULL);
+	db_reset(st);
+	return rc == SQLITE_DONE ? DX_OK : DX_DB;
+}
+
+enum dx_result db_run(sqlite3_stmt *st)
+{
+	enum dx_result rc;
+	int row;
+
+	/* Every use of a statement ends with its reset: one still running
+	 * is one a caller forgot to reset. */
+	assert(!sqlite3_stmt_busy(st));
+	rc = db_step(st, NULL, &row);
+	assert(!row); /* a statement that returns no rows */
+	return rc;
+}
+
+void db_bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+	sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+}
+
+void db_bind_len(sqlite3_stmt *st, int i, const char *s, size_t len)
+{
+	sqlite3_bind_text64(st, i, s, len, SQLITE_STATIC, SQLITE_UTF8);
 }
 
 void db_now(char *buf, size_t size)
@@ -89,7 +173,7 @@ static int first_text(sqlite3 *db, const char *sql, char **text)
 
 	*text = NULL;
 	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-		log_err("database %s: %s", sqlite3_db_filename(db, "main"), sqlite3_errmsg(db));
+		db_error(db);
 		return -1;
 	}
 	rc = sqlite3_step(st);
@@ -98,7 +182,7 @@ static int first_text(sqlite3 *db, const char *sql, char **text)
 	else
 		rc = rc == SQLITE_DONE ? 0 : -1;
 	if (rc < 0)
-		log_err("database %s: %s", sqlite3_db_filename(db, "main"), sqlite3_errmsg(db));
+		db_error(db);
 	sqlite3_finalize(st);
 	return rc;
 }
@@ -106,33 +190,35 @@ static int first_text(sqlite3 *db, const char *sql, char **text)
 /* Run the statement that query builds, and again, until it builds none;
  * *n counts them.  One at a time: a schema change must not run under an
  * open SELECT. */
-static int run_each(sqlite3 *db, const char *query, int *n)
+static enum dx_result run_each(sqlite3 *db, const char *query, int *n)
 {
+	enum dx_result rc;
 	char *stmt;
-	int rc;
+	int found;
 
-	while ((rc = first_text(db, query, &stmt)) > 0) {
+	while ((found = first_text(db, query, &stmt)) > 0) {
 		rc = db_exec(db, stmt);
 		sqlite3_free(stmt);
-		if (rc < 0)
-			return -1;
+		if (rc != DX_OK)
+			return rc;
 		(*n)++;
 	}
-	return rc;
+	return found < 0 ? DX_DB : DX_OK;
 }
 
 /* Each secondary index the schema (src/sql) puts on the mirror tables: its
  * SQL into sync_state, then dropped.  Only those, by name: an index a user
  * made is never dropped.  A migration that adds an index to these tables
  * adds its name here (test_walk.py checks the list against src/sql). */
-#define DEFER_NEXT \
+#define DEFER_NEXT                                                                                 \
 	"SELECT printf('INSERT INTO sync_state(key, value) VALUES (%Q, %Q); DROP INDEX \"%w\"',\n" \
-	"	'" DB_DEFERRED "' || name, sql, name)\n" \
-	"FROM sqlite_schema\n" \
-	"WHERE type = 'index' AND sql IS NOT NULL\n" \
-	"	AND tbl_name IN ('conversations', 'messages', 'participants')\n" \
-	"	AND name IN ('conversations_detail_needed', 'conversations_live_status',\n" \
-	"		'conversations_live_day', 'messages_conversation_id', 'participants_user_id')\n" \
+	"	'" DB_DEFERRED                                                                     \
+	"' || name, sql, name)\n"                                                                  \
+	"FROM sqlite_schema\n"                                                                     \
+	"WHERE type = 'index' AND sql IS NOT NULL\n"                                               \
+	"	AND tbl_name IN ('conversations', 'messages', 'participants')\n"                         \
+	"	AND name IN ('conversations_detail_needed', 'conversations_live_status',\n"              \
+	"		'conversations_live_day', 'messages_conversation_id', 'participants_user_id')\n"        \
 	"LIMIT 1"
 
 /* Each full-text index of the mirror tables (src/sql/0005-search.sql)
@@ -141,47 +227,51 @@ static int run_each(sqlite3 *db, const char *query, int *n)
  * triggers dropped, so that an initial mirror does no index work per row.
  * RESTORE_NEXT runs the rebuild and puts the triggers back in one
  * transaction.  Only these triggers, by name. */
-#define DEFER_FTS_NEXT \
-	"SELECT printf('INSERT INTO sync_state(key, value) VALUES (%Q, %Q); %s',\n" \
-	"	'" DB_DEFERRED "' || fts,\n" \
+#define DEFER_FTS_NEXT                                                                \
+	"SELECT printf('INSERT INTO sync_state(key, value) VALUES (%Q, %Q); %s',\n"   \
+	"	'" DB_DEFERRED                                                        \
+	"' || fts,\n"                                                                 \
 	"	printf('INSERT INTO \"%w\"(\"%w\") VALUES (''rebuild''); ', fts, fts) ||\n" \
-	"		group_concat('CREATE TRIGGER IF NOT EXISTS' || substr(sql, 15), '; '),\n" \
-	"	group_concat(printf('DROP TRIGGER \"%w\"', name), '; '))\n" \
-	"FROM (SELECT name, sql, substr(name, 1, instr(name, '_fts_') + 3) AS fts\n" \
-	"	FROM sqlite_schema\n" \
-	"	WHERE type = 'trigger' AND sql GLOB 'CREATE TRIGGER *'\n" \
-	"		AND name IN ('conversations_fts_insert', 'conversations_fts_delete',\n" \
-	"			'conversations_fts_update', 'messages_fts_insert',\n" \
-	"			'messages_fts_delete', 'messages_fts_update'))\n" \
-	"GROUP BY fts\n" \
+	"		group_concat('CREATE TRIGGER IF NOT EXISTS' || substr(sql, 15), '; '),\n"  \
+	"	group_concat(printf('DROP TRIGGER \"%w\"', name), '; '))\n"                 \
+	"FROM (SELECT name, sql, substr(name, 1, instr(name, '_fts_') + 3) AS fts\n"  \
+	"	FROM sqlite_schema\n"                                                       \
+	"	WHERE type = 'trigger' AND sql GLOB 'CREATE TRIGGER *'\n"                   \
+	"		AND name IN ('conversations_fts_insert', 'conversations_fts_delete',\n"    \
+	"			'conversations_fts_update', 'messages_fts_insert',\n"                     \
+	"			'messages_fts_delete', 'messages_fts_update'))\n"                         \
+	"GROUP BY fts\n"                                                              \
 	"LIMIT 1"
 
 /* Each deferred index: built (unless one of its name is there again), and
  * its key deleted. */
-#define RESTORE_NEXT \
-	"SELECT printf('%s; DELETE FROM sync_state WHERE key = %Q',\n" \
-	"	CASE WHEN value GLOB 'CREATE INDEX *'\n" \
+#define RESTORE_NEXT                                                                      \
+	"SELECT printf('%s; DELETE FROM sync_state WHERE key = %Q',\n"                    \
+	"	CASE WHEN value GLOB 'CREATE INDEX *'\n"                                        \
 	"		THEN 'CREATE INDEX IF NOT EXISTS' || substr(value, 13) ELSE value END, key)\n" \
 	"FROM sync_state WHERE key GLOB '" DB_DEFERRED "*' ORDER BY key LIMIT 1"
 /* The name of the index RESTORE_NEXT builds. */
-#define RESTORE_NAME \
-	"SELECT substr(key, length('" DB_DEFERRED "') + 1)\n" \
+#define RESTORE_NAME                              \
+	"SELECT substr(key, length('" DB_DEFERRED \
+	"') + 1)\n"                               \
 	"FROM sync_state WHERE key GLOB '" DB_DEFERRED "*' ORDER BY key LIMIT 1"
 
-int db_indexes_defer(sqlite3 *db)
+enum dx_result db_indexes_defer(sqlite3 *db, int *initial)
 {
 	char *empty;
-	int n = 0, nfts = 0, initial, rc;
+	int n = 0, nfts = 0, rc;
 
-	if (db_exec(db, "BEGIN IMMEDIATE") < 0)
-		return -1;
+	*initial = 0;
+	if (db_begin(db) != DX_OK)
+		return DX_DB;
 	rc = first_text(db, "SELECT NOT EXISTS (SELECT 1 FROM conversations)", &empty);
-	initial = rc > 0 && !strcmp(empty, "1");
+	*initial = rc > 0 && !strcmp(empty, "1");
 	sqlite3_free(empty);
-	if (rc < 0 || (initial && run_each(db, DEFER_NEXT, &n) < 0) ||
-	    (initial && run_each(db, DEFER_FTS_NEXT, &nfts) < 0) || db_exec(db, "COMMIT") < 0) {
-		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-		return -1;
+	if (rc < 0 || (*initial && run_each(db, DEFER_NEXT, &n) != DX_OK) ||
+	    (*initial && run_each(db, DEFER_FTS_NEXT, &nfts) != DX_OK) || db_commit(db) != DX_OK) {
+		db_rollback(db);
+		*initial = 0;
+		return DX_DB;
 	}
 	if (n > 0)
 		log_info("database %s: an initial mirror: %d indexes are built at its end",
@@ -189,25 +279,25 @@ int db_indexes_defer(sqlite3 *db)
 	if (nfts > 0)
 		log_info("database %s: an initial mirror: %d full-text indexes are built at its end",
 			 sqlite3_db_filename(db, "main"), nfts);
-	return initial;
+	return DX_OK;
 }
 
-int db_cache_small(sqlite3 *db, char **old)
+enum dx_result db_cache_small(sqlite3 *db, char **old)
 {
 	if (first_text(db, "PRAGMA cache_size", old) <= 0)
-		return -1;
-	if (db_exec(db, "PRAGMA shrink_memory; PRAGMA cache_size = -1000") < 0) {
+		return DX_DB;
+	if (db_exec(db, "PRAGMA shrink_memory; PRAGMA cache_size = -1000") != DX_OK) {
 		sqlite3_free(*old);
 		*old = NULL;
-		return -1;
+		return DX_DB;
 	}
 #ifdef HAVE_MALLOC_TRIM
 	malloc_trim(0);
 #endif
-	return 0;
+	return DX_OK;
 }
 
-int db_cache_restore(sqlite3 *db, char *old)
+enum dx_result db_cache_restore(sqlite3 *db, char *old)
 {
 	char sql[64];
 
@@ -219,7 +309,7 @@ int db_cache_restore(sqlite3 *db, char *old)
 /* Each deferred index is built in a transaction of its own, so that the
  * write lock is held for one index at a time (SPEC 3, "the database lock is
  * held briefly") and a crash keeps those built; each one's time is logged. */
-int db_indexes_restore(sqlite3 *db)
+enum dx_result db_indexes_restore(sqlite3 *db)
 {
 	struct timespec t0, t1;
 	char *name = NULL, *stmt = NULL;
@@ -227,23 +317,22 @@ int db_indexes_restore(sqlite3 *db)
 
 	for (;;) {
 		clock_gettime(CLOCK_MONOTONIC, &t0);
-		if (db_exec(db, "BEGIN IMMEDIATE") < 0)
-			return -1;
+		if (db_begin(db) != DX_OK)
+			return DX_DB;
 		rc = first_text(db, RESTORE_NAME, &name);
 		if (rc > 0 && (rc = first_text(db, RESTORE_NEXT, &stmt)) > 0)
-			rc = db_exec(db, stmt) < 0 ? -1 : 1;
+			rc = db_exec(db, stmt) != DX_OK ? -1 : 1;
 		sqlite3_free(stmt);
 		stmt = NULL;
-		if (rc < 0 || db_exec(db, "COMMIT") < 0) {
+		if (rc < 0 || db_commit(db) != DX_OK) {
 			sqlite3_free(name);
-			sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-			return -1;
+			db_rollback(db);
+			return DX_DB;
 		}
 		if (rc == 0)
 			break;
 		clock_gettime(CLOCK_MONOTONIC, &t1);
-		log_info("database %s: built the deferred %s %s in %.2f s",
-			 sqlite3_db_filename(db, "main"),
+		log_info("database %s: built the deferred %s %s in %.2f s", sqlite3_db_filename(db, "main"),
 			 strstr(name, "_fts") ? "full-text index" : "index", name,
 			 (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 		sqlite3_free(name);
@@ -252,34 +341,37 @@ int db_indexes_restore(sqlite3 *db)
 	}
 	sqlite3_free(name);
 	if (n > 0)
-		log_info("database %s: the %d deferred indexes are built", sqlite3_db_filename(db, "main"), n);
-	return 0;
+		log_info("database %s: the %d deferred indexes are built", sqlite3_db_filename(db, "main"),
+			 n);
+	return DX_OK;
 }
 
 /* Apply every migration newer than the database, all in one transaction,
  * so that a crash leaves the old schema or the new one, never a mix.  A
  * current schema is read without taking the write lock. */
-static int migrate(sqlite3 *db, const char *path)
+static enum dx_result migrate(sqlite3 *db, const char *path)
 {
+	enum dx_result rc = DX_DB;
 	char sql[64];
 	int have, deferred = 0;
 
 	if (user_version(db) == db_schema_version())
-		return 0;
-	if (db_exec(db, "BEGIN IMMEDIATE") < 0)
-		return -1;
+		return DX_OK;
+	if (db_begin(db) != DX_OK)
+		return DX_DB;
 	have = user_version(db);
 	if (have < 0) {
-		log_err("database %s: %s", path, sqlite3_errmsg(db));
+		db_error_at(NULL, db, path, NULL);
 		goto fail;
 	}
 	if (have > db_schema_version()) {
 		log_err("database %s: schema version %d is newer than this dexsync knows (%d); upgrade dexsync",
 			path, have, db_schema_version());
+		rc = DX_SCHEMA;
 		goto fail;
 	}
 	/* A migration may alter a deferred index: put them back first. */
-	if (have < db_schema_version() && have >= 1 && run_each(db, RESTORE_NEXT, &deferred) < 0)
+	if (have < db_schema_version() && have >= 1 && run_each(db, RESTORE_NEXT, &deferred) != DX_OK)
 		goto fail;
 	for (size_t i = 0; i < N_MIGRATIONS; i++) {
 		struct timespec t0, t1;
@@ -287,7 +379,7 @@ static int migrate(sqlite3 *db, const char *path)
 		if (migrations[i].version <= have)
 			continue;
 		clock_gettime(CLOCK_MONOTONIC, &t0);
-		if (db_exec(db, migrations[i].sql) < 0) {
+		if (db_exec(db, migrations[i].sql) != DX_OK) {
 			log_err("database %s: migration %s failed", path, migrations[i].name);
 			goto fail;
 		}
@@ -297,73 +389,78 @@ static int migrate(sqlite3 *db, const char *path)
 			 (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 	}
 	snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", db_schema_version());
-	if (db_exec(db, sql) < 0 || db_exec(db, "COMMIT") < 0)
+	if (db_exec(db, sql) != DX_OK || db_commit(db) != DX_OK)
 		goto fail;
-	return 0;
+	return DX_OK;
 fail:
-	sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-	return -1;
+	db_rollback(db);
+	return rc;
 }
 
-/* Is the read-only db a dexsync mirror of this program's schema?  0, or
- * -1 after logging what it is instead.  Reads, never writes. */
-static int check_schema(sqlite3 *db, const char *path)
+/* Is the read-only db a dexsync mirror of this program's schema?  DX_OK,
+ * or DX_SCHEMA after logging what it is instead (DX_DB when it cannot be
+ * read).  Reads, never writes. */
+static enum dx_result check_schema(sqlite3 *db, const char *path)
 {
 	char *ours;
 	int have = user_version(db), rc;
 
-	if (have < 0) {
-		log_err("database %s: %s", path, sqlite3_errmsg(db));
-		return -1;
-	}
-	rc = first_text(db, "SELECT count(*) = 3 FROM sqlite_schema WHERE type = 'table'\n"
-			    "	AND name IN ('conversations', 'outbox', 'sync_runs')", &ours);
+	if (have < 0)
+		return db_error_at(NULL, db, path, NULL);
+	rc = first_text(db,
+			"SELECT count(*) = 3 FROM sqlite_schema WHERE type = 'table'\n"
+			"	AND name IN ('conversations', 'outbox', 'sync_runs')",
+			&ours);
 	if (rc < 0)
-		return -1;
+		return DX_DB;
 	rc = rc > 0 && !strcmp(ours, "1");
 	sqlite3_free(ours);
 	if (!rc || have < 1) {
 		log_err("database %s: not a dexsync mirror (left untouched)", path);
-		return -1;
+		return DX_SCHEMA;
 	}
 	if (have < db_schema_version()) {
 		log_err("database %s: schema version %d is older than this dexsync's (%d); "
-			"start dexsyncd once to migrate it", path, have, db_schema_version());
-		return -1;
+			"start dexsyncd once to migrate it",
+			path, have, db_schema_version());
+		return DX_SCHEMA;
 	}
 	if (have > db_schema_version()) {
 		log_err("database %s: schema version %d is newer than this dexsync knows (%d); upgrade dexsync",
 			path, have, db_schema_version());
-		return -1;
+		return DX_SCHEMA;
 	}
-	return 0;
+	return DX_OK;
 }
 
 /* May the daemon make the database at path its mirror?  An empty file
  * (new), or a dexsync mirror; not another program's database (no
  * user_version, and tables), which is left as it is: nothing is written
- * before this says yes.  0, or -1 after logging why not. */
-static int adoptable(sqlite3 *db, const char *path)
+ * before this says yes.  DX_OK, or DX_SCHEMA (DX_DB) after logging why
+ * not. */
+static enum dx_result adoptable(sqlite3 *db, const char *path)
 {
 	char *other = NULL;
 	int rc;
 
 	if (user_version(db) != 0)
-		return 0;
+		return DX_OK;
 	rc = first_text(db, "SELECT name FROM sqlite_schema LIMIT 1", &other);
 	if (rc > 0)
 		log_err("database %s: holds other tables ('%s') and no dexsync schema: not a "
-			"dexsync mirror (left untouched)", path, other);
+			"dexsync mirror (left untouched)",
+			path, other);
 	sqlite3_free(other);
-	return rc == 0 ? 0 : -1;
+	return rc == 0 ? DX_OK : rc > 0 ? DX_SCHEMA : DX_DB;
 }
 
 /* The pragmas of a connection that may write, then the migrations.  The
  * daemon's connections keep the -wal and -shm files when they close: a
  * reader who may not write the directory (the dexsync-read group) can open
  * a WAL database read-only only while they exist. */
-static int setup_writer(sqlite3 *db, const char *path, enum db_mode mode)
+static enum dx_result setup_writer(sqlite3 *db, const char *path, enum db_mode mode)
 {
+	enum dx_result rc;
 	int persist = 1;
 
 	if (mode == DB_DAEMON)
@@ -371,13 +468,16 @@ static int setup_writer(sqlite3 *db, const char *path, enum db_mode mode)
 	sqlite3_busy_timeout(db, mode == DB_DAEMON ? DB_BUSY_TIMEOUT_MS : DB_CLIENT_BUSY_TIMEOUT_MS);
 	/* The command line queues into a mirror the daemon made and keeps
 	 * current; it never migrates, nor adopts another file. */
-	if (mode == DB_CLIENT)
-		return check_schema(db, path) < 0 || db_exec(db, "PRAGMA synchronous = FULL") < 0 ||
-		       db_exec(db, "PRAGMA temp_store = FILE") < 0 ? -1 : 0;
-	if (adoptable(db, path) < 0 || db_exec(db, "PRAGMA journal_mode = WAL") < 0 ||
-	    db_exec(db, "PRAGMA synchronous = NORMAL") < 0 ||
-	    db_exec(db, "PRAGMA temp_store = FILE") < 0)
-		return -1;
+	if (mode == DB_CLIENT) {
+		if ((rc = check_schema(db, path)) == DX_OK &&
+		    (rc = db_exec(db, "PRAGMA synchronous = FULL")) == DX_OK)
+			rc = db_exec(db, "PRAGMA temp_store = FILE");
+		return rc;
+	}
+	if ((rc = adoptable(db, path)) != DX_OK || (rc = db_exec(db, "PRAGMA journal_mode = WAL")) != DX_OK ||
+	    (rc = db_exec(db, "PRAGMA synchronous = NORMAL")) != DX_OK ||
+	    (rc = db_exec(db, "PRAGMA temp_store = FILE")) != DX_OK)
+		return rc;
 	return migrate(db, path);
 }
 
@@ -405,8 +505,9 @@ static int sqlite_or_empty(const char *path)
  * process's first connection to the file: closing the descriptor drops the
  * POSIX locks of any other (see sqlite_or_empty).  An SQLite header,
  * and, unless a WAL file holds newer pages, a user_version (bytes 60-63,
- * big-endian) from 1 up.  0, or -1 after logging what it is instead. */
-static int header_check(const char *path)
+ * big-endian) from 1 up.  DX_OK, or DX_SCHEMA (DX_SYSTEM when it cannot
+ * be read) after logging what it is instead. */
+static enum dx_result header_check(const char *path)
 {
 	unsigned char h[100];
 	char *wal = NULL;
@@ -416,39 +517,42 @@ static int header_check(const char *path)
 	ssize_t n;
 
 	if (fd < 0) {
-		log_err("database %s: %s", path, strerror(errno));
-		return -1;
+		db_error_at(NULL, NULL, path, strerror(errno));
+		return DX_SYSTEM;
 	}
 	n = read(fd, h, sizeof(h));
 	close(fd);
 	if (n != (ssize_t)sizeof(h) || memcmp(h, "SQLite format 3", 16)) {
 		log_err("database %s: not a dexsync mirror (%s; left untouched)", path,
-			n < 0 ? strerror(errno) : n == 0 ? "an empty file" : "not an SQLite database");
-		return -1;
+			n < 0  ? strerror(errno) :
+			n == 0 ? "an empty file" :
+				 "not an SQLite database");
+		return n < 0 ? DX_SYSTEM : DX_SCHEMA;
 	}
 	pending = asprintf(&wal, "%s-wal", path) >= 0 && stat(wal, &st) == 0 && st.st_size > 0;
 	free(wal);
 	version = (long)h[60] << 24 | (long)h[61] << 16 | (long)h[62] << 8 | h[63];
 	if (!pending && version == 0) {
 		log_err("database %s: not a dexsync mirror (left untouched)", path);
-		return -1;
+		return DX_SCHEMA;
 	}
 	if (!pending && version > db_schema_version()) {
 		log_err("database %s: schema version %ld is newer than this dexsync knows (%d); "
-			"upgrade dexsync (left untouched)", path, version, db_schema_version());
-		return -1;
+			"upgrade dexsync (left untouched)",
+			path, version, db_schema_version());
+		return DX_SCHEMA;
 	}
-	return 0;
+	return DX_OK;
 }
 
 /* A read-only connection: nothing it runs can write (query_only), and it
  * waits only a moment for a lock (in WAL mode a reader never waits for a
  * writer). */
-static int setup_reader(sqlite3 *db, const char *path)
+static enum dx_result setup_reader(sqlite3 *db, const char *path)
 {
 	sqlite3_busy_timeout(db, 1000);
-	if (db_exec(db, "PRAGMA query_only = 1") < 0 || db_exec(db, "PRAGMA temp_store = FILE") < 0)
-		return -1;
+	if (db_exec(db, "PRAGMA query_only = 1") != DX_OK || db_exec(db, "PRAGMA temp_store = FILE") != DX_OK)
+		return DX_DB;
 	return check_schema(db, path);
 }
 
@@ -471,16 +575,16 @@ sqlite3 *db_open(const char *path, enum db_mode mode)
 	} else if (access(path, F_OK) < 0) {
 		log_err("database %s: does not exist (has dexsyncd run yet? see -d and -f)", path);
 		return NULL;
-	} else if (header_check(path) < 0) {
+	} else if (header_check(path) != DX_OK) {
 		return NULL;
 	}
 	if (sqlite3_open_v2(path, &db, flags, NULL) != SQLITE_OK) {
-		log_err("database %s: %s", path, db ? sqlite3_errmsg(db) : "out of memory");
+		db_error_at(NULL, db, path, NULL);
 		sqlite3_close(db);
 		return NULL;
 	}
 	sqlite3_extended_result_codes(db, 1);
-	if ((mode == DB_READONLY ? setup_reader(db, path) : setup_writer(db, path, mode)) < 0) {
+	if ((mode == DB_READONLY ? setup_reader(db, path) : setup_writer(db, path, mode)) != DX_OK) {
 		sqlite3_close(db);
 		return NULL;
 	}
@@ -490,5 +594,5 @@ sqlite3 *db_open(const char *path, enum db_mode mode)
 void db_close(sqlite3 *db)
 {
 	if (db && sqlite3_close(db) != SQLITE_OK)
-		log_err("database %s: close: %s", sqlite3_db_filename(db, "main"), sqlite3_errmsg(db));
+		db_error_in(db, "close");
 }

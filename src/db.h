@@ -3,11 +3,14 @@
 #define DEXSYNC_DB_H
 
 #include <sqlite3.h>
+#include <stddef.h>
+
+#include "result.h"
 
 enum db_mode {
-	DB_DAEMON,      /* create if missing, synchronous=NORMAL (WAL keeps it safe) */
-	DB_CLIENT,      /* must exist, synchronous=FULL: a queued write survives power loss */
-	DB_READONLY,    /* must exist and be a current dexsync mirror; never written */
+	DB_DAEMON,   /* create if missing, synchronous=NORMAL (WAL keeps it safe) */
+	DB_CLIENT,   /* must exist, synchronous=FULL: a queued write survives power loss */
+	DB_READONLY, /* must exist and be a current dexsync mirror; never written */
 };
 
 /* Open path.  DB_DAEMON and DB_CLIENT set WAL, busy_timeout and the other
@@ -22,12 +25,47 @@ void db_close(sqlite3 *db);
 /* The schema version this build creates. */
 int db_schema_version(void);
 
-/* Run SQL with no result rows; logs and returns -1 on error. */
-int db_exec(sqlite3 *db, const char *sql);
+/* Log a database error as "[who: ]database FILE: MESSAGE", the one form
+ * every database error takes: FILE is path, or db's main file when path is
+ * NULL; MESSAGE is msg, or SQLite's last message on db when msg is NULL;
+ * who (NULL: none) names the part of dexsync that speaks.  Returns DX_DB. */
+enum dx_result db_error_at(const char *who, sqlite3 *db, const char *path, const char *msg);
+/* The same, of db's main file, with SQLite's last message on db. */
+enum dx_result db_error(sqlite3 *db);
+/* The same, with what failed before SQLite's message ("WHAT: MESSAGE"). */
+enum dx_result db_error_in(sqlite3 *db, const char *what);
+
+/* Run SQL with no result rows; DX_OK, or DX_DB after logging. */
+enum dx_result db_exec(sqlite3 *db, const char *sql);
+
+/* A write transaction (BEGIN IMMEDIATE: the write lock at once, waiting
+ * busy_timeout for it), its commit, and its rollback, which does nothing
+ * when no transaction is open (SQLite may have rolled it back itself).
+ * DX_OK, or DX_DB after logging. */
+enum dx_result db_begin(sqlite3 *db);
+enum dx_result db_commit(sqlite3 *db);
+void db_rollback(sqlite3 *db);
 
 /* Prepare a statement that lives as long as the connection (SQLITE_PREPARE_PERSISTENT);
  * logs and returns NULL on error. */
 sqlite3_stmt *db_prepare(sqlite3 *db, const char *sql);
+
+/* Step st, a statement that returns no rows, then reset it and clear its
+ * bindings.  DX_OK, or DX_DB after logging. */
+enum dx_result db_run(sqlite3_stmt *st);
+/* Step st once: DX_OK with *row 1 (a row to read, then db_reset) or 0 (no
+ * more: st is reset already), or DX_DB after logging (st reset).  who as
+ * for db_error_at. */
+enum dx_result db_step(sqlite3_stmt *st, const char *who, int *row);
+/* Reset st and clear its bindings, for its next use. */
+void db_reset(sqlite3_stmt *st);
+
+/* Bind the string s (NULL: SQL NULL) to parameter i; SQLite does not copy
+ * it, so it must stay until the statement is reset. */
+void db_bind_text(sqlite3_stmt *st, int i, const char *s);
+/* Bind the len bytes at s (NULL: SQL NULL) as text: a string from the
+ * server may hold a NUL, and is stored whole. */
+void db_bind_len(sqlite3_stmt *st, int i, const char *s, size_t len);
 
 /* An initial mirror (an empty conversations table) drops the schema's own
  * secondary indexes of the mirror tables (never one a user created) and
@@ -37,11 +75,11 @@ sqlite3_stmt *db_prepare(sqlite3 *db, const char *sql);
  * walk cut short goes on without them, the daemon's next start or a later
  * migration builds them.  Each index is built in a transaction of its own,
  * so the write lock is never held for all of them at once.
- * db_indexes_defer returns 1 for an initial mirror, else 0; both return -1
- * after logging an error. */
+ * db_indexes_defer sets *initial to 1 for an initial mirror, else 0; both
+ * return DX_OK, or DX_DB after logging an error. */
 #define DB_DEFERRED "deferred_index:"
-int db_indexes_defer(sqlite3 *db);
-int db_indexes_restore(sqlite3 *db);
+enum dx_result db_indexes_defer(sqlite3 *db, int *initial);
+enum dx_result db_indexes_restore(sqlite3 *db);
 
 /* Building an index sorts in memory as large as the page cache (SQLite's
  * PMA size, 1 MiB at the least), and a walk ends with such sorts (the
@@ -50,9 +88,9 @@ int db_indexes_restore(sqlite3 *db);
  * the system and keeps it small, so that the sort takes its place instead
  * of adding to it (building an index writes in order and needs little
  * cache); *old gets the size db_cache_restore puts back (and frees).
- * 0, or -1 on error. */
-int db_cache_small(sqlite3 *db, char **old);
-int db_cache_restore(sqlite3 *db, char *old);
+ * DX_OK, or DX_DB after logging. */
+enum dx_result db_cache_small(sqlite3 *db, char **old);
+enum dx_result db_cache_restore(sqlite3 *db, char *old);
 
 /* Current UTC time as YYYY-MM-DDTHH:MM:SSZ into buf (at least 21 bytes). */
 void db_now(char *buf, size_t size);
@@ -60,7 +98,7 @@ void db_now(char *buf, size_t size);
 /* How long a connection waits for another's write lock.  The daemon's
  * transactions last about a second at most, and queuing from the command
  * line must never fail because a walk is running: it waits a minute. */
-#define DB_BUSY_TIMEOUT_MS 10000
+#define DB_BUSY_TIMEOUT_MS	  10000
 #define DB_CLIENT_BUSY_TIMEOUT_MS 60000
 
 #endif

@@ -31,9 +31,9 @@
 #include "search.h"
 #include "status.h"
 
-#define DEFAULT_CONF	SYSCONFDIR "/dexsyncd.conf"
-#define EXIT_USAGE	2
-#define STDIN_CHUNK	65536
+#define DEFAULT_CONF SYSCONFDIR "/dexsyncd.conf"
+#define EXIT_USAGE   2
+#define STDIN_CHUNK  65536
 
 /* What a command works on: the database, its path (the daemon's lock file
  * sits next to it), and the configuration. */
@@ -73,7 +73,8 @@ static const char usage_text[] =
 	"                                        best first; exit 0 found, 1 none, 2 error\n"
 	"\n"
 	"  -f, --config FILE     configuration: the database and the intervals status\n"
-	"                        judges by (default " DEFAULT_CONF ")\n"
+	"                        judges by (default " DEFAULT_CONF
+	")\n"
 	"  -d, --database FILE   the database itself (then the defaults, unless -f)\n"
 	"  -V, --version         print the version\n"
 	"  -h, --help            print this help\n";
@@ -108,7 +109,8 @@ static int option_error(const char *cmd, int ch, char **argv)
 	if (ch == ':')
 		return usage_error("%s: option '%s' needs a value", cmd, arg);
 	if (!strncmp(arg, "--", 2) && strchr(arg, '=') && optopt)
-		return usage_error("%s: option '%.*s' takes no value", cmd, (int)(strchr(arg, '=') - arg), arg);
+		return usage_error("%s: option '%.*s' takes no value", cmd, (int)(strchr(arg, '=') - arg),
+				   arg);
 	if (!strncmp(arg, "--", 2) && !optopt)
 		return usage_error("%s: unknown option '%s'", cmd, arg);
 	return usage_error("%s: unknown option '-%c'", cmd, optopt);
@@ -165,8 +167,8 @@ static long long enqueue(sqlite3 *db, const char *kind, const char *target, json
 		log_err("out of memory");
 		return -1;
 	}
-	if (sqlite3_prepare_v2(db, "INSERT INTO outbox(kind, target, payload) VALUES (?1, ?2, ?3)",
-			       -1, &st, NULL) == SQLITE_OK) {
+	if (sqlite3_prepare_v2(db, "INSERT INTO outbox(kind, target, payload) VALUES (?1, ?2, ?3)", -1, &st,
+			       NULL) == SQLITE_OK) {
 		sqlite3_bind_text(st, 1, kind, -1, SQLITE_STATIC);
 		sqlite3_bind_text(st, 2, target, -1, SQLITE_STATIC);
 		sqlite3_bind_text(st, 3, body, -1, SQLITE_STATIC);
@@ -188,8 +190,10 @@ static int queued_conversation(sqlite3 *db, long long n)
 	sqlite3_stmt *st = NULL;
 	int ok = 0;
 
-	if (sqlite3_prepare_v2(db, "SELECT 1 FROM outbox WHERE id = ?1 AND kind = 'conversation'"
-			       " AND state NOT IN ('failed', 'cancelled')", -1, &st, NULL) == SQLITE_OK) {
+	if (sqlite3_prepare_v2(db,
+			       "SELECT 1 FROM outbox WHERE id = ?1 AND kind = 'conversation'"
+			       " AND state NOT IN ('failed', 'cancelled')",
+			       -1, &st, NULL) == SQLITE_OK) {
 		sqlite3_bind_int64(st, 1, n);
 		ok = sqlite3_step(st) == SQLITE_ROW;
 	}
@@ -366,8 +370,8 @@ static int cmd_new_conversation(struct ctx *x, int argc, char **argv)
 			log_err("--subject is given twice");
 			goto out;
 		}
-		if (ch == 's' ? json_object_set_new(payload, "subject", json_string(optarg)) < 0
-			      : json_array_append_new(tags, json_string(optarg)) < 0) {
+		if (ch == 's' ? json_object_set_new(payload, "subject", json_string(optarg)) < 0 :
+				json_array_append_new(tags, json_string(optarg)) < 0) {
 			log_err("out of memory");
 			goto out;
 		}
@@ -415,8 +419,8 @@ static int cmd_outbox(struct ctx *x, int argc, char **argv)
 	static const struct option opts[] = { { "state", required_argument, NULL, 's' },
 					      { NULL, 0, NULL, 0 } };
 	static const size_t width[] = { 7, 12, 24, 9, 3, 20, 16, 0 };
-	static const char *const head[] = { "ID", "KIND", "TARGET", "STATE", "TRY", "NEXT ATTEMPT",
-					    "REMOTE ID", "LAST STATUS / ERROR" };
+	static const char *const head[] = { "ID",  "KIND",	   "TARGET",	"STATE",
+					    "TRY", "NEXT ATTEMPT", "REMOTE ID", "LAST STATUS / ERROR" };
 	const char *state = NULL;
 	sqlite3_stmt *st = NULL;
 	int ch, rc;
@@ -434,17 +438,19 @@ static int cmd_outbox(struct ctx *x, int argc, char **argv)
 		return 1;
 	}
 	/* The error is cut to 100 characters (not bytes: never inside one). */
-	if (sqlite3_prepare_v2(x->db,
-			       "SELECT id, kind, target, state, attempts,\n"
-			       "	CASE WHEN state = 'sending' THEN 'since ' || coalesce(sending_at, '?')\n"
-			       "		ELSE coalesce(next_attempt_at, '-') END,\n"
-			       "	coalesce(remote_id, ''),\n"
-			       "	trim(coalesce(last_status, '') || ' ' ||\n"
-			       "		CASE WHEN length(last_error) > 100 THEN substr(last_error, 1, 100) || '...'\n"
-			       "			ELSE coalesce(last_error, '') END)\n"
-			       "FROM outbox\n"
-			       "WHERE ?1 IS NULL OR state = ?1\n"
-			       "ORDER BY id", -1, &st, NULL) != SQLITE_OK) {
+	if (sqlite3_prepare_v2(
+		    x->db,
+		    "SELECT id, kind, target, state, attempts,\n"
+		    "	CASE WHEN state = 'sending' THEN 'since ' || coalesce(sending_at, '?')\n"
+		    "		ELSE coalesce(next_attempt_at, '-') END,\n"
+		    "	coalesce(remote_id, ''),\n"
+		    "	trim(coalesce(last_status, '') || ' ' ||\n"
+		    "		CASE WHEN length(last_error) > 100 THEN substr(last_error, 1, 100) || '...'\n"
+		    "			ELSE coalesce(last_error, '') END)\n"
+		    "FROM outbox\n"
+		    "WHERE ?1 IS NULL OR state = ?1\n"
+		    "ORDER BY id",
+		    -1, &st, NULL) != SQLITE_OK) {
 		log_err("database: %s", sqlite3_errmsg(x->db));
 		return 1;
 	}
@@ -503,23 +509,23 @@ static long long *parse_ids(int argc, char **argv, int *n)
  * that none starts meanwhile.  Returns 1 when the transaction met a
  * 'sending' item without holding the lock (*sending gets its id), else the
  * exit status. */
-static int change_items(struct ctx *x, const long long *ids, int n, int retry, int locked,
-			long long *sending)
+static int change_items(struct ctx *x, const long long *ids, int n, int retry, int locked, long long *sending)
 {
 	const char *from = retry ? "failed" : "pending";
 	sqlite3_stmt *get = NULL, *set = NULL;
 	int rc = 1;
 
 	*sending = 0;
-	if (db_exec(x->db, "BEGIN IMMEDIATE") < 0)
+	if (db_begin(x->db) != DX_OK)
 		return 1;
 	if (sqlite3_prepare_v2(x->db, "SELECT state FROM outbox WHERE id = ?1", -1, &get, NULL) ||
-	    sqlite3_prepare_v2(x->db, retry
-			       ? "UPDATE outbox SET state = 'pending', attempts = 0,\n"
-				 "	next_attempt_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now'),\n"
-				 "	retried_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now')\n"
-				 "WHERE id = ?1"
-			       : "UPDATE outbox SET state = 'cancelled' WHERE id = ?1", -1, &set, NULL)) {
+	    sqlite3_prepare_v2(x->db,
+			       retry ? "UPDATE outbox SET state = 'pending', attempts = 0,\n"
+				       "	next_attempt_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now'),\n"
+				       "	retried_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now')\n"
+				       "WHERE id = ?1" :
+				       "UPDATE outbox SET state = 'cancelled' WHERE id = ?1",
+			       -1, &set, NULL)) {
 		log_err("database: %s", sqlite3_errmsg(x->db));
 		goto out;
 	}
@@ -537,8 +543,8 @@ static int change_items(struct ctx *x, const long long *ids, int n, int retry, i
 			goto out;
 		}
 		if (strcmp(state, from) && strcmp(state, "sending")) {
-			log_err("item %lld is %s; only %s items can be %s",
-				ids[i], state, from, retry ? "retried" : "cancelled");
+			log_err("item %lld is %s; only %s items can be %s", ids[i], state, from,
+				retry ? "retried" : "cancelled");
 			goto out;
 		}
 		sqlite3_reset(get);
@@ -549,7 +555,7 @@ static int change_items(struct ctx *x, const long long *ids, int n, int retry, i
 		}
 		sqlite3_reset(set);
 	}
-	if (db_exec(x->db, "COMMIT") == 0) {
+	if (db_commit(x->db) == DX_OK) {
 		printf("%d item%s %s\n", n, n == 1 ? "" : "s", retry ? "back to pending" : "cancelled");
 		rc = 0;
 	}
@@ -557,7 +563,7 @@ out:
 	sqlite3_finalize(get);
 	sqlite3_finalize(set);
 	if (rc)
-		sqlite3_exec(x->db, "ROLLBACK", NULL, NULL, NULL);
+		db_rollback(x->db);
 	return rc;
 }
 
@@ -577,12 +583,12 @@ static int change_state(struct ctx *x, int argc, char **argv, int retry)
 		fd = lock_try(x->path, &pid);
 		if (fd < 0 && pid > 0)
 			log_err("item %lld is being sent by dexsyncd (pid %ld), which serves %s; only an "
-				"item a stopped daemon left in sending can be %s", sending, pid, x->path,
-				retry ? "retried" : "cancelled");
+				"item a stopped daemon left in sending can be %s",
+				sending, pid, x->path, retry ? "retried" : "cancelled");
 		else if (fd < 0 && pid == 0)
 			log_err("item %lld is being sent by dexsyncd (pid unknown), which serves %s; only "
-				"an item a stopped daemon left in sending can be %s", sending, x->path,
-				retry ? "retried" : "cancelled");
+				"an item a stopped daemon left in sending can be %s",
+				sending, x->path, retry ? "retried" : "cancelled");
 		if (fd >= 0)
 			rc = change_items(x, ids, n, retry, 1, &sending);
 		lock_release(fd);
@@ -596,12 +602,14 @@ static int cmd_retry(struct ctx *x, int argc, char **argv)
 	if (argc >= 2 && !strcmp(argv[1], "--failed")) {
 		if (argc > 2)
 			return usage_error("%s", "retry --failed takes no ids");
-		if (db_exec(x->db, "UPDATE outbox SET state = 'pending', attempts = 0,\n"
-				   "	next_attempt_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now'),\n"
-				   "	retried_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now')\n"
-				   "WHERE state = 'failed'") < 0)
+		if (db_exec(x->db,
+			    "UPDATE outbox SET state = 'pending', attempts = 0,\n"
+			    "	next_attempt_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now'),\n"
+			    "	retried_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now')\n"
+			    "WHERE state = 'failed'") != DX_OK)
 			return 1;
-		printf("%d item%s back to pending\n", sqlite3_changes(x->db), sqlite3_changes(x->db) == 1 ? "" : "s");
+		printf("%d item%s back to pending\n", sqlite3_changes(x->db),
+		       sqlite3_changes(x->db) == 1 ? "" : "s");
 		return 0;
 	}
 	return change_state(x, argc - 1, argv + 1, 1);
@@ -621,13 +629,11 @@ static int cmd_status(struct ctx *x, int argc, char **argv)
 
 static int cmd_report(struct ctx *x, int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "format", required_argument, NULL, 'F' },
-		{ "since", required_argument, NULL, 's' },
-		{ "until", required_argument, NULL, 'u' },
-		{ "attribute", required_argument, NULL, 'a' },
-		{ NULL, 0, NULL, 0 }
-	};
+	static const struct option opts[] = { { "format", required_argument, NULL, 'F' },
+					      { "since", required_argument, NULL, 's' },
+					      { "until", required_argument, NULL, 'u' },
+					      { "attribute", required_argument, NULL, 'a' },
+					      { NULL, 0, NULL, 0 } };
 	struct report_query q = { NULL, NULL, NULL };
 	const struct report_def *r = NULL;
 	int ch, fmt = REPORT_TABLE;
@@ -684,12 +690,9 @@ static int valid_since(const char *s)
 static int cmd_search(struct ctx *x, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "status", required_argument, NULL, 's' },
-		{ "since", required_argument, NULL, 'S' },
-		{ "limit", required_argument, NULL, 'l' },
-		{ "all", no_argument, NULL, 'a' },
-		{ "format", required_argument, NULL, 'F' },
-		{ NULL, 0, NULL, 0 }
+		{ "status", required_argument, NULL, 's' }, { "since", required_argument, NULL, 'S' },
+		{ "limit", required_argument, NULL, 'l' },  { "all", no_argument, NULL, 'a' },
+		{ "format", required_argument, NULL, 'F' }, { NULL, 0, NULL, 0 }
 	};
 	struct search_query q = { NULL, NULL, NULL, SEARCH_DEFAULT_LIMIT, 0 };
 	int ch, fmt = SEARCH_TABLE;
@@ -707,14 +710,16 @@ static int cmd_search(struct ctx *x, int argc, char **argv)
 			break;
 		case 'S':
 			if (!valid_since(optarg)) {
-				log_err("search: --since '%.40s' is not YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ", optarg);
+				log_err("search: --since '%.40s' is not YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ",
+					optarg);
 				return EXIT_USAGE;
 			}
 			q.since = optarg;
 			break;
 		case 'l':
 			q.limit = strtol(optarg, &end, 10);
-			if (*optarg < '0' || *optarg > '9' || *end || q.limit < 1 || q.limit > SEARCH_MAX_LIMIT) {
+			if (*optarg < '0' || *optarg > '9' || *end || q.limit < 1 ||
+			    q.limit > SEARCH_MAX_LIMIT) {
 				log_err("search: --limit '%.40s' is not a number from 1 to %d", optarg,
 					SEARCH_MAX_LIMIT);
 				return EXIT_USAGE;
@@ -758,10 +763,8 @@ static int cmd_check(struct ctx *x, int argc, char **argv)
 
 static int cmd_history(struct ctx *x, int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "format", required_argument, NULL, 'F' },
-		{ NULL, 0, NULL, 0 }
-	};
+	static const struct option opts[] = { { "format", required_argument, NULL, 'F' },
+					      { NULL, 0, NULL, 0 } };
 	int ch, fmt = REPORT_TABLE;
 
 	while ((ch = getopt_long(argc, argv, ":F:", opts, NULL)) != -1) {
@@ -783,14 +786,15 @@ static int cmd_history(struct ctx *x, int argc, char **argv)
 		return usage_error("history takes one CONVERSATION, not '%.40s'", argv[optind + 1]);
 	if (!*argv[optind])
 		return usage_error("%s", "history: the conversation id is empty");
-	return history_print(x->db, argv[optind], strlen(argv[optind]), (enum report_format)fmt,
-			     stdout) < 0 ? 1 : 0;
+	return history_print(x->db, argv[optind], strlen(argv[optind]), (enum report_format)fmt, stdout) < 0 ?
+		       1 :
+		       0;
 }
 
 static const struct command {
 	const char *name;
 	int (*run)(struct ctx *x, int argc, char **argv);
-	enum db_mode mode;      /* DB_READONLY: looks, never writes */
+	enum db_mode mode; /* DB_READONLY: looks, never writes */
 } commands[] = {
 	{ "send", cmd_send, DB_CLIENT },
 	{ "update-user", cmd_update_user, DB_CLIENT },
@@ -819,13 +823,11 @@ static int load_conf(const char *conf_path, const char *database, struct conf *c
 
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "config", required_argument, NULL, 'f' },
-		{ "database", required_argument, NULL, 'd' },
-		{ "version", no_argument, NULL, 'V' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 }
-	};
+	static const struct option opts[] = { { "config", required_argument, NULL, 'f' },
+					      { "database", required_argument, NULL, 'd' },
+					      { "version", no_argument, NULL, 'V' },
+					      { "help", no_argument, NULL, 'h' },
+					      { NULL, 0, NULL, 0 } };
 	const char *conf_path = NULL, *database = NULL;
 	const struct command *cmd = NULL;
 	struct conf c;
@@ -834,8 +836,8 @@ int main(int argc, char **argv)
 
 	log_open("dexsync", LOG_USER, 1, 0);
 	log_set_level(LOG_NOTICE);
-	setlocale(LC_CTYPE, "C.UTF-8");         /* display widths of UTF-8 text */
-	opterr = 0;                             /* our own messages, escaped */
+	setlocale(LC_CTYPE, "C.UTF-8"); /* display widths of UTF-8 text */
+	opterr = 0;			/* our own messages, escaped */
 	while ((ch = getopt_long(argc, argv, "+:f:d:Vh", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'f':
@@ -869,11 +871,11 @@ int main(int argc, char **argv)
 	x.db = db_open(x.path, cmd->mode);
 	if (!x.db) {
 		conf_free(&c);
-		return cmd->run == cmd_search ? EXIT_USAGE : 1;     /* search: 1 is "none found" */
+		return cmd->run == cmd_search ? EXIT_USAGE : 1; /* search: 1 is "none found" */
 	}
 	argc -= optind;
 	argv += optind;
-	optind = 0;     /* glibc: 0 re-initialises getopt for the command's options */
+	optind = 0; /* glibc: 0 re-initialises getopt for the command's options */
 	rc = cmd->run(&x, argc, argv);
 	db_close(x.db);
 	conf_free(&c);

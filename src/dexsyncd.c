@@ -39,7 +39,7 @@ static void usage(FILE *out)
 }
 
 struct options {
-	const char *conf_path;          /* absolute: it points into conf_abs */
+	const char *conf_path; /* absolute: it points into conf_abs */
 	char conf_abs[PATH_MAX];
 	int foreground, once, check, level;
 };
@@ -48,16 +48,14 @@ struct options {
  * absolute: daemon() changes to /, and SIGHUP reads the same file again. */
 static int parse_options(int argc, char **argv, struct options *o)
 {
-	static const struct option longopts[] = {
-		{ "config", required_argument, NULL, 'f' },
-		{ "foreground", no_argument, NULL, 'n' },
-		{ "once", no_argument, NULL, '1' },
-		{ "check-config", no_argument, NULL, 't' },
-		{ "log-level", required_argument, NULL, 'l' },
-		{ "version", no_argument, NULL, 'V' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 }
-	};
+	static const struct option longopts[] = { { "config", required_argument, NULL, 'f' },
+						  { "foreground", no_argument, NULL, 'n' },
+						  { "once", no_argument, NULL, '1' },
+						  { "check-config", no_argument, NULL, 't' },
+						  { "log-level", required_argument, NULL, 'l' },
+						  { "version", no_argument, NULL, 'V' },
+						  { "help", no_argument, NULL, 'h' },
+						  { NULL, 0, NULL, 0 } };
 	char *abs;
 	int ch;
 
@@ -79,8 +77,10 @@ static int parse_options(int argc, char **argv, struct options *o)
 			break;
 		case 'l':
 			if ((o->level = log_level_from_name(optarg)) < 0) {
-				fprintf(stderr, "dexsyncd: unknown log level '%s' "
-					"(err, warning, notice, info, debug)\n", optarg);
+				fprintf(stderr,
+					"dexsyncd: unknown log level '%s' "
+					"(err, warning, notice, info, debug)\n",
+					optarg);
 				return 1;
 			}
 			break;
@@ -101,8 +101,8 @@ static int parse_options(int argc, char **argv, struct options *o)
 	}
 	if (!(abs = conf_abspath(o->conf_path)) ||
 	    (size_t)snprintf(o->conf_abs, sizeof(o->conf_abs), "%s", abs) >= sizeof(o->conf_abs)) {
-		fprintf(stderr, "dexsyncd: %s: cannot make the path absolute: %s\n",
-			o->conf_path, abs ? strerror(ENAMETOOLONG) : strerror(errno));
+		fprintf(stderr, "dexsyncd: %s: cannot make the path absolute: %s\n", o->conf_path,
+			abs ? strerror(ENAMETOOLONG) : strerror(errno));
 		free(abs);
 		return 1;
 	}
@@ -153,7 +153,7 @@ int main(int argc, char **argv)
 		conf_free(&c);
 		return rc;
 	}
-	if (api_global_init() < 0) {
+	if (api_global_init() != DX_OK) {
 		log_err("cannot initialise libcurl");
 		conf_free(&c);
 		return 1;

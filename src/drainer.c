@@ -7,6 +7,7 @@
  * max-rate counts the requests of both (api.c). */
 #include "config.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -25,8 +26,8 @@
 /* A stop gives the outbox DRAINER_GRACE_S for a request in flight, and
  * until DRAINER_STOP_S after it to record the answers the database refused:
  * within the unit's TimeoutStopSec=30s. */
-#define DRAINER_GRACE_S   10
-#define DRAINER_STOP_S    20
+#define DRAINER_GRACE_S 10
+#define DRAINER_STOP_S	20
 
 /* Items sent and failed since the daemon started: across reloads, which
  * build a new drainer. */
@@ -43,13 +44,13 @@ struct drainer {
 	pthread_t thread;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	int poked;                  /* under mu: drain again now */
-	atomic_int stop;            /* take no further item */
-	atomic_int cancel;          /* abandon the request in flight */
-	atomic_long stop_at;        /* when stop was asked (mono_seconds) */
-	atomic_int last;            /* end after the drain that starts next */
-	atomic_int done;            /* the thread has ended (set under mu) */
-	atomic_int failed_db;       /* the last drain stopped on a database error */
+	int poked;	      /* under mu: drain again now */
+	atomic_int stop;      /* take no further item */
+	atomic_int cancel;    /* abandon the request in flight */
+	atomic_long stop_at;  /* when stop was asked (mono_seconds) */
+	atomic_int last;      /* end after the drain that starts next */
+	atomic_int done;      /* the thread has ended (set under mu) */
+	atomic_int failed_db; /* the last drain stopped on a database error */
 };
 
 /* The monotonic clock's seconds. */
@@ -83,9 +84,10 @@ static void *drainer_main(void *arg)
 	long wait;
 	int last;
 
+	assert(d->ob && d->db && d->api);
 	for (;;) {
 		last = atomic_load(&d->last);
-		atomic_store(&d->failed_db, outbox_drain(d->ob, &d->stop, &n) < 0);
+		atomic_store(&d->failed_db, outbox_drain(d->ob, &d->stop, &n) != DX_OK);
 		atomic_fetch_add(&total_sent, n.sent);
 		atomic_fetch_add(&total_failed, n.failed);
 		metrics_drain(n.sent, n.retried, n.failed);
@@ -103,7 +105,7 @@ static void *drainer_main(void *arg)
 	/* Answers the database refused are recorded before the end, if it
 	 * lets us in time: else their items are sent again after a restart. */
 	if (outbox_settle(d->ob, (atomic_load(&d->stop_at) ? atomic_load(&d->stop_at) : mono_seconds()) +
-			  DRAINER_STOP_S) > 0)
+					 DRAINER_STOP_S) > 0)
 		atomic_store(&d->failed_db, 1);
 	pthread_mutex_lock(&d->mu);
 	atomic_store(&d->done, 1);
@@ -128,7 +130,7 @@ struct drainer *drainer_start(const struct conf *c, const char *key, int wake_fd
 	struct drainer *d = calloc(1, sizeof(*d));
 	pthread_condattr_t ca;
 	sigset_t all, old;
-	int rc;
+	int rc, recovered;
 
 	if (!d) {
 		log_err("outbox: out of memory");
@@ -138,7 +140,7 @@ struct drainer *drainer_start(const struct conf *c, const char *key, int wake_fd
 	d->wake_fd = wake_fd;
 	pthread_mutex_init(&d->mu, NULL);
 	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);    /* drainer_sleep's clock */
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* drainer_sleep's clock */
 	pthread_cond_init(&d->cv, &ca);
 	pthread_condattr_destroy(&ca);
 	if (!(d->api = api_new(&d->c, key))) {
@@ -147,7 +149,7 @@ struct drainer *drainer_start(const struct conf *c, const char *key, int wake_fd
 	}
 	api_set_cancel(d->api, &d->cancel);
 	if (!(d->db = db_open(d->c.database, DB_DAEMON)) || !(d->ob = outbox_open(d->db, d->api, &d->c)) ||
-	    (recover && outbox_recover(d->ob) < 0))
+	    (recover && outbox_recover(d->ob, &recovered) != DX_OK))
 		goto fail;
 	/* Signals are the main thread's: it sleeps in poll() for them. */
 	sigfillset(&all);
@@ -206,12 +208,12 @@ static int drainer_wait(struct drainer *d, time_t deadline, volatile sig_atomic_
 	return atomic_load(&d->done);
 }
 
-int drainer_stop(struct drainer *d, int final, volatile sig_atomic_t *interrupt)
+enum dx_result drainer_stop(struct drainer *d, int final, volatile sig_atomic_t *interrupt)
 {
-	int rc;
+	enum dx_result rc;
 
 	if (!d)
-		return 0;
+		return DX_OK;
 	if (final) {
 		atomic_store(&d->last, 1);
 		drainer_poke(d);
@@ -225,14 +227,16 @@ int drainer_stop(struct drainer *d, int final, volatile sig_atomic_t *interrupt)
 	atomic_store(&d->stop, 1);
 	drainer_poke(d);
 	if (!drainer_wait(d, atomic_load(&d->stop_at) + DRAINER_GRACE_S, NULL)) {
-		log_notice("outbox: still busy %d s after the stop: a request in flight is abandoned "
-			   "(its item goes again later, with the same Idempotency-Key)", DRAINER_GRACE_S);
+		log_notice(
+			"outbox: still busy %d s after the stop: a request in flight is abandoned "
+			"(its item goes again later, with the same Idempotency-Key)",
+			DRAINER_GRACE_S);
 		atomic_store(&d->cancel, 1);
 		drainer_wait(d, 0, NULL);
 	}
 joined:
 	pthread_join(d->thread, NULL);
-	rc = atomic_load(&d->failed_db) ? -1 : 0;
+	rc = atomic_load(&d->failed_db) ? DX_DB : DX_OK;
 	drainer_free(d);
 	return rc;
 }

@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include "conf.h"
+#include "result.h"
 
 struct drainer;
 
@@ -28,8 +29,9 @@ void drainer_counts(long *sent, long *failed);
 
 /* Stop the thread and free it.  With final, the thread ends after one more
  * full drain (dexsyncd -1), unless *interrupt becomes set meanwhile, which
- * abandons a request in flight as a transient failure.  Returns 0, or -1
- * when the last drain stopped on a database error. */
-int drainer_stop(struct drainer *d, int final, volatile sig_atomic_t *interrupt);
+ * abandons a request in flight as a transient failure.  Returns DX_OK, or
+ * DX_DB when the last drain stopped on a database error (or left answers
+ * unrecorded). */
+enum dx_result drainer_stop(struct drainer *d, int final, volatile sig_atomic_t *interrupt);
 
 #endif

@@ -27,7 +27,7 @@ size_t escape_utf8_len(const char *s, size_t n)
 		len = 4;
 		cp = u[0] & 0x07;
 	} else {
-		return 0;       /* continuation byte, C0/C1 overlong lead, or > U+13FFFF */
+		return 0; /* continuation byte, C0/C1 overlong lead, or > U+13FFFF */
 	}
 	if (n < len)
 		return 0;
@@ -59,8 +59,8 @@ static uint32_t code_point(const unsigned char *u, size_t len)
  * and isolates. */
 static int unicode_control(uint32_t cp)
 {
-	return (cp >= 0x80 && cp <= 0x9f) || cp == 0x2028 || cp == 0x2029 ||
-	       (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069);
+	return (cp >= 0x80 && cp <= 0x9f) || cp == 0x2028 || cp == 0x2029 || (cp >= 0x202a && cp <= 0x202e) ||
+	       (cp >= 0x2066 && cp <= 0x2069);
 }
 
 int escape_needed(const char *s, size_t len)
@@ -113,10 +113,18 @@ static size_t escape_char(const char *s, size_t len, char *out)
 	}
 	out[0] = '\\';
 	switch (c) {
-	case '\\': out[1] = '\\'; return 2;
-	case '\n': out[1] = 'n'; return 2;
-	case '\r': out[1] = 'r'; return 2;
-	case '\t': out[1] = 't'; return 2;
+	case '\\':
+		out[1] = '\\';
+		return 2;
+	case '\n':
+		out[1] = 'n';
+		return 2;
+	case '\r':
+		out[1] = 'r';
+		return 2;
+	case '\t':
+		out[1] = 't';
+		return 2;
 	}
 	out[1] = 'x';
 	out[2] = hex[c >> 4];

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "db.h"
 #include "escape.h"
 #include "history.h"
 #include "log.h"
@@ -80,7 +81,7 @@ int history_print(sqlite3 *db, const char *id, size_t len, enum report_format fm
 	return report_print_sql(db, "history", timeline_sql, id, len, fmt, out);
 }
 
-int history_prune(sqlite3 *db, long days, long *deleted)
+enum dx_result history_prune(sqlite3 *db, long days, long *deleted)
 {
 	static const char sql[] =
 		"DELETE FROM conversation_events\n"
@@ -107,10 +108,9 @@ int history_prune(sqlite3 *db, long days, long *deleted)
 		sqlite3_reset(st);
 	} while (n == HISTORY_PRUNE_BATCH);
 	sqlite3_finalize(st);
-	return 0;
+	return DX_OK;
 fail:
-	log_err("database %s: pruning the history: %s", sqlite3_db_filename(db, "main"),
-		sqlite3_errmsg(db));
+	db_error_in(db, "pruning the history");
 	sqlite3_finalize(st);
-	return -1;
+	return DX_DB;
 }

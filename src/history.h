@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "report.h"
+#include "result.h"
 
 /* Print the timeline of the conversation whose id is the len bytes at id:
  * first seen, each event, each listed last message and each message sent
@@ -17,8 +18,9 @@ int history_print(sqlite3 *db, const char *id, size_t len, enum report_format fm
 
 /* Delete the events seen more than days ago, oldest first, in transactions
  * of at most HISTORY_PRUNE_BATCH events, so that the write lock is never
- * held long.  *deleted gets the count.  Returns 0, or -1 after logging. */
+ * held long.  *deleted gets the count.  Returns DX_OK, or DX_DB after
+ * logging. */
 #define HISTORY_PRUNE_BATCH 1000
-int history_prune(sqlite3 *db, long days, long *deleted);
+enum dx_result history_prune(sqlite3 *db, long days, long *deleted);
 
 #endif

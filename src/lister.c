@@ -13,6 +13,7 @@
  * reads the flag they set and ends the lister through its cancel flag. */
 #include "config.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -23,78 +24,27 @@
 #include "lister.h"
 #include "log.h"
 
-#define LISTER_DEPTH		2	/* parsed pages waiting for the store */
-#define LISTER_RETRIES		3	/* transient failures retried per request */
-#define LISTER_MAX_WAIT		60	/* longer Retry-After: leave it to the next cycle */
-#define LISTER_SLICE_MS		100	/* how often a wait looks at the flags */
+#define LISTER_DEPTH	2   /* parsed pages waiting for the store */
+#define LISTER_SLICE_MS 100 /* how often a wait looks at the flags */
 
 struct lister {
 	pthread_t thread;
 	pthread_mutex_t lock;
-	pthread_cond_t cond;            /* the queue changed or the thread ended */
+	pthread_cond_t cond; /* the queue changed or the thread ended */
 	struct listed queue[LISTER_DEPTH];
 	int head, count;
-	int ended, failed;              /* set by the thread as it ends */
-	atomic_int cancel;              /* set by lister_finish */
+	int ended;	       /* set by the thread as it ends, */
+	enum dx_result result; /* with what the list came to */
+	atomic_int cancel;     /* set by lister_finish */
 	long retries;
-	char error[768];                /* as long as an api_response's */
-	volatile sig_atomic_t *stop;    /* the walk's thread's */
+	char error[768];	     /* as long as an api_response's */
+	volatile sig_atomic_t *stop; /* the walk's thread's */
 	/* The thread's own, from lister_start on. */
 	struct api *api;
 	const struct conf *c;
 	char *status, *cursor;
 	int rows;
 };
-
-static int stopped(volatile sig_atomic_t *stop, atomic_int *cancel)
-{
-	return (stop && *stop) || (cancel && atomic_load(cancel));
-}
-
-/* Sleep up to secs, in slices, until a flag is raised; nonzero if one was. */
-static int pause_for(long secs, volatile sig_atomic_t *stop, atomic_int *cancel)
-{
-	struct timespec slice = { 0, LISTER_SLICE_MS * 1000000L };
-
-	for (long ms = secs * 1000; ms > 0 && !stopped(stop, cancel); ms -= LISTER_SLICE_MS)
-		nanosleep(&slice, NULL);
-	return stopped(stop, cancel);
-}
-
-/* GET path, retrying a transient failure LISTER_RETRIES times; with fails,
- * also counts transient failures in a row in *fails (an answer that is not
- * transient resets it) and retries no more once it reaches max_fails. */
-static enum api_outcome get(struct api *api, const char *path, struct api_response *r,
-			    volatile sig_atomic_t *stop, atomic_int *cancel, long *retries,
-			    int *fails, int max_fails)
-{
-	enum api_outcome o;
-	long wait;
-
-	for (int attempt = 0;; attempt++) {
-		o = api_request(api, "GET", path, NULL, NULL, r);
-		if (fails)
-			*fails = o == API_TRANSIENT ? *fails + 1 : 0;
-		if (o != API_TRANSIENT || attempt == LISTER_RETRIES || stopped(stop, cancel) ||
-		    (fails && *fails >= max_fails))
-			return o;
-		wait = 1L << attempt;
-		if (r->retry_after > wait)
-			wait = r->retry_after;
-		if (wait > LISTER_MAX_WAIT)
-			return o;
-		log_notice("%s; retrying in %ld s", r->error, wait);
-		(*retries)++;
-		if (pause_for(wait, stop, cancel))
-			return o;
-	}
-}
-
-enum api_outcome lister_get(struct api *api, const char *path, struct api_response *r,
-			    volatile sig_atomic_t *stop, long *retries, int *fails, int max_fails)
-{
-	return get(api, path, r, stop, NULL, retries, fails, max_fails);
-}
 
 void listed_free(struct listed *p)
 {
@@ -112,8 +62,8 @@ static char *list_path(struct lister *l)
 
 	if (path && (!l->cursor || esc))
 		snprintf(path, size, "/conversations?limit=%ld%s%s%s%s", l->c->page_size,
-			 l->status ? "&status=" : "", l->status ? l->status : "",
-			 esc ? "&cursor=" : "", esc ? esc : "");
+			 l->status ? "&status=" : "", l->status ? l->status : "", esc ? "&cursor=" : "",
+			 esc ? esc : "");
 	else {
 		free(path);
 		path = NULL;
@@ -130,6 +80,7 @@ static int push(struct lister *l, struct listed *p)
 	pthread_mutex_lock(&l->lock);
 	while (l->count == LISTER_DEPTH && !atomic_load(&l->cancel))
 		pthread_cond_wait(&l->cond, &l->lock);
+	assert(l->count >= 0 && l->count <= LISTER_DEPTH);
 	if (atomic_load(&l->cancel))
 		rc = -1;
 	else {
@@ -143,37 +94,49 @@ static int push(struct lister *l, struct listed *p)
 	return rc;
 }
 
-/* Fetch and parse the next page into *p; 1 with a page, 0 to go round
- * again (starting over), -1 with l->error set. */
-static int fetch(struct lister *l, struct listed *p, int *restarted)
+/* Fetch and parse the next page into *p: DX_OK with a page, or with
+ * *again set and none (the cursor was rejected: go round again from the
+ * first page), or the failure's code with l->error set. */
+static enum dx_result fetch(struct lister *l, struct listed *p, int *restarted, int *again)
 {
 	char *path = list_path(l), err[256];
 	struct api_response r;
-	int rc = -1;
+	enum dx_result rc;
 
 	p->next_cursor = NULL;
+	*again = 0;
 	if (!path) {
 		snprintf(l->error, sizeof(l->error), "out of memory");
-		return -1;
+		return DX_NOMEM;
 	}
-	if (get(l->api, path, &r, NULL, &l->cancel, &l->retries, NULL, 0) != API_OK) {
+	switch ((rc = api_get(l->api, path, &r, &l->retries, NULL, 0))) {
+	case DX_OK:
+		if (page_parse(r.body, r.len, &p->page, err, sizeof(err)) != DX_OK) {
+			snprintf(l->error, sizeof(l->error), "GET %.120s: %s", path, err);
+			rc = DX_BAD_ANSWER;
+		} else if ((p->page.next_cursor && !(p->next_cursor = strdup(p->page.next_cursor))) ||
+			   (l->rows && page_rows(&p->page, 1) != DX_OK)) {
+			snprintf(l->error, sizeof(l->error), "out of memory");
+			listed_free(p);
+			rc = DX_NOMEM;
+		}
+		break;
+	case DX_PERMANENT:
+	case DX_GONE:
 		/* An expired or rejected cursor: start over, once. */
-		if (r.outcome == API_PERMANENT && l->cursor && !*restarted) {
+		if (l->cursor && !*restarted) {
 			log_notice("%s; the server rejected the cursor, starting the walk over", r.error);
-			*restarted = p->restart = 1;
+			*restarted = p->restart = *again = 1;
 			free(l->cursor);
 			l->cursor = NULL;
-			rc = 0;
-		} else
-			snprintf(l->error, sizeof(l->error), "%s", r.error);
-	} else if (page_parse(r.body, r.len, &p->page, err, sizeof(err)) < 0)
-		snprintf(l->error, sizeof(l->error), "GET %.120s: %s", path, err);
-	else if ((p->page.next_cursor && !(p->next_cursor = strdup(p->page.next_cursor))) ||
-		 (l->rows && page_rows(&p->page, 1) < 0)) {
-		snprintf(l->error, sizeof(l->error), "out of memory");
-		listed_free(p);
-	} else
-		rc = 1;
+			rc = DX_OK;
+			break;
+		}
+		/* fall through */
+	default:
+		snprintf(l->error, sizeof(l->error), "%s", r.error);
+		break;
+	}
 	free(path);
 	return rc;
 }
@@ -182,33 +145,33 @@ static void *run(void *arg)
 {
 	struct lister *l = arg;
 	struct listed p = { .restart = 0 };
-	int restarted = 0, rc = 0;
+	enum dx_result rc = DX_OK;
+	int restarted = 0, again;
 
 	while (!atomic_load(&l->cancel)) {
-		rc = fetch(l, &p, &restarted);
-		if (rc == 0)
-			continue;
-		if (rc < 0)
+		if ((rc = fetch(l, &p, &restarted, &again)) != DX_OK)
 			break;
+		if (again)
+			continue;
 		free(l->cursor);
 		l->cursor = p.next_cursor ? strdup(p.next_cursor) : NULL;
 		if (p.next_cursor && !l->cursor) {
 			snprintf(l->error, sizeof(l->error), "out of memory");
 			listed_free(&p);
-			rc = -1;
+			rc = DX_NOMEM;
 			break;
 		}
 		if (push(l, &p) < 0 || !l->cursor)
 			break;
 		p.restart = 0;
 	}
-	if (rc >= 0 && atomic_load(&l->cancel) && l->cursor) {
+	if (rc == DX_OK && atomic_load(&l->cancel) && l->cursor) {
 		snprintf(l->error, sizeof(l->error), "cancelled");
-		rc = -1;
+		rc = DX_STOPPED;
 	}
 	pthread_mutex_lock(&l->lock);
 	l->ended = 1;
-	l->failed = rc < 0;
+	l->result = rc;
 	pthread_cond_broadcast(&l->cond);
 	pthread_mutex_unlock(&l->lock);
 	return NULL;
@@ -223,8 +186,8 @@ static void lister_free(struct lister *l)
 	free(l);
 }
 
-struct lister *lister_start(struct api *api, const struct conf *c, const char *status,
-			    const char *cursor, int rows, volatile sig_atomic_t *stop)
+struct lister *lister_start(struct api *api, const struct conf *c, const char *status, const char *cursor,
+			    int rows, volatile sig_atomic_t *stop)
 {
 	struct lister *l = calloc(1, sizeof(*l));
 	sigset_t all, old;
@@ -289,10 +252,10 @@ int lister_ready(struct lister *l, long wait_ms)
 	return ready;
 }
 
-int lister_next(struct lister *l, struct listed *out)
+enum dx_result lister_next(struct lister *l, struct listed *out, int *page)
 {
 	struct timespec until;
-	int rc;
+	enum dx_result rc;
 
 	pthread_mutex_lock(&l->lock);
 	while (l->count == 0 && !l->ended && !(l->stop && *l->stop)) {
@@ -300,16 +263,18 @@ int lister_next(struct lister *l, struct listed *out)
 		until = deadline(LISTER_SLICE_MS);
 		pthread_cond_timedwait(&l->cond, &l->lock, &until);
 	}
+	assert(l->count >= 0 && l->count <= LISTER_DEPTH);
+	*page = l->count > 0;
 	if (l->count > 0) {
 		*out = l->queue[l->head];
 		l->head = (l->head + 1) % LISTER_DEPTH;
 		l->count--;
 		pthread_cond_broadcast(&l->cond);
-		rc = 1;
-	} else if (l->ended && !l->failed)
-		rc = 0;
+		rc = DX_OK;
+	} else if (l->ended)
+		rc = l->result;
 	else
-		rc = -1;
+		rc = DX_STOPPED;
 	pthread_mutex_unlock(&l->lock);
 	return rc;
 }

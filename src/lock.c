@@ -24,7 +24,8 @@ static char *lock_path(const char *database)
 
 	if (!real && errno == ENOENT) {
 		slash = strrchr(database, '/');
-		dir = slash ? strndup(database, (size_t)(slash - database) + (slash == database)) : strdup(".");
+		dir = slash ? strndup(database, (size_t)(slash - database) + (slash == database)) :
+			      strdup(".");
 		base = slash ? slash + 1 : database;
 		if (dir && (real = realpath(dir, NULL)) &&
 		    asprintf(&path, "%s/%s.lock", strcmp(real, "/") ? real : "", base) < 0)
@@ -68,8 +69,8 @@ static int lock_open(const char *database, int create, int how, long *pid)
 	*pid = -1;
 	if (!path)
 		return -1;
-	fd = create ? open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644)
-		    : open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	fd = create ? open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644) :
+		      open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0 && create && (errno == EACCES || errno == EROFS))
 		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0) {
@@ -143,9 +144,9 @@ int lock_check(int *fd, const char *database)
 	int fresh;
 
 	if (!path)
-		return 0;       /* cannot tell: keep what we hold */
-	if (fstat(*fd, &held) == 0 && stat(path, &named) == 0 &&
-	    held.st_dev == named.st_dev && held.st_ino == named.st_ino) {
+		return 0; /* cannot tell: keep what we hold */
+	if (fstat(*fd, &held) == 0 && stat(path, &named) == 0 && held.st_dev == named.st_dev &&
+	    held.st_ino == named.st_ino) {
 		free(path);
 		return 0;
 	}

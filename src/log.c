@@ -10,7 +10,7 @@
 #include "escape.h"
 #include "log.h"
 
-static atomic_int log_level = LOG_INFO;     /* set by a reload while the outbox logs */
+static atomic_int log_level = LOG_INFO; /* set by a reload while the outbox logs */
 static int log_to_stderr;
 static int log_to_syslog;
 static const char *log_ident = PACKAGE;
@@ -51,8 +51,8 @@ static int stderr_is_journal(void)
 	if (*end != ':')
 		return 0;
 	ino = strtoull(end + 1, &end, 10);
-	return *end == '\0' && fstat(2, &st) == 0 &&
-	       (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+	return *end == '\0' && fstat(2, &st) == 0 && (unsigned long long)st.st_dev == dev &&
+	       (unsigned long long)st.st_ino == ino;
 }
 
 void log_open(const char *ident, int facility, int to_stderr, int use_syslog)
@@ -131,8 +131,9 @@ void log_vmsg(int prio, const char *fmt, va_list ap)
 		safe = escape_text(text, (size_t)n);
 	line = safe ? safe : "(out of memory formatting a log message)";
 	if (log_to_stderr) {
-		flockfile(stderr);      /* one line, whichever thread logs */
-		fprintf(stderr, "%s: %s: %s\n", log_ident, prio == LOG_ERR ? "error" : level_name(prio), line);
+		flockfile(stderr); /* one line, whichever thread logs */
+		fprintf(stderr, "%s: %s: %s\n", log_ident, prio == LOG_ERR ? "error" : level_name(prio),
+			line);
 		funlockfile(stderr);
 	}
 	if (log_to_syslog)

@@ -24,25 +24,25 @@
 #include "metrics.h"
 
 /* The counters, since start; any thread adds to them. */
-static atomic_long requests[3];         /* by enum api_outcome */
-static atomic_long walks[3];            /* ok, failed, interrupted */
+static atomic_long requests[3]; /* ok, transient, permanent: outcome_names */
+static atomic_long walks[3];	/* ok, failed, interrupted */
 static atomic_long walk_retries, outbox_retries;
 static atomic_long inserted, changed, gone, sent, failed;
-static atomic_long last_walk_us = -1;   /* the last walk's length; -1: none yet */
-static atomic_int dirty = 1;            /* counted since the last write */
+static atomic_long last_walk_us = -1; /* the last walk's length; -1: none yet */
+static atomic_int dirty = 1;	      /* counted since the last write */
 
 /* The writer's state: the walk's thread and the outbox's both write the
  * file (after a walk; after a drain, and every poll-interval), one at a
  * time under write_mu. */
 static pthread_mutex_t write_mu = PTHREAD_MUTEX_INITIALIZER;
-static double last_write = -1e18;       /* monotonic seconds, under write_mu */
-static int write_failing;               /* under write_mu */
+static double last_write = -1e18; /* monotonic seconds, under write_mu */
+static int write_failing;	  /* under write_mu */
 
 static const char *const outcome_names[] = { "ok", "transient", "permanent" };
 static const char *const walk_names[] = { "ok", "failed", "interrupted" };
 static const char *const kinds[] = { "message", "user_update", "conversation" };
 static const char *const states[] = { "pending", "sending", "sent", "failed", "cancelled" };
-#define N_KINDS (sizeof(kinds) / sizeof(kinds[0]))
+#define N_KINDS	 (sizeof(kinds) / sizeof(kinds[0]))
 #define N_STATES (sizeof(states) / sizeof(states[0]))
 
 static double mono_now(void)
@@ -53,10 +53,10 @@ static double mono_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-void metrics_request(int outcome)
+void metrics_request(enum dx_result outcome)
 {
-	if (outcome >= API_OK && outcome <= API_PERMANENT)
-		atomic_fetch_add(&requests[outcome], 1);
+	/* ok, transient, permanent: a 404 or 410 is a permanent one. */
+	atomic_fetch_add(&requests[outcome == DX_OK ? 0 : outcome == DX_TRANSIENT ? 1 : 2], 1);
 }
 
 void metrics_walk(const char *outcome, const struct walk_counts *w, double seconds)
@@ -134,8 +134,8 @@ static int has_table(sqlite3 *db, const char *name)
 	sqlite3_stmt *st = NULL;
 	int yes = 0;
 
-	if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1",
-			       -1, &st, NULL) == SQLITE_OK) {
+	if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1", -1, &st,
+			       NULL) == SQLITE_OK) {
 		sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
 		yes = sqlite3_step(st) == SQLITE_ROW;
 	}
@@ -163,13 +163,15 @@ static void write_counters(FILE *f, const char *lbl)
 		atomic_load(&walk_retries));
 	fprintf(f, "dexsync_retries_total{database=\"%s\",of=\"outbox\"} %ld\n", lbl,
 		atomic_load(&outbox_retries));
-	family(f, "dexsync_walks_total", "counter", "Walks of the conversation list since start, by outcome.");
+	family(f, "dexsync_walks_total", "counter",
+	       "Walks of the conversation list since start, by outcome.");
 	for (int i = 0; i < 3; i++)
-		fprintf(f, "dexsync_walks_total{database=\"%s\",outcome=\"%s\"} %ld\n", lbl,
-			walk_names[i], atomic_load(&walks[i]));
+		fprintf(f, "dexsync_walks_total{database=\"%s\",outcome=\"%s\"} %ld\n", lbl, walk_names[i],
+			atomic_load(&walks[i]));
 	family(f, "dexsync_conversations_inserted_total", "counter",
 	       "Conversations new to the mirror since start.");
-	fprintf(f, "dexsync_conversations_inserted_total{database=\"%s\"} %ld\n", lbl, atomic_load(&inserted));
+	fprintf(f, "dexsync_conversations_inserted_total{database=\"%s\"} %ld\n", lbl,
+		atomic_load(&inserted));
 	family(f, "dexsync_conversations_changed_total", "counter",
 	       "Conversations whose listed JSON changed since start.");
 	fprintf(f, "dexsync_conversations_changed_total{database=\"%s\"} %ld\n", lbl, atomic_load(&changed));
@@ -190,8 +192,8 @@ static int write_outbox_items(FILE *f, sqlite3 *db, const char *lbl)
 	sqlite3_stmt *st = NULL;
 	int rc;
 
-	if (sqlite3_prepare_v2(db, "SELECT kind, state, count(*) FROM outbox GROUP BY kind, state",
-			       -1, &st, NULL) != SQLITE_OK) {
+	if (sqlite3_prepare_v2(db, "SELECT kind, state, count(*) FROM outbox GROUP BY kind, state", -1, &st,
+			       NULL) != SQLITE_OK) {
 		log_warning("metrics: %s", sqlite3_errmsg(db));
 		return -1;
 	}
@@ -223,15 +225,16 @@ static int write_outbox_items(FILE *f, sqlite3 *db, const char *lbl)
 /* The gauges, read from db now.  -1 on a database error. */
 static int write_gauges(FILE *f, sqlite3 *db, const char *lbl)
 {
-	static const char *const tables[] = {
-		"conversations", "messages", "participants", "users", "conversation_events"
-	};
+	static const char *const tables[] = { "conversations", "messages", "participants", "users",
+					      "conversation_events" };
 	double v = 0;
 	long us;
 	int rc;
 
-	rc = query_double(db, "SELECT CAST(strftime('%s', finished_at) AS INTEGER) FROM sync_runs\n"
-			      "WHERE outcome = 'ok' ORDER BY id DESC LIMIT 1", &v);
+	rc = query_double(db,
+			  "SELECT CAST(strftime('%s', finished_at) AS INTEGER) FROM sync_runs\n"
+			  "WHERE outcome = 'ok' ORDER BY id DESC LIMIT 1",
+			  &v);
 	if (rc < 0)
 		return -1;
 	family(f, "dexsync_last_successful_walk_timestamp_seconds", "gauge",
@@ -244,8 +247,10 @@ static int write_gauges(FILE *f, sqlite3 *db, const char *lbl)
 		v = (double)us / 1e6;
 		rc = 1;
 	} else {
-		rc = query_double(db, "SELECT (julianday(finished_at) - julianday(started_at)) * 86400\n"
-				      "FROM sync_runs WHERE finished_at IS NOT NULL ORDER BY id DESC LIMIT 1", &v);
+		rc = query_double(db,
+				  "SELECT (julianday(finished_at) - julianday(started_at)) * 86400\n"
+				  "FROM sync_runs WHERE finished_at IS NOT NULL ORDER BY id DESC LIMIT 1",
+				  &v);
 		if (rc < 0)
 			return -1;
 	}
@@ -257,14 +262,17 @@ static int write_gauges(FILE *f, sqlite3 *db, const char *lbl)
 	if (write_outbox_items(f, db, lbl) < 0)
 		return -1;
 	v = 0;
-	if (query_double(db, "SELECT max(0, unixepoch('now') - unixepoch(min(created_at)))\n"
-			     "FROM outbox WHERE state = 'pending'", &v) < 0)
+	if (query_double(db,
+			 "SELECT max(0, unixepoch('now') - unixepoch(min(created_at)))\n"
+			 "FROM outbox WHERE state = 'pending'",
+			 &v) < 0)
 		return -1;
 	family(f, "dexsync_outbox_oldest_pending_age_seconds", "gauge",
 	       "Age of the oldest pending outbox item; 0: none pending.");
 	fprintf(f, "dexsync_outbox_oldest_pending_age_seconds{database=\"%s\"} %.0f\n", lbl, v);
 
-	family(f, "dexsync_mirror_rows", "gauge", "Rows in the mirror's tables (gone conversations included).");
+	family(f, "dexsync_mirror_rows", "gauge",
+	       "Rows in the mirror's tables (gone conversations included).");
 	for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++) {
 		char sql[80];
 

@@ -8,12 +8,14 @@
 #ifndef DEXSYNC_METRICS_H
 #define DEXSYNC_METRICS_H
 
+#include "result.h"
+
 #include <sqlite3.h>
 
 #include "mirror.h"
 
-/* One request came to outcome (enum api_outcome).  Any thread. */
-void metrics_request(int outcome);
+/* One request came to outcome (api_classify's).  Any thread. */
+void metrics_request(enum dx_result outcome);
 
 /* A walk ended as outcome ("ok", "failed" or "interrupted") after seconds,
  * with the figures in *w (NULL: none).  Any thread. */

@@ -1,6 +1,7 @@
 /* mirror.c - the mirror tables, written through statements prepared once */
 #include "config.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,19 +12,36 @@
 #include "mirror.h"
 
 enum {
-	S_BEGIN, S_COMMIT, S_ROLLBACK,
-	S_PEEK, S_LOOKUP, S_INSERT, S_UPDATE, S_MESSAGE,
-	S_SEEN, S_SEEN_RESET, S_SEEN_INDEX, S_GONE, S_LOOP_ADD, S_LOOP_RESET,
-	S_CURSOR_GET, S_CURSOR_SET, S_CURSOR_DEL,
-	S_DUE, S_DUE_BEHIND, S_DETAIL, S_DETAIL_DONE, S_DETAIL_BEHIND, S_PART_DEL, S_PART_ADD,
-	S_RUN_START, S_RUN_FINISH, S_HISTORY_SET, S_HISTORY_DEL, S_LAST_ROWID,
+	S_PEEK,
+	S_LOOKUP,
+	S_INSERT,
+	S_UPDATE,
+	S_MESSAGE,
+	S_SEEN,
+	S_SEEN_RESET,
+	S_SEEN_INDEX,
+	S_GONE,
+	S_LOOP_ADD,
+	S_LOOP_RESET,
+	S_CURSOR_GET,
+	S_CURSOR_SET,
+	S_CURSOR_DEL,
+	S_DUE,
+	S_DUE_BEHIND,
+	S_DETAIL,
+	S_DETAIL_DONE,
+	S_DETAIL_BEHIND,
+	S_PART_DEL,
+	S_PART_ADD,
+	S_RUN_START,
+	S_RUN_FINISH,
+	S_HISTORY_SET,
+	S_HISTORY_DEL,
+	S_LAST_ROWID,
 	S_COUNT
 };
 
 static const char *const sql[S_COUNT] = {
-	[S_BEGIN] = "BEGIN IMMEDIATE",
-	[S_COMMIT] = "COMMIT",
-	[S_ROLLBACK] = "ROLLBACK",
 	/* 1 when the stored copy differs or was gone, and the rowid; no row
 	 * when new.  PEEK tries the row after the previous one, by rowid. */
 	[S_PEEK] =
@@ -88,8 +106,7 @@ static const char *const sql[S_COUNT] = {
 		"LIMIT ?1",
 	[S_DETAIL] = "UPDATE conversations SET detail = ?2, detail_needed = 0 WHERE id = ?1",
 	[S_DETAIL_DONE] = "UPDATE conversations SET detail_needed = 0 WHERE id = ?1",
-	[S_DETAIL_BEHIND] =
-		"UPDATE conversations SET detail_needed = 2 WHERE id = ?1 AND detail_needed = 1",
+	[S_DETAIL_BEHIND] = "UPDATE conversations SET detail_needed = 2 WHERE id = ?1 AND detail_needed = 1",
 	[S_PART_DEL] = "DELETE FROM participants WHERE conversation_id = ?1",
 	[S_PART_ADD] =
 		"INSERT INTO participants(conversation_id, position, user_id, raw)\n"
@@ -111,35 +128,14 @@ static const char *const sql[S_COUNT] = {
 struct mirror {
 	sqlite3 *db;
 	sqlite3_stmt *st[S_COUNT];
-	sqlite3_int64 prev;         /* rowid of the row stored last */
-	int expect_new;             /* insert first, look only when the id is taken */
+	sqlite3_int64 prev; /* rowid of the row stored last */
+	int expect_new;	    /* insert first, look only when the id is taken */
 };
 
-/* Step a statement that returns no rows, then reset it; logs on error. */
-static int run(struct mirror *m, int which)
+/* Step statement which, one that returns no rows; DX_OK or DX_DB. */
+static enum dx_result run(struct mirror *m, int which)
 {
-	sqlite3_stmt *st = m->st[which];
-	int rc = sqlite3_step(st);
-
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
-	if (rc != SQLITE_DONE) {
-		log_err("database %s: %s", sqlite3_db_filename(m->db, "main"), sqlite3_errmsg(m->db));
-		return -1;
-	}
-	return 0;
-}
-
-static void bind_text(sqlite3_stmt *st, int i, const char *s)
-{
-	sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
-}
-
-/* Bind the len bytes at s (NULL: SQL NULL) as text: a string from the
- * server may hold a NUL, and is stored whole. */
-static void bind_len(sqlite3_stmt *st, int i, const char *s, size_t len)
-{
-	sqlite3_bind_text64(st, i, s, len, SQLITE_STATIC, SQLITE_UTF8);
+	return db_run(m->st[which]);
 }
 
 struct mirror *mirror_open(sqlite3 *db)
@@ -155,9 +151,11 @@ struct mirror *mirror_open(sqlite3 *db)
 	 * once, by the gone step.  The temp journal is kept in memory: nothing
 	 * in TEMP has to survive a crash.  The set is only ever appended to and
 	 * sorted once, so its cache can be small (SQLite's default is 2 MiB). */
-	if (db_exec(db, "PRAGMA temp.journal_mode = MEMORY; PRAGMA temp.cache_size = -256;"
-			"CREATE TEMP TABLE IF NOT EXISTS walk_seen(rid INTEGER);"
-			"CREATE TEMP TABLE IF NOT EXISTS walk_cursors(cursor TEXT PRIMARY KEY) WITHOUT ROWID") < 0)
+	if (db_exec(db,
+		    "PRAGMA temp.journal_mode = MEMORY; PRAGMA temp.cache_size = -256;"
+		    "CREATE TEMP TABLE IF NOT EXISTS walk_seen(rid INTEGER);"
+		    "CREATE TEMP TABLE IF NOT EXISTS walk_cursors(cursor TEXT PRIMARY KEY) WITHOUT ROWID") !=
+	    DX_OK)
 		goto fail;
 	for (int i = 0; i < S_COUNT; i++)
 		if (!(m->st[i] = db_prepare(db, sql[i])))
@@ -177,53 +175,64 @@ void mirror_close(struct mirror *m)
 	free(m);
 }
 
-int mirror_begin(struct mirror *m)
+enum dx_result mirror_begin(struct mirror *m)
 {
-	return run(m, S_BEGIN);
+	return db_begin(m->db);
 }
 
-int mirror_commit(struct mirror *m)
+enum dx_result mirror_commit(struct mirror *m)
 {
-	return run(m, S_COMMIT);
+	return db_commit(m->db);
 }
 
 void mirror_rollback(struct mirror *m)
 {
-	if (!sqlite3_get_autocommit(m->db))
-		run(m, S_ROLLBACK);
+	db_rollback(m->db);
+}
+
+enum dx_result mirror_walk_end(struct mirror *m)
+{
+	/* Empty the walk's TEMP tables with the temp journal off: under the
+	 * memory journal, freeing a million-row table would copy every page of
+	 * it into RAM first, for a rollback nobody needs. */
+	return db_exec(m->db,
+		       "PRAGMA temp.journal_mode = OFF;"
+		       "DROP INDEX IF EXISTS temp.walk_seen_rid; DELETE FROM temp.walk_seen;"
+		       "DELETE FROM temp.walk_cursors;"
+		       "PRAGMA temp.journal_mode = MEMORY");
 }
 
 static void bind_row(sqlite3_stmt *st, const struct conv_row *row, const char *now)
 {
-	bind_len(st, 1, row->id, row->id_len);
-	bind_len(st, 2, row->status, row->status_len);
-	bind_len(st, 3, row->subject, row->subject_len);
-	bind_len(st, 4, row->created_at, row->created_at_len);
-	bind_len(st, 5, row->last_message_id, row->last_message_id_len);
-	bind_len(st, 6, row->last_message_text, row->last_message_text_len);
-	bind_len(st, 7, row->user_id, row->user_id_len);
-	bind_len(st, 8, row->json, row->json_len);
-	bind_text(st, 9, now);
+	db_bind_len(st, 1, row->id, row->id_len);
+	db_bind_len(st, 2, row->status, row->status_len);
+	db_bind_len(st, 3, row->subject, row->subject_len);
+	db_bind_len(st, 4, row->created_at, row->created_at_len);
+	db_bind_len(st, 5, row->last_message_id, row->last_message_id_len);
+	db_bind_len(st, 6, row->last_message_text, row->last_message_text_len);
+	db_bind_len(st, 7, row->user_id, row->user_id_len);
+	db_bind_len(st, 8, row->json, row->json_len);
+	db_bind_text(st, 9, now);
 }
 
 /* The listed last message goes to messages, once per change of it. */
-static int store_last_message(struct mirror *m, const struct conv_row *row)
+static enum dx_result store_last_message(struct mirror *m, const struct conv_row *row)
 {
 	sqlite3_stmt *st = m->st[S_MESSAGE];
 	char *raw = NULL;
-	int rc;
+	enum dx_result rc;
 
 	if (!row->last_message_id)
-		return 0;
+		return DX_OK;
 	if (!row->message_json && !(raw = json_dumps(row->last_message, JSON_COMPACT)))
-		return -1;
-	bind_len(st, 1, row->last_message_id, row->last_message_id_len);
-	bind_len(st, 2, row->id, row->id_len);
-	bind_len(st, 3, row->last_message_text, row->last_message_text_len);
+		return DX_NOMEM;
+	db_bind_len(st, 1, row->last_message_id, row->last_message_id_len);
+	db_bind_len(st, 2, row->id, row->id_len);
+	db_bind_len(st, 3, row->last_message_text, row->last_message_text_len);
 	if (raw)
-		bind_text(st, 4, raw);
+		db_bind_text(st, 4, raw);
 	else
-		bind_len(st, 4, row->message_json, row->message_json_len);
+		db_bind_len(st, 4, row->message_json, row->message_json_len);
 	rc = run(m, S_MESSAGE);
 	free(raw);
 	return rc;
@@ -231,26 +240,24 @@ static int store_last_message(struct mirror *m, const struct conv_row *row)
 
 static void bind_key(sqlite3_stmt *st, const struct conv_row *row)
 {
-	bind_len(st, 1, row->id, row->id_len);
-	bind_len(st, 2, row->json, row->json_len);
+	db_bind_len(st, 1, row->id, row->id_len);
+	db_bind_len(st, 2, row->json, row->json_len);
 }
 
 /* Step a lookup: 1 and *differs with a row, 0 without one, -1 on error. */
 static int lookup(struct mirror *m, int which, int *differs, sqlite3_int64 *rowid)
 {
 	sqlite3_stmt *st = m->st[which];
-	int rc = sqlite3_step(st);
+	int row;
 
-	if (rc == SQLITE_ROW) {
+	if (db_step(st, NULL, &row) != DX_OK)
+		return -1;
+	if (row) {
 		*differs = sqlite3_column_int(st, 0);
 		*rowid = sqlite3_column_int64(st, 1);
+		db_reset(st);
 	}
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
-	if (rc == SQLITE_ROW || rc == SQLITE_DONE)
-		return rc == SQLITE_ROW;
-	log_err("database %s: %s", sqlite3_db_filename(m->db, "main"), sqlite3_errmsg(m->db));
-	return -1;
+	return row;
 }
 
 /* Is the row stored, and does it differ?  A walk lists rows in the order
@@ -279,11 +286,10 @@ void mirror_expect_new(struct mirror *m)
 
 /* Insert row unless its id is taken: 1 inserted (*rowid set), 0 taken,
  * -1 on error. */
-static int insert(struct mirror *m, const struct conv_row *row, const char *now,
-		  sqlite3_int64 *rowid)
+static int insert(struct mirror *m, const struct conv_row *row, const char *now, sqlite3_int64 *rowid)
 {
 	bind_row(m->st[S_INSERT], row, now);
-	if (run(m, S_INSERT) < 0)
+	if (run(m, S_INSERT) != DX_OK)
 		return -1;
 	if (sqlite3_changes(m->db) == 0)
 		return 0;
@@ -293,11 +299,11 @@ static int insert(struct mirror *m, const struct conv_row *row, const char *now,
 
 /* A row was written: its last message next, and the row after it is where
  * the next one is looked for first. */
-static enum upsert_result written(struct mirror *m, const struct conv_row *row,
-				  sqlite3_int64 rowid, enum upsert_result res)
+static enum upsert_result written(struct mirror *m, const struct conv_row *row, sqlite3_int64 rowid,
+				  enum upsert_result res)
 {
 	m->prev = rowid;
-	return store_last_message(m, row) < 0 ? UPSERT_ERROR : res;
+	return store_last_message(m, row) != DX_OK ? UPSERT_ERROR : res;
 }
 
 enum upsert_result mirror_upsert(struct mirror *m, const struct conv_row *row, const char *now,
@@ -318,123 +324,114 @@ enum upsert_result mirror_upsert(struct mirror *m, const struct conv_row *row, c
 	if ((found = find(m, row, &differs, rowid)) < 0)
 		return UPSERT_ERROR;
 	if (!found)
-		return insert(m, row, now, rowid) == 1 ? written(m, row, *rowid, UPSERT_INSERTED)
-						       : UPSERT_ERROR;
+		return insert(m, row, now, rowid) == 1 ? written(m, row, *rowid, UPSERT_INSERTED) :
+							 UPSERT_ERROR;
 	m->prev = *rowid;
 	if (!differs)
 		return UPSERT_UNCHANGED;
 	bind_row(m->st[S_UPDATE], row, now);
-	if (run(m, S_UPDATE) < 0)
+	if (run(m, S_UPDATE) != DX_OK)
 		return UPSERT_ERROR;
 	return written(m, row, *rowid, UPSERT_CHANGED);
 }
 
-int mirror_seen(struct mirror *m, sqlite3_int64 rowid)
+enum dx_result mirror_seen(struct mirror *m, sqlite3_int64 rowid)
 {
 	sqlite3_bind_int64(m->st[S_SEEN], 1, rowid);
 	return run(m, S_SEEN);
 }
 
-int mirror_seen_reset(struct mirror *m)
+enum dx_result mirror_seen_reset(struct mirror *m)
 {
 	return run(m, S_SEEN_RESET);
 }
 
-int mirror_cursor_repeated(struct mirror *m, const char *cursor)
+enum dx_result mirror_cursor_repeated(struct mirror *m, const char *cursor)
 {
 	sqlite3_stmt *st = m->st[S_LOOP_ADD];
 	int rc;
 
-	bind_text(st, 1, cursor);
+	db_bind_text(st, 1, cursor);
 	rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
-	if (rc == SQLITE_DONE)
-		return 0;
-	if ((rc & 0xff) == SQLITE_CONSTRAINT)
-		return 1;
-	log_err("database %s: %s", sqlite3_db_filename(m->db, "main"), sqlite3_errmsg(m->db));
-	return -1;
+	if (rc != SQLITE_DONE && (rc & 0xff) != SQLITE_CONSTRAINT)
+		db_error(m->db);
+	db_reset(st);
+	return rc == SQLITE_DONE ? DX_OK : (rc & 0xff) == SQLITE_CONSTRAINT ? DX_LOOPING : DX_DB;
 }
 
-int mirror_cursors_reset(struct mirror *m)
+enum dx_result mirror_cursors_reset(struct mirror *m)
 {
 	return run(m, S_LOOP_RESET);
 }
 
-int mirror_last_rowid(struct mirror *m, sqlite3_int64 *rowid)
+enum dx_result mirror_last_rowid(struct mirror *m, sqlite3_int64 *rowid)
 {
 	sqlite3_stmt *st = m->st[S_LAST_ROWID];
-	int rc = sqlite3_step(st);
+	int row;
 
-	*rowid = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-	sqlite3_reset(st);
-	if (rc != SQLITE_ROW) {
-		log_err("database %s: %s", sqlite3_db_filename(m->db, "main"), sqlite3_errmsg(m->db));
-		return -1;
-	}
-	return 0;
+	*rowid = 0;
+	if (db_step(st, NULL, &row) != DX_OK)
+		return DX_DB;
+	assert(row); /* an aggregate has a row */
+	*rowid = sqlite3_column_int64(st, 0);
+	db_reset(st);
+	return DX_OK;
 }
 
-int mirror_mark_gone(struct mirror *m, const char *now, sqlite3_int64 last_rowid, long *gone)
+enum dx_result mirror_mark_gone(struct mirror *m, const char *now, sqlite3_int64 last_rowid, long *gone)
 {
 	/* Index the rowids now, once: SQLite's sorter does it in bounded memory,
 	 * where NOT IN (SELECT ...) would build a million-entry set in RAM.
 	 * The live rowids come from a partial index (WHERE gone_at IS NULL),
 	 * not from the table: a million rows are read as 20 MB, not 1.4 GB. */
-	if (run(m, S_SEEN_INDEX) < 0)
-		return -1;
-	bind_text(m->st[S_GONE], 1, now);
+	if (run(m, S_SEEN_INDEX) != DX_OK)
+		return DX_DB;
+	db_bind_text(m->st[S_GONE], 1, now);
 	sqlite3_bind_int64(m->st[S_GONE], 2, last_rowid);
-	if (run(m, S_GONE) < 0)
-		return -1;
+	if (run(m, S_GONE) != DX_OK)
+		return DX_DB;
 	*gone = sqlite3_changes(m->db);
-	return 0;
+	return DX_OK;
 }
 
-int mirror_cursor_get(struct mirror *m, const char *key, char **cursor)
+enum dx_result mirror_cursor_get(struct mirror *m, const char *key, char **cursor)
 {
 	sqlite3_stmt *st = m->st[S_CURSOR_GET];
-	int rc;
+	enum dx_result rc = DX_OK;
+	int row;
 
 	*cursor = NULL;
-	bind_text(st, 1, key);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
+	db_bind_text(st, 1, key);
+	if (db_step(st, NULL, &row) != DX_OK)
+		return DX_DB;
+	if (row) {
 		const char *v = (const char *)sqlite3_column_text(st, 0);
 
 		if (v && !(*cursor = strdup(v)))
-			rc = SQLITE_NOMEM;
-		else
-			rc = SQLITE_DONE;
+			rc = db_error_at(NULL, m->db, NULL, sqlite3_errstr(SQLITE_NOMEM));
+		db_reset(st);
 	}
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
-	if (rc != SQLITE_DONE) {
-		log_err("database %s: %s", sqlite3_db_filename(m->db, "main"), sqlite3_errstr(rc));
-		return -1;
-	}
-	return 0;
+	return rc;
 }
 
-int mirror_cursor_set(struct mirror *m, const char *key, const char *cursor)
+enum dx_result mirror_cursor_set(struct mirror *m, const char *key, const char *cursor)
 {
 	int which = cursor ? S_CURSOR_SET : S_CURSOR_DEL;
 
-	bind_text(m->st[which], 1, key);
+	db_bind_text(m->st[which], 1, key);
 	if (cursor)
-		bind_text(m->st[which], 2, cursor);
+		db_bind_text(m->st[which], 2, cursor);
 	return run(m, which);
 }
 
-/* Append up to limit - *n ids of statement which to v[*n ...]; 0 or -1. */
-static int due(struct mirror *m, int which, long limit, struct mirror_id *v, int *n)
+/* Append up to limit - *n ids of statement which to v[*n ...]. */
+static enum dx_result due(struct mirror *m, int which, long limit, struct mirror_id *v, int *n)
 {
 	sqlite3_stmt *st = m->st[which];
 	int rc = SQLITE_DONE;
 
 	if (*n >= limit)
-		return 0;
+		return DX_OK;
 	sqlite3_bind_int64(st, 1, limit - *n);
 	while (*n < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
 		const void *id = sqlite3_column_blob(st, 0);
@@ -452,30 +449,29 @@ static int due(struct mirror *m, int which, long limit, struct mirror_id *v, int
 		(*n)++;
 	}
 	sqlite3_reset(st);
-	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-		log_err("database %s: %s", sqlite3_db_filename(m->db, "main"), sqlite3_errstr(rc));
-		return -1;
-	}
-	return 0;
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+		return db_error_at(NULL, m->db, NULL, sqlite3_errstr(rc));
+	return DX_OK;
 }
 
-int mirror_details_due(struct mirror *m, long limit, struct mirror_id **ids)
+enum dx_result mirror_details_due(struct mirror *m, long limit, struct mirror_id **ids, int *n)
 {
 	struct mirror_id *v;
-	int n = 0;
 
 	*ids = NULL;
+	*n = 0;
 	if (limit <= 0)
-		return 0;
+		return DX_OK;
 	v = calloc((size_t)limit, sizeof(*v));
 	if (!v)
-		return -1;
-	if (due(m, S_DUE, limit, v, &n) < 0 || due(m, S_DUE_BEHIND, limit, v, &n) < 0) {
-		mirror_ids_free(v, n);
-		return -1;
+		return DX_NOMEM;
+	if (due(m, S_DUE, limit, v, n) != DX_OK || due(m, S_DUE_BEHIND, limit, v, n) != DX_OK) {
+		mirror_ids_free(v, *n);
+		*n = 0;
+		return DX_DB;
 	}
 	*ids = v;
-	return n;
+	return DX_OK;
 }
 
 void mirror_ids_free(struct mirror_id *ids, int n)
@@ -485,113 +481,109 @@ void mirror_ids_free(struct mirror_id *ids, int n)
 	free(ids);
 }
 
-static int store_participants(struct mirror *m, const struct mirror_id *id, json_t *list)
+static enum dx_result store_participants(struct mirror *m, const struct mirror_id *id, json_t *list)
 {
 	sqlite3_stmt *st = m->st[S_PART_ADD];
 	size_t i, len;
 	json_t *p;
 
-	bind_len(m->st[S_PART_DEL], 1, id->id, id->len);
-	if (run(m, S_PART_DEL) < 0)
-		return -1;
+	db_bind_len(m->st[S_PART_DEL], 1, id->id, id->len);
+	if (run(m, S_PART_DEL) != DX_OK)
+		return DX_DB;
 	if (!json_is_array(list))
-		return 0;
+		return DX_OK;
 	json_array_foreach(list, i, p) {
 		char *raw = json_dumps(p, JSON_COMPACT | JSON_ENCODE_ANY);
 		const char *user;
-		int rc;
+		enum dx_result rc;
 
 		if (!raw)
-			return -1;
-		bind_len(st, 1, id->id, id->len);
+			return DX_NOMEM;
+		db_bind_len(st, 1, id->id, id->len);
 		sqlite3_bind_int64(st, 2, (sqlite3_int64)i);
 		user = participant_user_id(p, &len);
-		bind_len(st, 3, user, len);
-		bind_text(st, 4, raw);
+		db_bind_len(st, 3, user, len);
+		db_bind_text(st, 4, raw);
 		rc = run(m, S_PART_ADD);
 		free(raw);
-		if (rc < 0)
-			return -1;
+		if (rc != DX_OK)
+			return rc;
 	}
-	return 0;
+	return DX_OK;
 }
 
-int mirror_store_detail(struct mirror *m, const struct mirror_id *id, json_t *detail)
+enum dx_result mirror_store_detail(struct mirror *m, const struct mirror_id *id, json_t *detail)
 {
 	char *raw = json_dumps(detail, JSON_COMPACT);
-	int rc = -1;
+	enum dx_result rc;
 
 	if (!raw)
-		return -1;
-	if (mirror_begin(m) < 0)
+		return DX_NOMEM;
+	if ((rc = mirror_begin(m)) != DX_OK)
 		goto out;
-	bind_len(m->st[S_DETAIL], 1, id->id, id->len);
-	bind_text(m->st[S_DETAIL], 2, raw);
-	if (run(m, S_DETAIL) < 0 ||
-	    store_participants(m, id, json_object_get(detail, "participants")) < 0 ||
-	    mirror_commit(m) < 0) {
+	db_bind_len(m->st[S_DETAIL], 1, id->id, id->len);
+	db_bind_text(m->st[S_DETAIL], 2, raw);
+	if ((rc = run(m, S_DETAIL)) != DX_OK ||
+	    (rc = store_participants(m, id, json_object_get(detail, "participants"))) != DX_OK ||
+	    (rc = mirror_commit(m)) != DX_OK)
 		mirror_rollback(m);
-		goto out;
-	}
-	rc = 0;
 out:
 	free(raw);
 	return rc;
 }
 
-int mirror_detail_done(struct mirror *m, const struct mirror_id *id)
+enum dx_result mirror_detail_done(struct mirror *m, const struct mirror_id *id)
 {
-	bind_len(m->st[S_DETAIL_DONE], 1, id->id, id->len);
+	db_bind_len(m->st[S_DETAIL_DONE], 1, id->id, id->len);
 	return run(m, S_DETAIL_DONE);
 }
 
-int mirror_detail_behind(struct mirror *m, const struct mirror_id *id)
+enum dx_result mirror_detail_behind(struct mirror *m, const struct mirror_id *id)
 {
-	bind_len(m->st[S_DETAIL_BEHIND], 1, id->id, id->len);
+	db_bind_len(m->st[S_DETAIL_BEHIND], 1, id->id, id->len);
 	return run(m, S_DETAIL_BEHIND);
 }
 
 /* Set sync_state key to value (the history trigger's context). */
-static int history_set(struct mirror *m, const char *key, const char *value)
+static enum dx_result history_set(struct mirror *m, const char *key, const char *value)
 {
-	bind_text(m->st[S_HISTORY_SET], 1, key);
-	bind_text(m->st[S_HISTORY_SET], 2, value);
+	db_bind_text(m->st[S_HISTORY_SET], 1, key);
+	db_bind_text(m->st[S_HISTORY_SET], 2, value);
 	return run(m, S_HISTORY_SET);
 }
 
-long long mirror_run_start(struct mirror *m, const char *now, int resumed)
+enum dx_result mirror_run_start(struct mirror *m, const char *now, int resumed, long long *run_id)
 {
 	char id[32];
-	long long run_id;
 
-	bind_text(m->st[S_RUN_START], 1, now);
+	db_bind_text(m->st[S_RUN_START], 1, now);
 	sqlite3_bind_int(m->st[S_RUN_START], 2, resumed);
-	if (run(m, S_RUN_START) < 0)
-		return -1;
-	run_id = sqlite3_last_insert_rowid(m->db);
+	if (run(m, S_RUN_START) != DX_OK)
+		return DX_DB;
+	*run_id = sqlite3_last_insert_rowid(m->db);
 	/* From now on the trigger records what this walk changes. */
-	snprintf(id, sizeof(id), "%lld", run_id);
-	return history_set(m, "history:run", id) < 0 ? -1 : run_id;
+	snprintf(id, sizeof(id), "%lld", *run_id);
+	return history_set(m, "history:run", id);
 }
 
-int mirror_history_seen_all(struct mirror *m, const char *started)
+enum dx_result mirror_history_seen_all(struct mirror *m, const char *started)
 {
 	return history_set(m, "history:seen_all", started);
 }
 
-int mirror_run_finish(struct mirror *m, long long run_id, const char *outcome,
-		      const struct walk_counts *n, const char *error)
+enum dx_result mirror_run_finish(struct mirror *m, long long run_id, const char *outcome,
+				 const struct walk_counts *n, const char *error)
 {
 	sqlite3_stmt *st = m->st[S_RUN_FINISH];
-	const long v[] = { n->pages, n->seen, n->inserted, n->changed, n->unchanged,
-			   n->gone, n->details, n->requests, n->retries };
+	const long v[] = { n->pages, n->seen,	 n->inserted, n->changed, n->unchanged,
+			   n->gone,  n->details, n->requests, n->retries };
 
 	sqlite3_bind_int64(st, 1, run_id);
-	bind_text(st, 2, outcome);
+	db_bind_text(st, 2, outcome);
 	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
 		sqlite3_bind_int64(st, (int)i + 3, v[i]);
-	bind_text(st, 12, error);
-	if (run(m, S_RUN_FINISH) < 0)
-		return -1;
+	db_bind_text(st, 12, error);
+	if (run(m, S_RUN_FINISH) != DX_OK)
+		return DX_DB;
 	return run(m, S_HISTORY_DEL);
 }

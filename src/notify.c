@@ -20,8 +20,8 @@
 
 #include "notify.h"
 
-static long watchdog_ms = -1;           /* half of WatchdogSec */
-static _Thread_local struct timespec last_ping;   /* per thread: the walk lists in one */
+static long watchdog_ms = -1;			/* half of WatchdogSec */
+static _Thread_local struct timespec last_ping; /* per thread: the walk lists in one */
 
 /* Send state to $NOTIFY_SOCKET, a path or, with a leading '@', an abstract
  * name; nothing without one.  Best effort, as sd_notify: systemd notices a

@@ -6,6 +6,7 @@
  * item's one Idempotency-Key. */
 #include "config.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -21,29 +22,45 @@
 #include "outbox.h"
 
 #define REF_PREFIX "outbox:"
-#define NOW_UTC "strftime('%Y-%m-%dT%H:%M:%SZ', 'now')"
+#define NOW_UTC	   "strftime('%Y-%m-%dT%H:%M:%SZ', 'now')"
 
 enum {
-	S_RECOVER, S_DUE, S_NEXT_DUE, S_EARLIER, S_UNSCHEDULE, S_SCHEDULE, S_REF, S_SENDING,
-	S_SENT, S_RETRY, S_FAIL, S_MSG, S_USER, S_CONV, S_MSG_EVENT, S_CONV_EVENT, S_SWEEP,
-	S_BEGIN, S_COMMIT, S_ROLLBACK,
+	S_RECOVER,
+	S_DUE,
+	S_NEXT_DUE,
+	S_EARLIER,
+	S_UNSCHEDULE,
+	S_SCHEDULE,
+	S_REF,
+	S_SENDING,
+	S_SENT,
+	S_RETRY,
+	S_FAIL,
+	S_MSG,
+	S_USER,
+	S_CONV,
+	S_MSG_EVENT,
+	S_CONV_EVENT,
+	S_SWEEP,
 	S_COUNT
 };
 
-#define SWEEP_EVERY 300         /* seconds between two looks for lost heads */
+#define SWEEP_EVERY 300 /* seconds between two looks for lost heads */
 
 /* The due lookups name their index: the plan must never sort the items
  * that wait (tests/unit/test_outbox.c checks it). */
 static const char *const sql[S_COUNT] = {
 	[S_RECOVER] =
 		"UPDATE outbox\n"
-		"SET state = 'pending', next_attempt_at = coalesce(next_attempt_at, " NOW_UTC ")\n"
+		"SET state = 'pending', next_attempt_at = coalesce(next_attempt_at, " NOW_UTC
+		")\n"
 		"WHERE state = 'sending'",
 	[S_DUE] =
 		"SELECT id, kind, target, payload, idempotency_key, attempts,\n"
 		"	unixepoch('now') - unixepoch(coalesce(retried_at, created_at))\n"
 		"FROM outbox INDEXED BY outbox_due\n"
-		"WHERE state = 'pending' AND next_attempt_at <= " NOW_UTC "\n"
+		"WHERE state = 'pending' AND next_attempt_at <= " NOW_UTC
+		"\n"
 		"ORDER BY next_attempt_at, id\n"
 		"LIMIT 1",
 	[S_NEXT_DUE] =
@@ -55,18 +72,19 @@ static const char *const sql[S_COUNT] = {
 		"FROM outbox\n"
 		"WHERE target = ?1 AND state IN ('pending', 'sending') AND id < ?2",
 	[S_UNSCHEDULE] = "UPDATE outbox SET next_attempt_at = NULL WHERE id = ?1 AND state = 'pending'",
-	[S_SCHEDULE] =
-		"UPDATE outbox SET next_attempt_at = " NOW_UTC "\n"
-		"WHERE id = ?1 AND state = 'pending' AND next_attempt_at IS NULL",
+	[S_SCHEDULE] = "UPDATE outbox SET next_attempt_at = " NOW_UTC
+		       "\n"
+		       "WHERE id = ?1 AND state = 'pending' AND next_attempt_at IS NULL",
 	[S_REF] = "SELECT kind, state, remote_id FROM outbox WHERE id = ?1",
-	[S_SENDING] =
-		"UPDATE outbox SET state = 'sending', sending_at = " NOW_UTC "\n"
-		"WHERE id = ?1 AND state = 'pending'",
+	[S_SENDING] = "UPDATE outbox SET state = 'sending', sending_at = " NOW_UTC
+		      "\n"
+		      "WHERE id = ?1 AND state = 'pending'",
 	[S_SENT] =
 		"UPDATE outbox\n"
 		"SET state = 'sent', attempts = attempts + 1, last_status = ?2, last_error = NULL,\n"
 		"	remote_id = ?3, response = ?4, next_attempt_at = NULL,\n"
-		"	sent_at = " NOW_UTC "\n"
+		"	sent_at = " NOW_UTC
+		"\n"
 		"WHERE id = ?1",
 	[S_RETRY] =
 		"UPDATE outbox\n"
@@ -76,7 +94,8 @@ static const char *const sql[S_COUNT] = {
 	[S_FAIL] =
 		"UPDATE outbox\n"
 		"SET state = 'failed', attempts = attempts + ?4, last_status = ?2, last_error = ?3,\n"
-		"	next_attempt_at = NULL, failed_at = " NOW_UTC "\n"
+		"	next_attempt_at = NULL, failed_at = " NOW_UTC
+		"\n"
 		"WHERE id = ?1",
 	[S_MSG] =
 		"INSERT INTO messages(id, conversation_id, text, type, timestamp, origin, raw)\n"
@@ -85,14 +104,16 @@ static const char *const sql[S_COUNT] = {
 		"SET origin = 'outbox', type = excluded.type, timestamp = excluded.timestamp, raw = excluded.raw",
 	[S_USER] =
 		"INSERT INTO users(id, email, custom_attributes, raw, updated_at)\n"
-		"VALUES (?1, ?2, ?3, ?4, " NOW_UTC ")\n"
+		"VALUES (?1, ?2, ?3, ?4, " NOW_UTC
+		")\n"
 		"ON CONFLICT(id) DO UPDATE\n"
 		"SET email = excluded.email, custom_attributes = excluded.custom_attributes,\n"
 		"	raw = excluded.raw, updated_at = excluded.updated_at",
 	[S_CONV] =
 		"INSERT INTO conversations(id, status, subject, created_at, user_id, raw,\n"
 		"	first_seen_at, changed_at)\n"
-		"VALUES (?1, ?2, ?3, ?4, ?5, ?6, " NOW_UTC ", " NOW_UTC ")\n"
+		"VALUES (?1, ?2, ?3, ?4, ?5, ?6, " NOW_UTC ", " NOW_UTC
+		")\n"
 		"ON CONFLICT(id) DO NOTHING",
 	/* The history of what the outbox changed (origin 'outbox'): a sent
 	 * message ?2 became the last message of conversation ?1, after the
@@ -106,8 +127,10 @@ static const char *const sql[S_COUNT] = {
 		"		  WHERE e.conversation_id = ?1 AND e.field = 'last_message'\n"
 		"			AND e.origin = 'outbox' AND e.seen_at >= coalesce(c.changed_at, '')\n"
 		"		  ORDER BY e.id DESC LIMIT 1), c.last_message_id),\n"
-		"	?2, coalesce((SELECT sending_at FROM outbox WHERE id = ?3), " NOW_UTC "),\n"
-		"	" NOW_UTC ", 'outbox', c.created_at\n"
+		"	?2, coalesce((SELECT sending_at FROM outbox WHERE id = ?3), " NOW_UTC
+		"),\n"
+		"	" NOW_UTC
+		", 'outbox', c.created_at\n"
 		"FROM (SELECT 1) LEFT JOIN conversations AS c ON c.id = ?1",
 	/* A conversation the outbox created: its status from nothing. */
 	[S_CONV_EVENT] =
@@ -124,31 +147,30 @@ static const char *const sql[S_COUNT] = {
 	 * a message waiting for a conversation item in the queue keeps none. */
 	[S_SWEEP] =
 		"UPDATE outbox\n"
-		"SET next_attempt_at = coalesce(strftime('%Y-%m-%dT%H:%M:%SZ', next_attempt_at), " NOW_UTC ")\n"
+		"SET next_attempt_at = coalesce(strftime('%Y-%m-%dT%H:%M:%SZ', next_attempt_at), " NOW_UTC
+		")\n"
 		"WHERE id IN (SELECT min(id) FROM outbox WHERE state IN ('pending', 'sending') GROUP BY target)\n"
 		"	AND state = 'pending'\n"
 		"	AND (next_attempt_at IS NULL\n"
 		"	     OR next_attempt_at IS NOT strftime('%Y-%m-%dT%H:%M:%SZ', next_attempt_at))\n"
-		"	AND NOT (target GLOB '" REF_PREFIX "[0-9]*' AND EXISTS (\n"
+		"	AND NOT (target GLOB '" REF_PREFIX
+		"[0-9]*' AND EXISTS (\n"
 		"		SELECT 1 FROM outbox AS c\n"
 		"		WHERE c.id = CAST(substr(outbox.target, 8) AS INTEGER)\n"
 		"			AND c.state IN ('pending', 'sending')))",
-	[S_BEGIN] = "BEGIN IMMEDIATE",
-	[S_COMMIT] = "COMMIT",
-	[S_ROLLBACK] = "ROLLBACK",
 };
 
 /* One due item, as loaded; every string is owned. */
 struct item {
 	long long id;
-	const char *kind;       /* one of the three literals */
+	const char *kind; /* one of the three literals */
 	char *target;
-	char *idempotency_key;  /* sent exactly as stored */
-	char *payload;          /* the body as queued */
-	char *label;            /* "item 17 (message to conv_1)" for the log */
+	char *idempotency_key; /* sent exactly as stored */
+	char *payload;	       /* the body as queued */
+	char *label;	       /* "item 17 (message to conv_1)" for the log */
 	long attempts;
-	long age;               /* seconds since queued or retried */
-	int cut;                /* a NUL in a text column: not sendable as stored */
+	long age; /* seconds since queued or retried */
+	int cut;  /* a NUL in a text column: not sendable as stored */
 };
 
 /* The answer to a delivered request that the database did not let us
@@ -158,8 +180,8 @@ struct item {
 struct unrecorded {
 	struct unrecorded *next;
 	struct item it;
-	char *body;             /* the body as sent */
-	struct api_response r;  /* r.body points to the owned copy below */
+	char *body;	       /* the body as sent */
+	struct api_response r; /* r.body points to the owned copy below */
 	char *response;
 };
 
@@ -196,28 +218,14 @@ static void item_free(struct item *it)
 	memset(it, 0, sizeof(*it));
 }
 
-static void log_db_error(struct outbox *ob)
+/* Step statement which, one that returns no rows, and reset it: DX_OK, or
+ * DX_DB after logging. */
+static enum dx_result step_done(struct outbox *ob, int which)
 {
-	log_err("outbox: database %s: %s", sqlite3_db_filename(ob->db, "main"), sqlite3_errmsg(ob->db));
-}
+	int row;
 
-static int step_done(struct outbox *ob, int which)
-{
-	sqlite3_stmt *st = ob->st[which];
-	int rc = sqlite3_step(st);
-
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
-	if (rc != SQLITE_DONE) {
-		log_db_error(ob);
-		return -1;
-	}
-	return 0;
-}
-
-static void bind_text(sqlite3_stmt *st, int i, const char *s)
-{
-	sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+	assert(!sqlite3_stmt_busy(ob->st[which]));
+	return db_step(ob->st[which], "outbox", &row);
 }
 
 struct outbox *outbox_open(sqlite3 *db, struct api *api, const struct conf *c)
@@ -253,7 +261,8 @@ void outbox_close(struct outbox *ob)
 		struct unrecorded *u = ob->unrecorded;
 
 		log_err("outbox: %s was delivered but its answer could not be recorded: it stays in "
-			"'sending', and the next dexsyncd sends it again", u->it.label);
+			"'sending', and the next dexsyncd sends it again",
+			u->it.label);
 		ob->unrecorded = u->next;
 		unrecorded_free(u);
 	}
@@ -262,32 +271,33 @@ void outbox_close(struct outbox *ob)
 	free(ob);
 }
 
-int outbox_recover(struct outbox *ob)
+enum dx_result outbox_recover(struct outbox *ob, int *n)
 {
-	if (step_done(ob, S_RECOVER) < 0)
-		return -1;
-	int n = sqlite3_changes(ob->db);
-
-	if (n)
-		log_notice("outbox: %d item%s left in 'sending' by an earlier run go back to pending",
-			   n, n == 1 ? "" : "s");
-	return n;
+	*n = 0;
+	if (step_done(ob, S_RECOVER) != DX_OK)
+		return DX_DB;
+	*n = sqlite3_changes(ob->db);
+	if (*n)
+		log_notice("outbox: %d item%s left in 'sending' by an earlier run go back to pending", *n,
+			   *n == 1 ? "" : "s");
+	return DX_OK;
 }
 
 /* Mark an item failed for good; attempted says whether this try counts. */
-static int item_fail(struct outbox *ob, struct item *it, long status, const char *why, int attempted)
+static enum dx_result item_fail(struct outbox *ob, struct item *it, long status, const char *why,
+				int attempted)
 {
 	sqlite3_stmt *st = ob->st[S_FAIL];
 
 	sqlite3_bind_int64(st, 1, it->id);
 	if (status)
 		sqlite3_bind_int64(st, 2, status);
-	bind_text(st, 3, why);
+	db_bind_text(st, 3, why);
 	sqlite3_bind_int(st, 4, attempted);
-	if (step_done(ob, S_FAIL) < 0)
-		return -1;
+	if (step_done(ob, S_FAIL) != DX_OK)
+		return DX_DB;
 	log_notice("outbox: %s failed permanently: %s", it->label, why);
-	return 0;
+	return DX_OK;
 }
 
 /* A message to "outbox:N" takes the id of conversation item N once sent.
@@ -308,7 +318,7 @@ static int resolve_reference(struct outbox *ob, const struct item *it, char **bo
 	conv = json_string_value(json_object_get(payload, "conversation_id"));
 	if (!conv || strncmp(conv, REF_PREFIX, strlen(REF_PREFIX))) {
 		json_decref(payload);
-		return 1;   /* not a reference: send as queued */
+		return 1; /* not a reference: send as queued */
 	}
 	errno = 0;
 	ref = strtoll(conv + strlen(REF_PREFIX), &end, 10);
@@ -336,56 +346,60 @@ static int resolve_reference(struct outbox *ob, const struct item *it, char **bo
 }
 
 /* Update the mirror tables with what the server says it created. */
-static int mirror_result(struct outbox *ob, const struct item *it, const char *body,
-			 json_t *resp, const char *raw)
+static enum dx_result mirror_result(struct outbox *ob, const struct item *it, const char *body, json_t *resp,
+				    const char *raw)
 {
 	json_t *req = json_loads(body, 0, NULL);
+	const char *created = json_string_value(json_object_get(resp, "id"));
+	enum dx_result rc = DX_OK;
 	sqlite3_stmt *st;
-	int which, rc;
+	int which;
 
 	if (!strcmp(it->kind, "message")) {
 		which = S_MSG;
 		st = ob->st[which];
-		bind_text(st, 1, json_string_value(json_object_get(resp, "id")));
-		bind_text(st, 2, json_string_value(json_object_get(req, "conversation_id")));
-		bind_text(st, 3, json_string_value(json_object_get(req, "content")));
-		bind_text(st, 4, json_string_value(json_object_get(req, "type")) ?: "text");
+		db_bind_text(st, 1, json_string_value(json_object_get(resp, "id")));
+		db_bind_text(st, 2, json_string_value(json_object_get(req, "conversation_id")));
+		db_bind_text(st, 3, json_string_value(json_object_get(req, "content")));
+		db_bind_text(st, 4, json_string_value(json_object_get(req, "type")) ?: "text");
 		if (json_is_integer(json_object_get(resp, "timestamp")))
 			sqlite3_bind_int64(st, 5, json_integer_value(json_object_get(resp, "timestamp")));
-		bind_text(st, 6, raw);
+		db_bind_text(st, 6, raw);
 	} else if (!strcmp(it->kind, "user_update")) {
 		char *attrs = json_dumps(json_object_get(resp, "custom_attributes"), JSON_COMPACT);
 
 		which = S_USER;
 		st = ob->st[which];
-		bind_text(st, 1, it->target);
-		bind_text(st, 2, json_string_value(json_object_get(resp, "email")));
+		db_bind_text(st, 1, it->target);
+		db_bind_text(st, 2, json_string_value(json_object_get(resp, "email")));
 		sqlite3_bind_text(st, 3, attrs, -1, free);
-		bind_text(st, 4, raw);
+		db_bind_text(st, 4, raw);
 	} else {
 		which = S_CONV;
 		st = ob->st[which];
-		bind_text(st, 1, json_string_value(json_object_get(resp, "id")));
-		bind_text(st, 2, json_string_value(json_object_get(resp, "status")));
-		bind_text(st, 3, json_string_value(json_object_get(req, "subject")));
-		bind_text(st, 4, json_string_value(json_object_get(resp, "created_at")));
-		bind_text(st, 5, json_string_value(json_object_get(req, "user_id")));
-		bind_text(st, 6, raw);
+		db_bind_text(st, 1, json_string_value(json_object_get(resp, "id")));
+		db_bind_text(st, 2, json_string_value(json_object_get(resp, "status")));
+		db_bind_text(st, 3, json_string_value(json_object_get(req, "subject")));
+		db_bind_text(st, 4, json_string_value(json_object_get(resp, "created_at")));
+		db_bind_text(st, 5, json_string_value(json_object_get(req, "user_id")));
+		db_bind_text(st, 6, raw);
 	}
-	rc = json_string_value(json_object_get(resp, "id")) || which == S_USER ? step_done(ob, which) : 0;
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
+	/* A message or conversation the answer names no id of is not stored:
+	 * nothing could find it again.  A user is known by our target. */
+	if (created || which == S_USER)
+		rc = step_done(ob, which);
+	else
+		db_reset(st);
 	/* The change it made, in the history, in the same transaction; a
 	 * conversation already listed by a walk is not created by us. */
-	if (rc == 0 && json_string_value(json_object_get(resp, "id")) && which != S_USER &&
-	    (which == S_MSG || sqlite3_changes(ob->db) > 0)) {
+	if (rc == DX_OK && created && which != S_USER && (which == S_MSG || sqlite3_changes(ob->db) > 0)) {
 		st = ob->st[which == S_MSG ? S_MSG_EVENT : S_CONV_EVENT];
 		if (which == S_MSG) {
-			bind_text(st, 1, json_string_value(json_object_get(req, "conversation_id")));
-			bind_text(st, 2, json_string_value(json_object_get(resp, "id")));
+			db_bind_text(st, 1, json_string_value(json_object_get(req, "conversation_id")));
+			db_bind_text(st, 2, json_string_value(json_object_get(resp, "id")));
 			sqlite3_bind_int64(st, 3, it->id);
 		} else {
-			bind_text(st, 1, json_string_value(json_object_get(resp, "id")));
+			db_bind_text(st, 1, json_string_value(json_object_get(resp, "id")));
 			sqlite3_bind_int64(st, 2, it->id);
 		}
 		rc = step_done(ob, which == S_MSG ? S_MSG_EVENT : S_CONV_EVENT);
@@ -395,32 +409,30 @@ static int mirror_result(struct outbox *ob, const struct item *it, const char *b
 }
 
 /* Record a 2xx: 'sent' with the remote id, and the mirror, in one transaction. */
-static int item_sent(struct outbox *ob, struct item *it, const char *body,
-		     const struct api_response *r)
+static enum dx_result item_sent(struct outbox *ob, struct item *it, const char *body,
+				const struct api_response *r)
 {
 	sqlite3_stmt *st = ob->st[S_SENT];
 	json_t *resp = json_loadb(r->body, r->len, JSON_ALLOW_NUL, NULL);
 	const char *remote = json_string_value(json_object_get(resp, "id"));
 	char *raw = resp ? json_dumps(resp, JSON_COMPACT) : NULL;
-	int rc = -1;
+	enum dx_result rc;
 
 	if (!remote)
 		log_warning("outbox: %s: sent, but the answer has no id", it->label);
-	if (step_done(ob, S_BEGIN) < 0)
+	if ((rc = db_begin(ob->db)) != DX_OK)
 		goto out;
 	sqlite3_bind_int64(st, 1, it->id);
 	sqlite3_bind_int64(st, 2, r->status);
-	bind_text(st, 3, remote);
-	bind_text(st, 4, raw);
-	if (step_done(ob, S_SENT) < 0 ||
-	    (json_is_object(resp) && mirror_result(ob, it, body, resp, raw) < 0) ||
-	    step_done(ob, S_COMMIT) < 0) {
-		if (!sqlite3_get_autocommit(ob->db))   /* SQLite may have ended it */
-			step_done(ob, S_ROLLBACK);
+	db_bind_text(st, 3, remote);
+	db_bind_text(st, 4, raw);
+	if ((rc = step_done(ob, S_SENT)) != DX_OK ||
+	    (json_is_object(resp) && (rc = mirror_result(ob, it, body, resp, raw)) != DX_OK) ||
+	    (rc = db_commit(ob->db)) != DX_OK) {
+		db_rollback(ob->db); /* unless SQLite has ended it */
 		goto out;
 	}
 	log_debug("outbox: %s sent as %s", it->label, remote ? remote : "(no id)");
-	rc = 0;
 out:
 	free(raw);
 	json_decref(resp);
@@ -441,9 +453,10 @@ static uint32_t jitter(void)
 /* A transient failure: back to pending with a backoff, or failed when the
  * attempts or the age are used up.  A backoff that would reach past
  * max-age is cut to the last moment the item may still go; a server's
- * Retry-After past it fails the item at once.  Returns 0 (retried),
- * 1 (failed), or -1 on a database error. */
-static int item_retry(struct outbox *ob, struct item *it, const struct api_response *r)
+ * Retry-After past it fails the item at once.  *failed says which; DX_OK,
+ * or DX_DB on a database error. */
+static enum dx_result item_retry(struct outbox *ob, struct item *it, const struct api_response *r,
+				 int *failed)
 {
 	sqlite3_stmt *st = ob->st[S_RETRY];
 	long attempts = it->attempts + 1, delay, left = ob->c->max_age - it->age;
@@ -452,32 +465,33 @@ static int item_retry(struct outbox *ob, struct item *it, const struct api_respo
 	struct tm tm;
 	char when[32];
 
+	*failed = 1;
 	if (attempts >= ob->c->max_attempts) {
 		snprintf(why, sizeof(why), "%s (after %ld attempts)", r->error, attempts);
-		return item_fail(ob, it, r->status, why, 1) < 0 ? -1 : 1;
+		return item_fail(ob, it, r->status, why, 1);
 	}
 	if (r->retry_after >= 0 && r->retry_after >= left) {
 		snprintf(why, sizeof(why), "%s (the server asks to wait %ld s, past max-age: %ld s left)",
 			 r->error, r->retry_after, left > 0 ? left : 0);
-		return item_fail(ob, it, r->status, why, 1) < 0 ? -1 : 1;
+		return item_fail(ob, it, r->status, why, 1);
 	}
-	delay = backoff_delay(attempts, ob->c->min_backoff, ob->c->max_backoff, r->retry_after,
-			      jitter());
+	*failed = 0;
+	delay = backoff_delay(attempts, ob->c->min_backoff, ob->c->max_backoff, r->retry_after, jitter());
 	if (delay >= left)
 		delay = left > 1 ? left - 1 : 0;
-	at = time(NULL) + delay + 1;    /* whole seconds, rounded up: never sooner */
+	at = time(NULL) + delay + 1; /* whole seconds, rounded up: never sooner */
 	sqlite3_bind_int64(st, 1, it->id);
 	if (r->status)
 		sqlite3_bind_int64(st, 2, r->status);
-	bind_text(st, 3, r->error);
+	db_bind_text(st, 3, r->error);
 	sqlite3_bind_int64(st, 4, (sqlite3_int64)at);
-	if (step_done(ob, S_RETRY) < 0)
-		return -1;
+	if (step_done(ob, S_RETRY) != DX_OK)
+		return DX_DB;
 	gmtime_r(&at, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	log_notice("outbox: %s: %s; attempt %ld of %ld, retrying in %ld s (at %s)", it->label,
-		   r->error, attempts, ob->c->max_attempts, delay + 1, when);
-	return 0;
+	log_notice("outbox: %s: %s; attempt %ld of %ld, retrying in %ld s (at %s)", it->label, r->error,
+		   attempts, ob->c->max_attempts, delay + 1, when);
+	return DX_OK;
 }
 
 /* The request path of an item (malloc'd): ids are percent-encoded whole. */
@@ -497,37 +511,37 @@ static char *item_path(struct outbox *ob, const struct item *it)
 }
 
 /* Record the answer r to item's request (body: what was sent) and count
- * it.  Returns 0, or -1 when the database refused (nothing recorded). */
-static int record(struct outbox *ob, struct item *it, const char *body,
-		  const struct api_response *r, struct drain_counts *n)
+ * it.  Returns DX_OK, or DX_DB when the database refused (nothing
+ * recorded). */
+static enum dx_result record(struct outbox *ob, struct item *it, const char *body,
+			     const struct api_response *r, struct drain_counts *n)
 {
-	int rc;
+	int failed;
 
 	switch (r->outcome) {
-	case API_OK:
-		if (item_sent(ob, it, body, r) < 0)
-			return -1;
+	case DX_OK:
+		if (item_sent(ob, it, body, r) != DX_OK)
+			return DX_DB;
 		n->sent++;
-		return 0;
-	case API_TRANSIENT:
-		if ((rc = item_retry(ob, it, r)) < 0)
-			return -1;
-		if (rc)
+		return DX_OK;
+	case DX_TRANSIENT:
+		if (item_retry(ob, it, r, &failed) != DX_OK)
+			return DX_DB;
+		if (failed)
 			n->failed++;
 		else
 			n->retried++;
-		return 0;
-	default:
-		if (item_fail(ob, it, r->status, r->error, 1) < 0)
-			return -1;
+		return DX_OK;
+	default: /* DX_PERMANENT, DX_GONE: asking again will not help */
+		if (item_fail(ob, it, r->status, r->error, 1) != DX_OK)
+			return DX_DB;
 		n->failed++;
-		return 0;
+		return DX_OK;
 	}
 }
 
 /* Keep the answer that could not be recorded; takes over it and body. */
-static void keep_unrecorded(struct outbox *ob, struct item *it, char *body,
-			    const struct api_response *r)
+static void keep_unrecorded(struct outbox *ob, struct item *it, char *body, const struct api_response *r)
 {
 	struct unrecorded *u = calloc(1, sizeof(*u));
 
@@ -541,29 +555,31 @@ static void keep_unrecorded(struct outbox *ob, struct item *it, char *body,
 		u->next = ob->unrecorded;
 		ob->unrecorded = u;
 		memset(it, 0, sizeof(*it));
-		log_warning("outbox: %s: delivered (HTTP %ld), but the database refused to record it; "
-			    "kept until it can be, and nothing more goes to %s before", u->it.label,
-			    r->status, u->it.target);
+		log_warning(
+			"outbox: %s: delivered (HTTP %ld), but the database refused to record it; "
+			"kept until it can be, and nothing more goes to %s before",
+			u->it.label, r->status, u->it.target);
 		return;
 	}
 	free(u);
 	free(body);
 	log_err("outbox: %s: delivered, but neither the database nor memory can keep the answer: "
-		"it stays 'sending' and the next dexsyncd sends it again", it->label);
+		"it stays 'sending' and the next dexsyncd sends it again",
+		it->label);
 }
 
-/* Record the answers kept by keep_unrecorded, oldest first.  Returns 0
- * when none is left, -1 when the database still refuses. */
-static int flush_unrecorded(struct outbox *ob, struct drain_counts *n)
+/* Record the answers kept by keep_unrecorded, oldest first.  Returns
+ * DX_OK when none is left, DX_DB when the database still refuses. */
+static enum dx_result flush_unrecorded(struct outbox *ob, struct drain_counts *n)
 {
 	struct unrecorded **pp = &ob->unrecorded;
-	int rc = 0;
+	enum dx_result rc = DX_OK;
 
 	while (*pp) {
 		struct unrecorded *u = *pp;
 
-		if (record(ob, &u->it, u->body ? u->body : u->it.payload, &u->r, n) < 0) {
-			rc = -1;
+		if (record(ob, &u->it, u->body ? u->body : u->it.payload, &u->r, n) != DX_OK) {
+			rc = DX_DB;
 			pp = &u->next;
 			continue;
 		}
@@ -587,8 +603,8 @@ int outbox_settle(struct outbox *ob, long until)
 			break;
 		/* Each try waits for the lock no longer than what is left. */
 		sqlite3_busy_timeout(ob->db, (int)(until - now.tv_sec) * 1000);
-		if (flush_unrecorded(ob, &n) < 0 && sqlite3_errcode(ob->db) != SQLITE_BUSY)
-			sleep(1);       /* another error (a full disk): try again in a moment */
+		if (flush_unrecorded(ob, &n) != DX_OK && sqlite3_errcode(ob->db) != SQLITE_BUSY)
+			sleep(1); /* another error (a full disk): try again in a moment */
 	}
 	sqlite3_busy_timeout(ob->db, DB_BUSY_TIMEOUT_MS);
 	for (struct unrecorded *u = ob->unrecorded; u; u = u->next)
@@ -597,12 +613,13 @@ int outbox_settle(struct outbox *ob, long until)
 }
 
 /* Send one due item that heads its queue and record the answer.  Returns
- * 0, or -1 on a database error. */
-static int item_send(struct outbox *ob, struct item *it, struct drain_counts *n)
+ * DX_OK, or DX_DB on a database error (DX_NOMEM when out of memory). */
+static enum dx_result item_send(struct outbox *ob, struct item *it, struct drain_counts *n)
 {
 	char *why, *body = NULL, *path;
 	const char *method;
 	struct api_response r;
+	enum dx_result res;
 	int rc;
 
 	if (it->age > ob->c->max_age) {
@@ -611,8 +628,10 @@ static int item_send(struct outbox *ob, struct item *it, struct drain_counts *n)
 	}
 	if (it->cut) {
 		n->failed++;
-		return item_fail(ob, it, 0, "its target, payload or idempotency key holds a NUL "
-				 "character: it cannot be sent as stored", 0);
+		return item_fail(ob, it, 0,
+				 "its target, payload or idempotency key holds a NUL "
+				 "character: it cannot be sent as stored",
+				 0);
 	}
 	if (!strcmp(it->kind, "message")) {
 		rc = resolve_reference(ob, it, &body, &why);
@@ -625,33 +644,36 @@ static int item_send(struct outbox *ob, struct item *it, struct drain_counts *n)
 		}
 		if (rc < 0) {
 			n->failed++;
-			rc = item_fail(ob, it, 0, why, 0);
+			res = item_fail(ob, it, 0, why, 0);
 			free(why);
-			return rc;
+			return res;
 		}
 	}
 	if (!(path = item_path(ob, it))) {
 		free(body);
 		log_err("outbox: %s: out of memory", it->label);
-		return -1;
+		return DX_NOMEM;
 	}
 	method = !strcmp(it->kind, "user_update") ? "PATCH" : "POST";
 	sqlite3_bind_int64(ob->st[S_SENDING], 1, it->id);
-	if (step_done(ob, S_SENDING) < 0 || sqlite3_changes(ob->db) == 0) {
+	if ((res = step_done(ob, S_SENDING)) != DX_OK || sqlite3_changes(ob->db) == 0) {
 		/* a database error, or cancelled meanwhile */
 		free(path);
 		free(body);
-		return sqlite3_errcode(ob->db) == SQLITE_OK ? 0 : -1;
+		return res;
 	}
 	log_debug("outbox: %s: attempt %ld", it->label, it->attempts + 1);
 	api_request(ob->api, method, path, body ? body : it->payload, it->idempotency_key, &r);
 	free(path);
-	if (record(ob, it, body ? body : it->payload, &r, n) < 0) {
+	/* The item's strings stay the caller's (item_free), or go to
+	 * keep_unrecorded: clang-analyzer 14 loses them through record(). */
+	res = record(ob, it, body ? body : it->payload, &r, n); /* NOLINT(clang-analyzer-unix.Malloc) */
+	if (res != DX_OK) {
 		keep_unrecorded(ob, it, body, &r);
-		return -1;
+		return res;
 	}
 	free(body);
-	return 0;
+	return DX_OK;
 }
 
 /* Column i of st as a string (malloc'd; "" for NULL); *cut is set when
@@ -667,26 +689,23 @@ static char *column_dup(sqlite3_stmt *st, int i, int *cut)
 	return strdup(t);
 }
 
-/* Load the next due item into *it.  Returns 1, 0 when none is due, -1 on
- * error. */
-static int due_load(struct outbox *ob, struct item *it)
+/* Load the next due item into *it (*found 1), or find none due (*found
+ * 0).  DX_OK, or DX_DB or DX_NOMEM after logging. */
+static enum dx_result due_load(struct outbox *ob, struct item *it, int *found)
 {
 	sqlite3_stmt *st = ob->st[S_DUE];
 	const char *kind;
-	int rc = sqlite3_step(st);
 
 	memset(it, 0, sizeof(*it));
-	if (rc != SQLITE_ROW) {
-		sqlite3_reset(st);
-		if (rc == SQLITE_DONE)
-			return 0;
-		log_db_error(ob);
-		return -1;
-	}
+	if (db_step(st, "outbox", found) != DX_OK)
+		return DX_DB;
+	if (!*found)
+		return DX_OK;
 	it->id = sqlite3_column_int64(st, 0);
 	kind = (const char *)sqlite3_column_text(st, 1);
-	it->kind = !strcmp(kind, "message") ? "message"
-		   : !strcmp(kind, "user_update") ? "user_update" : "conversation";
+	it->kind = !strcmp(kind, "message")	? "message" :
+		   !strcmp(kind, "user_update") ? "user_update" :
+						  "conversation";
 	it->target = column_dup(st, 2, &it->cut);
 	it->payload = column_dup(st, 3, &it->cut);
 	it->idempotency_key = column_dup(st, 4, &it->cut);
@@ -698,40 +717,39 @@ static int due_load(struct outbox *ob, struct item *it)
 	if (!it->label) {
 		item_free(it);
 		log_err("outbox: out of memory");
-		return -1;
+		*found = 0;
+		return DX_NOMEM;
 	}
-	return 1;
+	return DX_OK;
 }
 
 /* An item due but not the head of its queue (retried behind newer ones, or
  * queued by hand with a time) waits out of line; its head gets a time, so
- * that the queue never stops.  Returns 1 when it was put back, 0 when it
- * heads its queue, -1 on error. */
-static int out_of_line(struct outbox *ob, const struct item *it)
+ * that the queue never stops.  *waits is 1 when it was put back, 0 when it
+ * heads its queue.  DX_OK, or DX_DB after logging. */
+static enum dx_result out_of_line(struct outbox *ob, const struct item *it, int *waits)
 {
 	sqlite3_stmt *st = ob->st[S_EARLIER];
-	sqlite3_int64 head = 0;
-	int rc;
+	sqlite3_int64 head;
+	int row;
 
-	bind_text(st, 1, it->target);
+	*waits = 0;
+	db_bind_text(st, 1, it->target);
 	sqlite3_bind_int64(st, 2, it->id);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW)
-		head = sqlite3_column_int64(st, 0);
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
-	if (rc != SQLITE_ROW) {
-		log_db_error(ob);
-		return -1;
-	}
+	if (db_step(st, "outbox", &row) != DX_OK)
+		return DX_DB;
+	assert(row); /* an aggregate has a row */
+	head = sqlite3_column_int64(st, 0);
+	db_reset(st);
 	if (!head)
-		return 0;
+		return DX_OK;
 	sqlite3_bind_int64(ob->st[S_SCHEDULE], 1, head);
 	sqlite3_bind_int64(ob->st[S_UNSCHEDULE], 1, it->id);
-	if (step_done(ob, S_SCHEDULE) < 0 || step_done(ob, S_UNSCHEDULE) < 0)
-		return -1;
+	if (step_done(ob, S_SCHEDULE) != DX_OK || step_done(ob, S_UNSCHEDULE) != DX_OK)
+		return DX_DB;
 	log_debug("outbox: %s waits for item %lld of its queue", it->label, (long long)head);
-	return 1;
+	*waits = 1;
+	return DX_OK;
 }
 
 /* Seconds until the next item is due (0: now), -1 when none waits. */
@@ -746,17 +764,18 @@ static long next_due(struct outbox *ob)
 	return wait < -1 ? 0 : wait;
 }
 
-int outbox_drain(struct outbox *ob, atomic_int *stop, struct drain_counts *n)
+enum dx_result outbox_drain(struct outbox *ob, atomic_int *stop, struct drain_counts *n)
 {
+	enum dx_result rc = DX_OK;
 	struct item it;
-	int rc = 0;
+	int found, waits;
 
 	memset(n, 0, sizeof(*n));
 	n->wait = -1;
-	if (ob->unrecorded && flush_unrecorded(ob, n) < 0)
-		rc = -1;
-	if (rc == 0 && time(NULL) - ob->last_sweep >= SWEEP_EVERY) {
-		if ((rc = step_done(ob, S_SWEEP)) == 0 && sqlite3_changes(ob->db) > 0)
+	if (ob->unrecorded)
+		rc = flush_unrecorded(ob, n);
+	if (rc == DX_OK && time(NULL) - ob->last_sweep >= SWEEP_EVERY) {
+		if ((rc = step_done(ob, S_SWEEP)) == DX_OK && sqlite3_changes(ob->db) > 0)
 			log_notice("outbox: %d queue%s had lost %s due time (edited by hand?); due now",
 				   sqlite3_changes(ob->db), sqlite3_changes(ob->db) == 1 ? "" : "s",
 				   sqlite3_changes(ob->db) == 1 ? "its" : "their");
@@ -764,17 +783,16 @@ int outbox_drain(struct outbox *ob, atomic_int *stop, struct drain_counts *n)
 	}
 	/* Each item leaves the due set: sent, failed, retried later, or put
 	 * out of line; so the loop ends. */
-	while (rc == 0 && !atomic_load(stop) && (rc = due_load(ob, &it)) > 0) {
-		rc = out_of_line(ob, &it);
-		if (rc == 0)
+	while (rc == DX_OK && !atomic_load(stop) && (rc = due_load(ob, &it, &found)) == DX_OK && found) {
+		rc = out_of_line(ob, &it, &waits);
+		if (rc == DX_OK && !waits)
 			rc = item_send(ob, &it, n);
-		rc = rc < 0 ? -1 : 0;
 		item_free(&it);
 	}
-	if (rc == 0)
+	if (rc == DX_OK)
 		n->wait = next_due(ob);
 	if (n->sent || n->retried || n->failed)
-		log_info("outbox: %ld sent, %ld to retry, %ld failed, %ld held back", n->sent,
-			 n->retried, n->failed, n->held);
+		log_info("outbox: %ld sent, %ld to retry, %ld failed, %ld held back", n->sent, n->retried,
+			 n->failed, n->held);
 	return rc;
 }

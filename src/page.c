@@ -1,13 +1,14 @@
 /* page.c - from a Dexra list page to conversation rows */
 #include "config.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "page.h"
 
-int page_parse(const char *body, size_t len, struct page *p, char *err, size_t errlen)
+enum dx_result page_parse(const char *body, size_t len, struct page *p, char *err, size_t errlen)
 {
 	json_error_t jerr;
 	json_t *meta, *cursor, *total;
@@ -22,9 +23,9 @@ int page_parse(const char *body, size_t len, struct page *p, char *err, size_t e
 	p->nrows = 0;
 	p->mem = NULL;
 	if (!p->root) {
-		snprintf(err, errlen, "invalid JSON at line %d, column %d (byte %d): %s",
-			 jerr.line, jerr.column, jerr.position, jerr.text);
-		return -1;
+		snprintf(err, errlen, "invalid JSON at line %d, column %d (byte %d): %s", jerr.line,
+			 jerr.column, jerr.position, jerr.text);
+		return DX_BAD_ANSWER;
 	}
 	p->data = json_object_get(p->root, "data");
 	if (!json_is_array(p->data)) {
@@ -39,7 +40,8 @@ int page_parse(const char *body, size_t len, struct page *p, char *err, size_t e
 	cursor = json_object_get(meta, "next_cursor");
 	if (json_is_string(cursor)) {
 		if (memchr(json_string_value(cursor), '\0', json_string_length(cursor))) {
-			snprintf(err, errlen, "meta.next_cursor holds a NUL character: it cannot be sent back");
+			snprintf(err, errlen,
+				 "meta.next_cursor holds a NUL character: it cannot be sent back");
 			goto fail;
 		}
 		if (json_string_length(cursor) > 0)
@@ -51,10 +53,10 @@ int page_parse(const char *body, size_t len, struct page *p, char *err, size_t e
 	total = json_object_get(meta, "total");
 	if (json_is_integer(total) && json_integer_value(total) >= 0)
 		p->total = (long)json_integer_value(total);
-	return 0;
+	return DX_OK;
 fail:
 	page_free(p);
-	return -1;
+	return DX_BAD_ANSWER;
 }
 
 /* The string value of key in obj, or NULL if absent or not a string; its
@@ -80,6 +82,7 @@ static char *room(struct page *p, size_t n)
 {
 	struct chunk *c = p->mem;
 
+	assert(!c || c->used <= c->size); /* a chunk is never written past its end */
 	if (!c || c->size - c->used < n) {
 		size_t size = 2 * p->body_len + 1024;
 
@@ -107,6 +110,7 @@ static const char *keep(struct page *p, const char *s, size_t len, int *failed)
 		*failed = 1;
 		return NULL;
 	}
+	assert(d == p->mem->data + p->mem->used && p->mem->size - p->mem->used >= len + 1);
 	memcpy(d, s, len);
 	d[len] = '\0';
 	p->mem->used += len + 1;
@@ -115,8 +119,7 @@ static const char *keep(struct page *p, const char *s, size_t len, int *failed)
 
 /* The string value of key in obj kept in the page's memory, its length in
  * *len; NULL if absent or not a string. */
-static const char *keep_str(struct page *p, json_t *obj, const char *key, size_t *len,
-			    int *failed)
+static const char *keep_str(struct page *p, json_t *obj, const char *key, size_t *len, int *failed)
 {
 	const char *s = str(obj, key, len);
 
@@ -140,6 +143,7 @@ static const char *render(struct page *p, json_t *v, size_t *len, int *failed)
 	}
 	if (need > left)
 		json_dumpb(v, d, need, flags);
+	assert(p->mem->size - p->mem->used >= need);
 	p->mem->used += need;
 	*len = need;
 	return d;
@@ -164,13 +168,11 @@ static int row_map(struct page *p, json_t *item, struct conv_row *row, int self_
 	row->created_at = keep_str(p, item, "created_at", &row->created_at_len, &failed);
 	row->user_id = keep_str(p, item, "user_id", &row->user_id_len, &failed);
 	if (!row->user_id)
-		row->user_id = keep_str(p, json_object_get(item, "user"), "id", &row->user_id_len,
-					&failed);
+		row->user_id = keep_str(p, json_object_get(item, "user"), "id", &row->user_id_len, &failed);
 	msg = json_object_get(item, "last_message");
 	if (json_is_object(msg)) {
 		row->last_message_id = keep_str(p, msg, "id", &row->last_message_id_len, &failed);
-		row->last_message_text = keep_str(p, msg, "text", &row->last_message_text_len,
-						  &failed);
+		row->last_message_text = keep_str(p, msg, "text", &row->last_message_text_len, &failed);
 		if (self_contained)
 			row->message_json = render(p, msg, &row->message_json_len, &failed);
 		else
@@ -180,23 +182,24 @@ static int row_map(struct page *p, json_t *item, struct conv_row *row, int self_
 	return failed ? -1 : 0;
 }
 
-int page_rows(struct page *p, int self_contained)
+enum dx_result page_rows(struct page *p, int self_contained)
 {
 	size_t n = json_array_size(p->data), i;
 	json_t *item;
 
+	assert(p->root && !p->rows); /* parsed, and not turned into rows yet */
 	if (!(p->rows = calloc(n ? n : 1, sizeof(*p->rows))))
-		return -1;
+		return DX_NOMEM;
 	p->nrows = n;
 	json_array_foreach(p->data, i, item)
 		if (row_map(p, item, &p->rows[i], self_contained) < 0)
-			return -1;
+			return DX_NOMEM;
 	if (!self_contained)
-		return 0;
+		return DX_OK;
 	json_decref(p->root);
 	p->root = p->data = NULL;
 	p->next_cursor = NULL;
-	return 0;
+	return DX_OK;
 }
 
 void page_free(struct page *p)

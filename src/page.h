@@ -5,32 +5,34 @@
 #include <jansson.h>
 #include <stddef.h>
 
+#include "result.h"
+
 struct conv_row;
 struct chunk;
 
 struct page {
-	json_t *root;               /* owns everything below, until page_rows */
-	json_t *data;               /* the items array */
-	const char *next_cursor;    /* NULL when this is the last page */
-	long total;                 /* meta.total, -1 when absent */
-	size_t body_len;            /* the size of the answer it was parsed from */
-	struct conv_row *rows;      /* after page_rows: a row per item, */
+	json_t *root;		 /* owns everything below, until page_rows */
+	json_t *data;		 /* the items array */
+	const char *next_cursor; /* NULL when this is the last page */
+	long total;		 /* meta.total, -1 when absent */
+	size_t body_len;	 /* the size of the answer it was parsed from */
+	struct conv_row *rows;	 /* after page_rows: a row per item, */
 	size_t nrows;
-	struct chunk *mem;          /* and the memory their strings are in */
+	struct chunk *mem; /* and the memory their strings are in */
 };
 
 /* Parse a GET /conversations answer (\u0000 in strings accepted).  Returns
- * 0, or -1 with the reason in err (bad JSON with its position, no data
- * array, a cursor of the wrong type or one holding a NUL, which could not
- * be sent back whole). */
-int page_parse(const char *body, size_t len, struct page *p, char *err, size_t errlen);
+ * DX_OK, or DX_BAD_ANSWER with the reason in err (bad JSON with its
+ * position, no data array, a cursor of the wrong type or one holding a
+ * NUL, which could not be sent back whole). */
+enum dx_result page_parse(const char *body, size_t len, struct page *p, char *err, size_t errlen);
 /* Turn every item into a row (page.rows), with its compact JSON (the form
  * the mirror stores and compares) and its strings, in memory the page owns.
  * Self-contained, the rows get their last_message's JSON too and the tree
  * is freed (root, data and next_cursor become NULL); else last_message
  * points into the tree, for the store to render when it writes one (a
- * re-walk writes few).  0, or -1 when out of memory. */
-int page_rows(struct page *p, int self_contained);
+ * re-walk writes few).  DX_OK, or DX_NOMEM. */
+enum dx_result page_rows(struct page *p, int self_contained);
 void page_free(struct page *p);
 
 /* The columns of one conversation.  An item that is not an object or has
@@ -49,11 +51,11 @@ struct conv_row {
 	const char *last_message_text;
 	size_t id_len, status_len, subject_len, created_at_len, user_id_len;
 	size_t last_message_id_len, last_message_text_len;
-	const char *json;           /* the item's compact JSON, */
+	const char *json; /* the item's compact JSON, */
 	size_t json_len;
-	const char *message_json;   /* and last_message's (self-contained rows) */
+	const char *message_json; /* and last_message's (self-contained rows) */
 	size_t message_json_len;
-	json_t *last_message;       /* the object, NULL if none or not kept */
+	json_t *last_message; /* the object, NULL if none or not kept */
 };
 
 /* The user id of a participant object ("id", else "user_id"), or NULL;

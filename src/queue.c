@@ -134,7 +134,8 @@ int queue_parse_attribute(const char *arg, char **key, json_t **value, char *err
 	v = json_loads(val, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
 	if (!v) {
 		if ((why = queue_text_problem(val, strlen(val), 1))) {
-			snprintf(err, errlen, "the value of '%.*s' %s", (int)(klen > 80 ? 80 : klen), arg, why);
+			snprintf(err, errlen, "the value of '%.*s' %s", (int)(klen > 80 ? 80 : klen), arg,
+				 why);
 			return -1;
 		}
 		v = json_string(val);
@@ -172,10 +173,11 @@ json_t *queue_message(const char *conversation, const char *text, size_t len, in
 		snprintf(err, errlen, "the message text %s", why);
 		return NULL;
 	}
-	j = json_pack("{s:s, s:s%, s:s}", "conversation_id", conversation, "content", text, len,
-		      "type", note ? "private_note" : "text");
+	j = json_pack("{s:s, s:s%, s:s}", "conversation_id", conversation, "content", text, len, "type",
+		      note ? "private_note" : "text");
 	if (!j)
-		snprintf(err, errlen, "the message could not be built (out of memory, or the "
+		snprintf(err, errlen,
+			 "the message could not be built (out of memory, or the "
 			 "conversation id is not UTF-8)");
 	return j;
 }

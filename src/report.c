@@ -7,7 +7,6 @@
 #include "config.h"
 
 #include <jansson.h>
-#include <locale.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -22,27 +21,22 @@
 struct report_def {
 	const char *name;
 	const char *title;
-	const char *sql;            /* no bounds */
-	const char *bounded;        /* with ?1 since and ?2 until, or NULL */
+	const char *sql;     /* no bounds */
+	const char *bounded; /* with ?1 since and ?2 until, or NULL */
 };
 
 static const struct report_def reports[] = {
-	{ "by-status", "Conversations by status",
-	  "SELECT * FROM report_by_status",
+	{ "by-status", "Conversations by status", "SELECT * FROM report_by_status",
 	  "SELECT status, sum(conversations) AS conversations\n"
 	  "FROM report_daily\n"
 	  "WHERE day BETWEEN ?1 AND ?2\n"
 	  "GROUP BY status\n"
 	  "ORDER BY status" },
-	{ "daily", "Conversations created per day (UTC)",
-	  "SELECT * FROM report_daily",
+	{ "daily", "Conversations created per day (UTC)", "SELECT * FROM report_daily",
 	  "SELECT * FROM report_daily WHERE day BETWEEN ?1 AND ?2" },
-	{ "backlog", "Open and snoozed conversations by age",
-	  "SELECT * FROM report_backlog", NULL },
-	{ "outbox", "Outbox items by kind and state",
-	  "SELECT * FROM report_outbox", NULL },
-	{ "sync-history", "Last walks",
-	  "SELECT * FROM report_sync_history LIMIT 100",
+	{ "backlog", "Open and snoozed conversations by age", "SELECT * FROM report_backlog", NULL },
+	{ "outbox", "Outbox items by kind and state", "SELECT * FROM report_outbox", NULL },
+	{ "sync-history", "Last walks", "SELECT * FROM report_sync_history LIMIT 100",
 	  "SELECT * FROM report_sync_history\n"
 	  "WHERE substr(started_at, 1, 10) BETWEEN ?1 AND ?2" },
 	{ "user-attribute", "Users by custom attribute",
@@ -55,11 +49,9 @@ static const struct report_def reports[] = {
 	  "SELECT * FROM report_time_to_close",
 	  "SELECT * FROM report_time_to_close\n"
 	  "WHERE week BETWEEN coalesce(date(?1, 'weekday 0', '-6 days'), ?1) AND ?2" },
-	{ "reopened", "Conversations closed and opened again",
-	  "SELECT * FROM report_reopened",
+	{ "reopened", "Conversations closed and opened again", "SELECT * FROM report_reopened",
 	  "SELECT * FROM report_reopened WHERE substr(last_reopened_at, 1, 10) BETWEEN ?1 AND ?2" },
-	{ "changes", "Changes seen per walk and field",
-	  "SELECT * FROM report_changes",
+	{ "changes", "Changes seen per walk and field", "SELECT * FROM report_changes",
 	  "SELECT * FROM report_changes\n"
 	  "WHERE substr(coalesce(started_at, '9999'), 1, 10) BETWEEN ?1 AND ?2" },
 };
@@ -70,17 +62,17 @@ static const struct report_def reports[] = {
  * its bytes exactly (a NUL among them included) for CSV and JSON; a table
  * and HTML show them escaped. */
 struct cell {
-	int type;               /* SQLITE_INTEGER, ..., SQLITE_NULL */
-	char *text;             /* NULL for SQL NULL; NUL-terminated */
-	size_t len;             /* bytes in text */
-	long long integer;      /* SQLITE_INTEGER */
-	double real;            /* SQLITE_FLOAT */
+	int type;	   /* SQLITE_INTEGER, ..., SQLITE_NULL */
+	char *text;	   /* NULL for SQL NULL; NUL-terminated */
+	size_t len;	   /* bytes in text */
+	long long integer; /* SQLITE_INTEGER */
+	double real;	   /* SQLITE_FLOAT */
 };
 
 struct result {
 	int ncols, nrows;
 	char **names;
-	struct cell *cells;     /* nrows * ncols */
+	struct cell *cells; /* nrows * ncols */
 };
 
 const struct report_def *report_find(const char *name)
@@ -207,7 +199,7 @@ size_t report_text_width(const char *s)
 	memset(&ps, 0, sizeof(ps));
 	while (*s) {
 		n = mbrtowc(&wc, s, MB_CUR_MAX, &ps);
-		if (n == (size_t)-1 || n == (size_t)-2) {   /* not UTF-8: a byte a column */
+		if (n == (size_t)-1 || n == (size_t)-2) { /* not UTF-8: a byte a column */
 			memset(&ps, 0, sizeof(ps));
 			s++;
 			w++;
@@ -239,8 +231,7 @@ static char *table_text(const struct result *res, int row, int col)
 
 /* One line of a terminal table: text left, numbers right; text is the
  * escaped text of each cell of the line. */
-static void table_line(FILE *out, const struct result *res, const size_t *width, int row,
-		       char *const *text)
+static void table_line(FILE *out, const struct result *res, const size_t *width, int row, char *const *text)
 {
 	for (int i = 0; i < res->ncols; i++) {
 		const struct cell *c = row < 0 ? NULL : &res->cells[row * res->ncols + i];
@@ -361,7 +352,7 @@ static json_t *text_json(const char *s, size_t n)
 			memcpy(o, s + k, len);
 			o += len;
 		} else {
-			*o++ = '\xef';    /* U+FFFD, the replacement character */
+			*o++ = '\xef'; /* U+FFFD, the replacement character */
 			*o++ = '\xbf';
 			*o++ = '\xbd';
 		}
@@ -400,15 +391,21 @@ static int print_json(FILE *out, const struct result *res)
 		if (!obj || json_array_append_new(arr, obj) < 0)
 			rc = -1;
 		for (int i = 0; rc == 0 && i < res->ncols; i++)
-			if (json_object_set_new(obj, res->names[i], cell_json(&res->cells[r * res->ncols + i])) < 0)
+			if (json_object_set_new(obj, res->names[i],
+						cell_json(&res->cells[r * res->ncols + i])) < 0)
 				rc = -1;
 	}
+	return report_json_write(out, arr, rc, "report");
+}
+
+int report_json_write(FILE *out, json_t *arr, int rc, const char *who)
+{
 	if (rc == 0) {
 		rc = json_dumpf(arr, out, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
 		fputc('\n', out);
 	}
 	if (rc < 0)
-		log_err("report: cannot write JSON (out of memory)");
+		log_err("%s: cannot write JSON (out of memory)", who);
 	json_decref(arr);
 	return rc;
 }
@@ -421,12 +418,23 @@ static void html_textn(FILE *out, const char *text, size_t n)
 
 	for (const char *s = safe ? safe : "?"; *s; s++) {
 		switch (*s) {
-		case '&': fputs("&amp;", out); break;
-		case '<': fputs("&lt;", out); break;
-		case '>': fputs("&gt;", out); break;
-		case '"': fputs("&quot;", out); break;
-		case '\'': fputs("&#39;", out); break;
-		default: fputc(*s, out);
+		case '&':
+			fputs("&amp;", out);
+			break;
+		case '<':
+			fputs("&lt;", out);
+			break;
+		case '>':
+			fputs("&gt;", out);
+			break;
+		case '"':
+			fputs("&quot;", out);
+			break;
+		case '\'':
+			fputs("&#39;", out);
+			break;
+		default:
+			fputc(*s, out);
 		}
 	}
 	free(safe);
@@ -443,13 +451,13 @@ static void html_text(FILE *out, const char *s)
  * One file: inline CSS and SVG, no script, no external asset. */
 #define CHART_W		720
 #define CHART_H		250
-#define PLOT_L		58      /* room for the y tick values */
+#define PLOT_L		58 /* room for the y tick values */
 #define PLOT_R		14
 #define PLOT_T		14
-#define PLOT_B		46      /* x tick values and the x axis title */
-#define CHART_MAX_X	90      /* a chart shows the latest 90 days, weeks or walks */
-#define TABLE_MAX_ROWS	30      /* a table shows its latest 30 rows */
-#define TABLE_OPEN_ROWS	12      /* shorter tables are shown unfolded */
+#define PLOT_B		46 /* x tick values and the x axis title */
+#define CHART_MAX_X	90 /* a chart shows the latest 90 days, weeks or walks */
+#define TABLE_MAX_ROWS	30 /* a table shows its latest 30 rows */
+#define TABLE_OPEN_ROWS 12 /* shorter tables are shown unfolded */
 #define MAX_SERIES	8
 
 enum chart_kind { CHART_BARS, CHART_LINES };
@@ -457,23 +465,22 @@ enum chart_kind { CHART_BARS, CHART_LINES };
 struct series {
 	const char *name;
 	const char *color;
-	double *v;              /* one value per x; NAN: none */
-	int band;               /* the upper edge of a band from the series before */
+	double *v; /* one value per x; NAN: none */
+	int band;  /* the upper edge of a band from the series before */
 };
 
 struct chart {
 	enum chart_kind kind;
 	const char *xlabel, *ylabel;
-	int n;                  /* positions on the x axis */
-	int total;              /* before the chart was cut to its latest CHART_MAX_X */
-	const char **x;         /* their labels (into a result) */
+	int n;		/* positions on the x axis */
+	int total;	/* before the chart was cut to its latest CHART_MAX_X */
+	const char **x; /* their labels (into a result) */
 	int ns;
 	struct series s[MAX_SERIES];
 };
 
 static const char *const status_colors[] = { "#2b6cb0", "#d69e2e", "#718096", "#9f7aea" };
-static const char *const field_colors[] = { "#2b6cb0", "#38a169", "#d69e2e", "#9f7aea",
-					    "#e53e3e", "#319795" };
+static const char *const field_colors[] = { "#2b6cb0", "#38a169", "#d69e2e", "#9f7aea", "#e53e3e", "#319795" };
 
 /* The smallest 1, 2 or 5 times a power of ten at or above v (1 for 0 or
  * less); without libm. */
@@ -487,7 +494,7 @@ static double nice_max(double v)
 		p *= 10;
 	while (p > v && p > 1e-9)
 		p /= 10;
-	for (double m = 1; ; m = m == 1 ? 2 : m == 2 ? 5 : 10)
+	for (double m = 1;; m = m == 1 ? 2 : m == 2 ? 5 : 10)
 		if (m * p >= v * (1 - 1e-9))
 			return m * p;
 }
@@ -572,19 +579,20 @@ static void chart_axes(FILE *out, const struct chart *c, double top)
 	for (int t = 0; t <= 4; t++) {
 		double y = plot_y(top * t / 4, top);
 
-		fprintf(out, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" class=\"grid\"/>"
-			"<text x=\"%d\" y=\"%.1f\" class=\"yt\">", PLOT_L, y, CHART_W - PLOT_R, y,
-			PLOT_L - 6, y + 4);
+		fprintf(out,
+			"<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" class=\"grid\"/>"
+			"<text x=\"%d\" y=\"%.1f\" class=\"yt\">",
+			PLOT_L, y, CHART_W - PLOT_R, y, PLOT_L - 6, y + 4);
 		html_num(out, top * t / 4);
 		fputs("</text>\n", out);
 	}
-	fprintf(out, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" class=\"axis\"/>\n",
-		PLOT_L, CHART_H - PLOT_B, CHART_W - PLOT_R, CHART_H - PLOT_B);
+	fprintf(out, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" class=\"axis\"/>\n", PLOT_L,
+		CHART_H - PLOT_B, CHART_W - PLOT_R, CHART_H - PLOT_B);
 	for (int i = 0; i < c->n; i++) {
 		if (i % step && i != c->n - 1)
 			continue;
 		if (i != c->n - 1 && c->n - 1 - i < step)
-			continue;       /* too close to the last label */
+			continue; /* too close to the last label */
 		/* The last label ends at the plot's edge, not past it. */
 		if (i == c->n - 1 && c->n > 1)
 			fprintf(out, "<text x=\"%d\" y=\"%d\" class=\"xt\" text-anchor=\"end\">",
@@ -629,7 +637,8 @@ static void chart_bars(FILE *out, const struct chart *c, double top)
 
 			if (isnan(v) || v <= 0)
 				continue;
-			fprintf(out, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\">",
+			fprintf(out,
+				"<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\">",
 				plot_x(c, i) - w / 2, plot_y(base + v, top), w,
 				plot_y(base, top) - plot_y(base + v, top), c->s[k].color);
 			chart_title(out, c, i, &c->s[k], v);
@@ -647,7 +656,8 @@ static void chart_lines(FILE *out, const struct chart *c, double top)
 
 		if (!hi->band)
 			continue;
-		fprintf(out, "<polygon fill=\"%s\" fill-opacity=\"0.22\" stroke=\"none\" points=\"", hi->color);
+		fprintf(out, "<polygon fill=\"%s\" fill-opacity=\"0.22\" stroke=\"none\" points=\"",
+			hi->color);
 		for (int i = 0; i < c->n; i++)
 			if (!isnan(hi->v[i]) && !isnan(lo->v[i]))
 				fprintf(out, "%.1f,%.1f ", plot_x(c, i), plot_y(hi->v[i], top));
@@ -664,8 +674,8 @@ static void chart_lines(FILE *out, const struct chart *c, double top)
 		const struct series *s = &c->s[k];
 		int banded = s->band || (k + 1 < c->ns && c->s[k + 1].band);
 
-		fprintf(out, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"%s\" points=\"",
-			s->color, banded ? "1" : "2");
+		fprintf(out, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"%s\" points=\"", s->color,
+			banded ? "1" : "2");
 		for (int i = 0; i < c->n; i++)
 			if (!isnan(s->v[i]))
 				fprintf(out, "%.1f,%.1f ", plot_x(c, i), plot_y(s->v[i], top));
@@ -673,8 +683,8 @@ static void chart_lines(FILE *out, const struct chart *c, double top)
 		for (int i = 0; i < c->n; i++) {
 			if (isnan(s->v[i]))
 				continue;
-			fprintf(out, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"%s\" fill=\"%s\">",
-				plot_x(c, i), plot_y(s->v[i], top), c->n > 60 ? "1.8" : "3", s->color);
+			fprintf(out, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"%s\" fill=\"%s\">", plot_x(c, i),
+				plot_y(s->v[i], top), c->n > 60 ? "1.8" : "3", s->color);
 			chart_title(out, c, i, s, s->v[i]);
 			fputs("</circle>\n", out);
 		}
@@ -702,14 +712,16 @@ static void chart_print(FILE *out, const struct chart *c, const char *title)
 		top = sum > top ? sum : top;
 	}
 	top = nice_max(top);
-	fprintf(out, "<figure>\n<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 %d %d\" "
-		"role=\"img\" class=\"chart\">\n<title>", CHART_W, CHART_H);
+	fprintf(out,
+		"<figure>\n<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 %d %d\" "
+		"role=\"img\" class=\"chart\">\n<title>",
+		CHART_W, CHART_H);
 	html_text(out, title);
 	fputs("</title>\n", out);
 	chart_axes(out, c, top);
 	if (c->n == 0)
-		fprintf(out, "<text x=\"%d\" y=\"%d\" class=\"nd\">no data yet</text>\n",
-			CHART_W / 2, CHART_H / 2);
+		fprintf(out, "<text x=\"%d\" y=\"%d\" class=\"nd\">no data yet</text>\n", CHART_W / 2,
+			CHART_H / 2);
 	else if (c->kind == CHART_BARS)
 		chart_bars(out, c, top);
 	else
@@ -749,8 +761,8 @@ static double cell_num(const struct result *res, int row, int col)
 /* Rows first..last of res (in order, or reversed: newest first) as the
  * x axis, from column xcol; first is set so that at most CHART_MAX_X are
  * shown, the latest. */
-static struct chart *chart_rows(const struct result *res, int xcol, int reversed,
-				enum chart_kind kind, const char *xlabel, const char *ylabel)
+static struct chart *chart_rows(const struct result *res, int xcol, int reversed, enum chart_kind kind,
+				const char *xlabel, const char *ylabel)
 {
 	int n = res->nrows > CHART_MAX_X ? CHART_MAX_X : res->nrows;
 	struct chart *c = chart_new(kind, n, xlabel, ylabel);
@@ -766,8 +778,7 @@ static struct chart *chart_rows(const struct result *res, int xcol, int reversed
 }
 
 /* Fill series v from column col, the rows as chart_rows laid them out. */
-static void chart_fill(const struct chart *c, double *v, const struct result *res, int col,
-		       int reversed)
+static void chart_fill(const struct chart *c, double *v, const struct result *res, int col, int reversed)
 {
 	for (int i = 0; v && i < c->n; i++)
 		v[i] = cell_num(res, reversed ? c->n - 1 - i : res->nrows - c->n + i, col);
@@ -835,8 +846,9 @@ static struct chart *chart_reopened(const struct result *res)
  * outbox's events (no walk) are left to the table. */
 static struct chart *chart_changes(const struct result *res)
 {
-	static const char *const fields[] = { "status", "subject", "last_message", "user", "gone",
-					      "returned" };
+	static const char *const fields[] = {
+		"status", "subject", "last_message", "user", "gone", "returned"
+	};
 	int n = 0, first, i = -1;
 	struct chart *c;
 	double *v[6];
@@ -862,7 +874,7 @@ static struct chart *chart_changes(const struct result *res)
 			break;
 		if (!r || strcmp(shown(cell_at(res, r, 0)), shown(cell_at(res, r - 1, 0))))
 			i++;
-		pos = n - 1 - i - first;        /* oldest on the left */
+		pos = n - 1 - i - first; /* oldest on the left */
 		if (pos < 0)
 			continue;
 		for (k = 0; k < 5 && strcmp(f, fields[k]); k++)
@@ -922,7 +934,8 @@ static void html_table(FILE *out, const struct result *res, int first, int last)
 		for (int i = 0; i < res->ncols; i++) {
 			const struct cell *c = cell_at(res, r, i);
 
-			fputs(c->type == SQLITE_INTEGER || c->type == SQLITE_FLOAT ? "<td class=n>" : "<td>", out);
+			fputs(c->type == SQLITE_INTEGER || c->type == SQLITE_FLOAT ? "<td class=n>" : "<td>",
+			      out);
 			html_textn(out, shown(c), c->text ? c->len : 0);
 			fputs("</td>", out);
 		}
@@ -948,14 +961,15 @@ static void html_rows(FILE *out, const struct report_def *r, const struct result
 	fprintf(out, "<details%s><summary>Table: %d row%s</summary>\n",
 		res->nrows <= TABLE_OPEN_ROWS ? " open" : "", res->nrows, res->nrows == 1 ? "" : "s");
 	if (shown_rows < res->nrows)
-		fprintf(out, "<p class=\"note\">The latest %d of %d rows; all of them: "
-			"<code>dexsync report %s --format csv</code>.</p>\n", shown_rows, res->nrows, r->name);
+		fprintf(out,
+			"<p class=\"note\">The latest %d of %d rows; all of them: "
+			"<code>dexsync report %s --format csv</code>.</p>\n",
+			shown_rows, res->nrows, r->name);
 	html_table(out, res, first, first + shown_rows);
 	fputs("</details>\n", out);
 }
 
-static int html_section(sqlite3 *db, const struct report_def *r, const struct report_query *q,
-			FILE *out)
+static int html_section(sqlite3 *db, const struct report_def *r, const struct report_query *q, FILE *out)
 {
 	struct report_query none = { NULL, NULL, q->attribute };
 	struct result res;
@@ -968,8 +982,8 @@ static int html_section(sqlite3 *db, const struct report_def *r, const struct re
 	fputs("</h2>\n", out);
 	if ((c = chart_for(r, &res))) {
 		if (c->n < c->total)
-			fprintf(out, "<p class=\"note\">The chart shows the latest %d of %d.</p>\n",
-				c->n, c->total);
+			fprintf(out, "<p class=\"note\">The chart shows the latest %d of %d.</p>\n", c->n,
+				c->total);
 		chart_print(out, c, r->title);
 		chart_free(c);
 	}
@@ -1060,8 +1074,7 @@ static int html_tiles(sqlite3 *db, FILE *out)
 	html_tile(out, shown(cell_at(&t, 0, 0)), "open now", sub);
 	html_tile(out, shown(cell_at(&t, 0, 2)), "created, last 7 days", NULL);
 	html_tile(out, shown(cell_at(&t, 0, 3)), "closed, last 7 days", "closes seen by the walks");
-	html_tile(out, median, "median time to close, last 4 weeks",
-		  "earliest-latest the walks allow");
+	html_tile(out, median, "median time to close, last 4 weeks", "earliest-latest the walks allow");
 	html_tile(out, oldest, "oldest open", shown(cell_at(&t, 0, 4)));
 	snprintf(sub, sizeof(sub), "%s failed", shown(cell_at(&t, 0, 7)));
 	html_tile(out, shown(cell_at(&t, 0, 6)), "outbox pending", sub);
@@ -1077,8 +1090,8 @@ out:
 
 /* The order of the dashboard: what changes first, the lists after. */
 static const char *const dashboard[] = {
-	"daily", "backlog-daily", "time-to-close", "backlog", "reopened", "changes", "by-status",
-	"outbox", "sync-history", "user-attribute",
+	"daily",   "backlog-daily", "time-to-close", "backlog",	     "reopened",
+	"changes", "by-status",	    "outbox",	     "sync-history", "user-attribute",
 };
 
 static const char html_style[] =
@@ -1104,8 +1117,7 @@ static const char html_style[] =
 	"@media print { body { max-width: none; } .tile { break-inside: avoid; }\n"
 	"	section, figure { break-inside: avoid; } summary { color: #1a202c; } }\n";
 
-static int print_html(sqlite3 *db, const struct report_def *only, const struct report_query *q,
-		      FILE *out)
+static int print_html(sqlite3 *db, const struct report_def *only, const struct report_query *q, FILE *out)
 {
 	char now[32];
 	time_t t = time(NULL);
@@ -1114,10 +1126,12 @@ static int print_html(sqlite3 *db, const struct report_def *only, const struct r
 
 	gmtime_r(&t, &tm);
 	strftime(now, sizeof(now), "%Y-%m-%d %H:%M UTC", &tm);
-	fprintf(out, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+	fprintf(out,
+		"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
 		"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
 		"<title>dexsync report</title>\n<style>\n%s</style>\n</head>\n<body>\n"
-		"<h1>dexsync report</h1>\n<p class=\"gen\">Generated %s", html_style, now);
+		"<h1>dexsync report</h1>\n<p class=\"gen\">Generated %s",
+		html_style, now);
 	if (q->since || q->until) {
 		fputs("; dated reports from ", out);
 		html_text(out, q->since ? q->since : "the start");
@@ -1153,13 +1167,26 @@ static int valid_date(sqlite3 *db, const char *s)
 	return ok;
 }
 
-int report_run(sqlite3 *db, const struct report_def *r, enum report_format fmt,
-	       const struct report_query *q, FILE *out)
+/* Print res as a table, CSV or JSON, then free it.  0, or -1 after logging. */
+static int print_result(FILE *out, struct result *res, enum report_format fmt)
 {
-	struct result res;
 	int rc = 0;
 
-	setlocale(LC_CTYPE, "C.UTF-8");
+	if (fmt == REPORT_TABLE)
+		rc = print_table(out, res);
+	else if (fmt == REPORT_CSV)
+		print_csv(out, res);
+	else
+		rc = print_json(out, res);
+	result_free(res);
+	return rc;
+}
+
+int report_run(sqlite3 *db, const struct report_def *r, enum report_format fmt, const struct report_query *q,
+	       FILE *out)
+{
+	struct result res;
+
 	if ((q->since && !valid_date(db, q->since)) || (q->until && !valid_date(db, q->until))) {
 		log_err("'%.40s' is not a date (YYYY-MM-DD)",
 			q->since && !valid_date(db, q->since) ? q->since : q->until);
@@ -1181,24 +1208,15 @@ int report_run(sqlite3 *db, const struct report_def *r, enum report_format fmt,
 	}
 	if (result_read(db, r, q, &res) < 0)
 		return -1;
-	if (fmt == REPORT_TABLE)
-		rc = print_table(out, &res);
-	else if (fmt == REPORT_CSV)
-		print_csv(out, &res);
-	else
-		rc = print_json(out, &res);
-	result_free(&res);
-	return rc;
+	return print_result(out, &res, fmt);
 }
 
-int report_print_sql(sqlite3 *db, const char *name, const char *sql, const char *param,
-		     size_t param_len, enum report_format fmt, FILE *out)
+int report_print_sql(sqlite3 *db, const char *name, const char *sql, const char *param, size_t param_len,
+		     enum report_format fmt, FILE *out)
 {
 	struct result res;
 	sqlite3_stmt *st = NULL;
-	int rc = 0;
 
-	setlocale(LC_CTYPE, "C.UTF-8");
 	if (fmt == REPORT_HTML) {
 		log_err("%s: the formats are table, csv and json", name);
 		return -1;
@@ -1207,12 +1225,5 @@ int report_print_sql(sqlite3 *db, const char *name, const char *sql, const char 
 		sqlite3_bind_text64(st, 1, param, param_len, SQLITE_STATIC, SQLITE_UTF8);
 	if (result_fill(db, name, st, &res) < 0)
 		return -1;
-	if (fmt == REPORT_TABLE)
-		rc = print_table(out, &res);
-	else if (fmt == REPORT_CSV)
-		print_csv(out, &res);
-	else
-		rc = print_json(out, &res);
-	result_free(&res);
-	return rc;
+	return print_result(out, &res, fmt);
 }

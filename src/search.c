@@ -24,13 +24,13 @@
 #include "report.h"
 #include "search.h"
 
-#define MARK_OPEN	"\xef\xb7\x90"  /* U+FDD0 */
-#define MARK_CLOSE	"\xef\xb7\x91"  /* U+FDD1 */
-#define MARK_LEN	3
-#define SNIPPET_TOKENS	"16"
-#define MAX_QUERY	4096
+#define MARK_OPEN      "\xef\xb7\x90" /* U+FDD0 */
+#define MARK_CLOSE     "\xef\xb7\x91" /* U+FDD1 */
+#define MARK_LEN       3
+#define SNIPPET_TOKENS "16"
+#define MAX_QUERY      4096
 /* The window looked at first: this many times the limit. */
-#define SEARCH_WINDOW		4
+#define SEARCH_WINDOW 4
 
 /* The best matches of one table in a window of the best ranked, best
  * first, each with whether its conversation passes the filters: ?1 query,
@@ -93,26 +93,34 @@ static const char *const table_sql[2][2] = {
 };
 
 /* One shown row: ?1 the conversation's rowid. */
-static const char row_sql[] =
-	"SELECT id, status, created_at, subject FROM conversations WHERE rowid = ?1";
+static const char row_sql[] = "SELECT id, status, created_at, subject FROM conversations WHERE rowid = ?1";
 
 /* The snippet of an entry (?2 its rowid) matched by ?1; then 1 when the
  * subject holds a match.  Unmarked when the text holds a mark itself. */
 static const char conv_snippet_sql[] =
-	"SELECT CASE WHEN instr(coalesce(subject, '') || coalesce(last_message_text, ''), '" MARK_OPEN "')\n"
-	"		OR instr(coalesce(subject, '') || coalesce(last_message_text, ''), '" MARK_CLOSE "')\n"
-	"	THEN snippet(conversations_fts, -1, '', '', '…', " SNIPPET_TOKENS ")\n"
-	"	ELSE snippet(conversations_fts, -1, '" MARK_OPEN "', '" MARK_CLOSE "', '…', " SNIPPET_TOKENS ") END,\n"
-	"	instr(highlight(conversations_fts, 0, '" MARK_OPEN "', ''), '" MARK_OPEN "') > 0,\n"
+	"SELECT CASE WHEN instr(coalesce(subject, '') || coalesce(last_message_text, ''), '" MARK_OPEN
+	"')\n"
+	"		OR instr(coalesce(subject, '') || coalesce(last_message_text, ''), '" MARK_CLOSE
+	"')\n"
+	"	THEN snippet(conversations_fts, -1, '', '', '…', " SNIPPET_TOKENS
+	")\n"
+	"	ELSE snippet(conversations_fts, -1, '" MARK_OPEN "', '" MARK_CLOSE "', '…', " SNIPPET_TOKENS
+	") END,\n"
+	"	instr(highlight(conversations_fts, 0, '" MARK_OPEN "', ''), '" MARK_OPEN
+	"') > 0,\n"
 	"	NULL\n"
 	"FROM conversations_fts\n"
 	"WHERE conversations_fts MATCH ?1 AND rowid = ?2";
 
 static const char msg_snippet_sql[] =
-	"SELECT CASE WHEN instr(coalesce(text, ''), '" MARK_OPEN "')\n"
-	"		OR instr(coalesce(text, ''), '" MARK_CLOSE "')\n"
-	"	THEN snippet(messages_fts, 0, '', '', '…', " SNIPPET_TOKENS ")\n"
-	"	ELSE snippet(messages_fts, 0, '" MARK_OPEN "', '" MARK_CLOSE "', '…', " SNIPPET_TOKENS ") END,\n"
+	"SELECT CASE WHEN instr(coalesce(text, ''), '" MARK_OPEN
+	"')\n"
+	"		OR instr(coalesce(text, ''), '" MARK_CLOSE
+	"')\n"
+	"	THEN snippet(messages_fts, 0, '', '', '…', " SNIPPET_TOKENS
+	")\n"
+	"	ELSE snippet(messages_fts, 0, '" MARK_OPEN "', '" MARK_CLOSE "', '…', " SNIPPET_TOKENS
+	") END,\n"
 	"	0,\n"
 	"	(SELECT id FROM messages WHERE rowid = ?2)\n"
 	"FROM messages_fts\n"
@@ -126,10 +134,10 @@ struct text {
 };
 
 struct hit {
-	sqlite3_int64 conv;         /* conversations.rowid */
-	sqlite3_int64 entry;        /* rowid in the FTS table that matched */
-	double rank;                /* bm25: lower is better */
-	int in_messages;            /* found in messages_fts */
+	sqlite3_int64 conv;  /* conversations.rowid */
+	sqlite3_int64 entry; /* rowid in the FTS table that matched */
+	double rank;	     /* bm25: lower is better */
+	int in_messages;     /* found in messages_fts */
 	/* Filled for the rows shown: */
 	struct text id, status, created_at, subject, snippet, message_id;
 	int in_subject;
@@ -190,7 +198,8 @@ char *search_explain_error(const char *errmsg)
 	} else if (!strncmp(errmsg, column, sizeof(column) - 1)) {
 		/* "word:" is a column filter, and so is "-word" (all columns
 		 * but). */
-		n = asprintf(&out, "'%s:' or '-%s' names a column, and there is no column %s "
+		n = asprintf(&out,
+			     "'%s:' or '-%s' names a column, and there is no column %s "
 			     "(columns: subject, last_message_text, text); "
 			     "put a word holding ':' or '-' in double quotes",
 			     errmsg + sizeof(column) - 1, errmsg + sizeof(column) - 1,
@@ -203,7 +212,8 @@ char *search_explain_error(const char *errmsg)
 		if (!end || end < near)
 			end = near + strlen(near);
 		if (end == near)
-			n = asprintf(&out, "the query ends too early: a word is missing after an "
+			n = asprintf(&out,
+				     "the query ends too early: a word is missing after an "
 				     "operator (AND, OR, NOT, +), or a ( or NEAR( is not closed");
 		else if (is_operator(near, (size_t)(end - near)))
 			n = asprintf(&out, "the operator %.*s needs a word or a group on both sides",
@@ -211,12 +221,16 @@ char *search_explain_error(const char *errmsg)
 		else if (end - near == 1 && *near == ')')
 			n = asprintf(&out, "a ) has no ( before it");
 		else if (end - near == 1)
-			n = asprintf(&out, "'%c' is not part of the query syntax (words, \"phrases\", "
+			n = asprintf(&out,
+				     "'%c' is not part of the query syntax (words, \"phrases\", "
 				     "prefix*, AND, OR, NOT, NEAR, ( )): put text holding it in "
-				     "double quotes", *near);
+				     "double quotes",
+				     *near);
 		else
-			n = asprintf(&out, "'%.*s' is out of place (the syntax: words, \"phrases\", "
-				     "prefix*, AND, OR, NOT, NEAR, ( ))", (int)(end - near), near);
+			n = asprintf(&out,
+				     "'%.*s' is out of place (the syntax: words, \"phrases\", "
+				     "prefix*, AND, OR, NOT, NEAR, ( ))",
+				     (int)(end - near), near);
 	} else {
 		n = asprintf(&out, "the query is not valid (SQLite says: %s)", errmsg);
 	}
@@ -329,8 +343,8 @@ static int hits_have(const struct hits *t, sqlite3_int64 conv)
 /* One table's best matches within the window, best first, into t (its
  * first match is a conversation's best).  The number of matches the window
  * held, or -1 with rc (an SQLite code) set. */
-static sqlite3_int64 collect_window(sqlite3_stmt *st, const struct search_query *q,
-				    sqlite3_int64 window, int in_messages, struct hits *t, int *rc)
+static sqlite3_int64 collect_window(sqlite3_stmt *st, const struct search_query *q, sqlite3_int64 window,
+				    int in_messages, struct hits *t, int *rc)
 {
 	sqlite3_int64 seen = 0, conv;
 
@@ -493,9 +507,7 @@ static char *bracketed(const struct text *t, size_t *len)
 }
 
 #define NCOLS 6
-static const char *const col_names[NCOLS] = {
-	"id", "status", "created_at", "subject", "matched", "snippet"
-};
+static const char *const col_names[NCOLS] = { "id", "status", "created_at", "subject", "matched", "snippet" };
 
 /* The n cells of hit x as shown in a table or CSV (snippet bracketed):
  * malloc'd copies into cell[] and len[]; 0, or -1 out of memory. */
@@ -626,7 +638,7 @@ static json_t *text_json(const char *s, size_t n)
 		if (len) {
 			memcpy(o, s + k, len);
 			o += len;
-		} else {                /* U+FFFD */
+		} else { /* U+FFFD */
 			*o++ = '\xef';
 			*o++ = '\xbf';
 			*o++ = '\xbd';
@@ -694,11 +706,12 @@ static int print_json(FILE *out, const struct hits *h, size_t n)
 		if (!obj || json_array_append_new(arr, obj) < 0 ||
 		    json_object_set_new(obj, "id", text_json(x->id.text, x->id.len)) < 0 ||
 		    json_object_set_new(obj, "status", text_json(x->status.text, x->status.len)) < 0 ||
-		    json_object_set_new(obj, "created_at", text_json(x->created_at.text, x->created_at.len)) < 0 ||
+		    json_object_set_new(obj, "created_at", text_json(x->created_at.text, x->created_at.len)) <
+			    0 ||
 		    json_object_set_new(obj, "subject", text_json(x->subject.text, x->subject.len)) < 0 ||
 		    json_object_set_new(obj, "matched", json_string(matched(x))) < 0 ||
-		    json_object_set_new(obj, "message_id",
-					text_json(x->message_id.text, x->message_id.len)) < 0 ||
+		    json_object_set_new(obj, "message_id", text_json(x->message_id.text, x->message_id.len)) <
+			    0 ||
 		    json_object_set_new(obj, "rank", json_real(x->rank)) < 0 ||
 		    snippet_json(&x->snippet, obj) < 0)
 			rc = -1;
@@ -719,8 +732,7 @@ static void query_error(const struct search_query *q, const char *errmsg)
 	char *why = search_explain_error(errmsg);
 	char *safe = escape_text(q->text, strlen(q->text));
 
-	log_err("search: the query '%s' is malformed: %s", safe ? safe : "?",
-		why ? why : "(out of memory)");
+	log_err("search: the query '%s' is malformed: %s", safe ? safe : "?", why ? why : "(out of memory)");
 	free(safe);
 	free(why);
 }

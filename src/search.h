@@ -9,15 +9,15 @@
 enum search_format { SEARCH_TABLE, SEARCH_CSV, SEARCH_JSON };
 
 struct search_query {
-	const char *text;       /* FTS5 query syntax, UTF-8 */
-	const char *status;     /* only this status, or NULL */
-	const char *since;      /* created at or after (YYYY-MM-DD[THH:MM:SSZ]), or NULL */
-	long limit;             /* at most this many conversations, >= 1 */
-	int all;                /* gone conversations too */
+	const char *text;   /* FTS5 query syntax, UTF-8 */
+	const char *status; /* only this status, or NULL */
+	const char *since;  /* created at or after (YYYY-MM-DD[THH:MM:SSZ]), or NULL */
+	long limit;	    /* at most this many conversations, >= 1 */
+	int all;	    /* gone conversations too */
 };
 
 #define SEARCH_DEFAULT_LIMIT 20
-#define SEARCH_MAX_LIMIT 10000
+#define SEARCH_MAX_LIMIT     10000
 
 /* "table", "csv", "json" to a format; -1 if unknown. */
 int search_format_from_name(const char *name);

@@ -30,7 +30,7 @@
 #include "service.h"
 #include "walk.h"
 
-#define LOCK_CHECK_MS 30000  /* how often the lock file is checked (lock_check) */
+#define LOCK_CHECK_MS 30000 /* how often the lock file is checked (lock_check) */
 
 /* The heap a walk grew is kept while it runs (keep_heap in dexsyncd.c) and
  * given back to the kernel once it is over, for the idle hours. */
@@ -47,10 +47,10 @@ static int wake_pipe[2] = { -1, -1 };
 /* Everything built from one configuration; a reload builds a new one. */
 struct runtime {
 	struct conf c;
-	int lock_fd;                /* the daemon's lock on c.database (lock.h) */
-	sqlite3 *db;                /* the walk's and STATUS='s connection */
-	struct api *api;            /* the walk's client */
-	struct drainer *dr;         /* the outbox, in a thread of its own */
+	int lock_fd;	    /* the daemon's lock on c.database (lock.h) */
+	sqlite3 *db;	    /* the walk's and STATUS='s connection */
+	struct api *api;    /* the walk's client */
+	struct drainer *dr; /* the outbox, in a thread of its own */
 };
 
 static void on_signal(int sig)
@@ -79,7 +79,7 @@ static int install_signals(void)
 		return -1;
 	}
 	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;      /* no SA_RESTART: sleeps wake up at once */
+	sa.sa_handler = on_signal; /* no SA_RESTART: sleeps wake up at once */
 	sigemptyset(&sa.sa_mask);
 	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
 		sigaction(sigs[i], &sa, NULL);
@@ -91,7 +91,7 @@ static int install_signals(void)
 static void runtime_close(struct runtime *rt, int keep_lock)
 {
 	drainer_stop(rt->dr, 0, NULL);
-	api_free(rt->api);      /* wipes the key */
+	api_free(rt->api); /* wipes the key */
 	db_close(rt->db);
 	if (!keep_lock)
 		lock_release(rt->lock_fd);
@@ -124,7 +124,7 @@ static int runtime_open(struct runtime *rt, struct conf *c, int lock_fd, int rec
 		log_err("cannot set up the HTTP client: out of memory");
 		goto fail;
 	}
-	if (!(rt->db = db_open(rt->c.database, DB_DAEMON)) || db_indexes_restore(rt->db) < 0) {
+	if (!(rt->db = db_open(rt->c.database, DB_DAEMON)) || db_indexes_restore(rt->db) != DX_OK) {
 		conf_key_free(key);
 		goto fail;
 	}
@@ -153,8 +153,9 @@ static long outbox_depth(sqlite3 *db)
 	sqlite3_stmt *st;
 	long n = -1;
 
-	if (sqlite3_prepare_v2(db, "SELECT count(*) FROM outbox WHERE state IN ('pending', 'sending')",
-			       -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+	if (sqlite3_prepare_v2(db, "SELECT count(*) FROM outbox WHERE state IN ('pending', 'sending')", -1,
+			       &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
 		n = sqlite3_column_int(st, 0);
 	sqlite3_finalize(st);
 	return n;
@@ -167,16 +168,18 @@ static void report_status(struct runtime *rt, const char *walk_outcome, const st
 
 	db_now(when, sizeof(when));
 	drainer_counts(&sent, &failed);
-	notify_status("last walk %s at %s (%ld seen, %ld inserted, %ld changed, %ld gone); "
-		      "outbox: %ld pending, %ld sent and %ld failed since start",
-		      walk_outcome, when, w->seen, w->inserted, w->changed, w->gone,
-		      outbox_depth(rt->db), sent, failed);
+	notify_status(
+		"last walk %s at %s (%ld seen, %ld inserted, %ld changed, %ld gone); "
+		"outbox: %ld pending, %ld sent and %ld failed since start",
+		walk_outcome, when, w->seen, w->inserted, w->changed, w->gone, outbox_depth(rt->db), sent,
+		failed);
 }
 
 int service_once(struct conf *c, int lock_fd)
 {
 	struct walk_counts w = { 0 };
 	struct runtime rt;
+	enum dx_result walked;
 	double t0;
 	int rc;
 
@@ -184,10 +187,10 @@ int service_once(struct conf *c, int lock_fd)
 		return 1;
 	t0 = mono_now();
 	/* Stopped by a signal is not a failure: the walk resumes next time. */
-	rc = walk_run(rt.db, rt.api, &rt.c, &stop_requested, &w);
-	metrics_walk(rc == 0 ? "ok" : stop_requested ? "interrupted" : "failed", &w, mono_now() - t0);
-	rc = rc < 0 && !stop_requested;
-	if (drainer_stop(rt.dr, 1, &stop_requested) < 0)
+	walked = walk_run(rt.db, rt.api, &rt.c, &stop_requested, &w);
+	metrics_walk(walked == DX_OK ? "ok" : stop_requested ? "interrupted" : "failed", &w, mono_now() - t0);
+	rc = walked != DX_OK && !stop_requested;
+	if (drainer_stop(rt.dr, 1, &stop_requested) != DX_OK)
 		rc = 1;
 	rt.dr = NULL;
 	if (*rt.c.metrics_file)
@@ -257,8 +260,8 @@ int service_loop(struct conf *c, const char *conf_path, int level_override, int 
 	if (install_signals() < 0 || runtime_open(&rt, c, lock_fd, 1) < 0)
 		return 1;
 	notify_init();
-	log_notice("started: walking every %ld s, outbox checked every %ld s",
-		   rt.c.sync_interval, rt.c.poll_interval);
+	log_notice("started: walking every %ld s, outbox checked every %ld s", rt.c.sync_interval,
+		   rt.c.poll_interval);
 	notify_ready();
 	report_status(&rt, outcome, &w);
 	next_walk = mono_now();
@@ -275,8 +278,9 @@ int service_loop(struct conf *c, const char *conf_path, int level_override, int 
 		if (walk_requested || mono_now() >= next_walk) {
 			walk_requested = 0;
 			t0 = mono_now();
-			outcome = walk_run(rt.db, rt.api, &rt.c, &stop_requested, &w) == 0 ? "ok"
-				  : stop_requested ? "interrupted" : "failed";
+			outcome = walk_run(rt.db, rt.api, &rt.c, &stop_requested, &w) == DX_OK ? "ok" :
+				  stop_requested ? "interrupted" :
+						   "failed";
 			metrics_walk(outcome, &w, mono_now() - t0);
 			metrics_flush(rt.db, rt.c.database, rt.c.metrics_file, rt.c.poll_interval);
 			next_walk = mono_now() + (double)rt.c.sync_interval;
@@ -291,7 +295,7 @@ int service_loop(struct conf *c, const char *conf_path, int level_override, int 
 		pfd.events = POLLIN;
 		if (poll(&pfd, 1, sleep_ms(next_walk)) > 0) {
 			drain_wake_pipe();
-			report_status(&rt, outcome, &w);        /* the outbox moved */
+			report_status(&rt, outcome, &w); /* the outbox moved */
 		}
 	}
 	notify_stopping();

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "db.h"
 #include "escape.h"
 #include "lock.h"
 #include "log.h"
@@ -57,8 +58,8 @@ static const char sending_sql[] =
 
 /* What is wrong, worst first: exit 2 problems, then exit 1 ones. */
 struct health {
-	char *text;             /* "; "-separated, malloc'd */
-	int level;              /* the exit status: 0, 1 or 2 */
+	char *text; /* "; "-separated, malloc'd */
+	int level;  /* the exit status: 0, 1 or 2 */
 };
 
 static void problem(struct health *h, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -76,8 +77,8 @@ static void problem(struct health *h, int level, const char *fmt, ...)
 	if (n < 0)
 		one = NULL;
 	if (one && h->text)
-		n = level > h->level ? asprintf(&all, "%s; %s", one, h->text)
-				      : asprintf(&all, "%s; %s", h->text, one);
+		n = level > h->level ? asprintf(&all, "%s; %s", one, h->text) :
+				       asprintf(&all, "%s; %s", h->text, one);
 	else if (one)
 		n = asprintf(&all, "%s", one);
 	if (n < 0 || !one)
@@ -94,7 +95,7 @@ static void problem(struct health *h, int level, const char *fmt, ...)
 static int query(sqlite3 *db, const char *sql, sqlite3_stmt **st)
 {
 	if (sqlite3_prepare_v2(db, sql, -1, st, NULL) != SQLITE_OK) {
-		log_err("database %s: %s", sqlite3_db_filename(db, "main"), sqlite3_errmsg(db));
+		db_error(db);
 		return -1;
 	}
 	return 0;
@@ -130,15 +131,15 @@ static int show_last_walk(sqlite3 *db, const struct conf *c, FILE *out, struct h
 		put_col(out, "last walk:     ", st, 0, ", ");
 		put_col(out, "", st, 1, "");
 		fprintf(out, ", %lld s: %lld pages, %lld seen, %lld inserted, %lld changed, %lld gone",
-			sqlite3_column_int64(st, 7), sqlite3_column_int64(st, 2),
-			sqlite3_column_int64(st, 3), sqlite3_column_int64(st, 4),
-			sqlite3_column_int64(st, 5), sqlite3_column_int64(st, 6));
+			sqlite3_column_int64(st, 7), sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3),
+			sqlite3_column_int64(st, 4), sqlite3_column_int64(st, 5),
+			sqlite3_column_int64(st, 6));
 		put_col(out, *col(st, 9) ? ": " : "", st, 9, "\n");
 		if (!strcmp(col(st, 1), "failed"))
 			problem(h, 2, "the last walk failed");
 		else if (age > 3 * c->sync_interval)
-			problem(h, 2, "the last walk ended %lld s ago, over 3 intervals of %ld s",
-				age, c->sync_interval);
+			problem(h, 2, "the last walk ended %lld s ago, over 3 intervals of %ld s", age,
+				c->sync_interval);
 	} else {
 		fprintf(out, "last walk:     none yet\n");
 		problem(h, 2, "no walk has run yet");
@@ -172,8 +173,10 @@ static int show_outbox(sqlite3 *db, const struct conf *c, long daemon, FILE *out
 	fputc('\n', out);
 	sqlite3_finalize(st);
 	if (overdue > c->max_backoff + c->poll_interval)
-		problem(h, 2, "an outbox item is %lld s past its time (max-backoff + poll-interval is "
-			"%ld s): is dexsyncd running?", overdue, c->max_backoff + c->poll_interval);
+		problem(h, 2,
+			"an outbox item is %lld s past its time (max-backoff + poll-interval is "
+			"%ld s): is dexsyncd running?",
+			overdue, c->max_backoff + c->poll_interval);
 
 	if (query(db, sending_sql, &st) < 0)
 		return -1;
@@ -214,9 +217,10 @@ int status_run(sqlite3 *db, const char *database, const struct conf *c, FILE *ou
 	if (query(db, counts_sql, &st) < 0)
 		goto out;
 	if (sqlite3_step(st) == SQLITE_ROW)
-		fprintf(out, "conversations: %lld live, %lld gone\nusers:         %lld\nmessages:      %lld\n",
-			sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1),
-			sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3));
+		fprintf(out,
+			"conversations: %lld live, %lld gone\nusers:         %lld\nmessages:      %lld\n",
+			sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1), sqlite3_column_int64(st, 2),
+			sqlite3_column_int64(st, 3));
 	sqlite3_finalize(st);
 	if (show_outbox(db, c, daemon, out, &h) < 0)
 		goto out;

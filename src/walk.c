@@ -13,6 +13,7 @@
  * status walk keeps a bit per rowid it listed (struct idset). */
 #include "config.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -31,14 +32,14 @@
 #include "page.h"
 #include "walk.h"
 
-#define WALK_TX_MS		1000	/* longest a transaction of pages stays open */
-#define WALK_LINGER_MS		20	/* how long it waits open for a page */
+#define WALK_TX_MS     1000 /* longest a transaction of pages stays open */
+#define WALK_LINGER_MS 20   /* how long it waits open for a page */
 /* Pages in a row that list nothing new end the walk.  One such page is
  * normal while data changes (rows inserted ahead of the walk's position
  * shift the next page back over rows it listed), two can happen when the
  * shift spans more than a page; three in a row is the server going round. */
-#define WALK_STALE_PAGES	3
-#define WALK_DETAIL_FAILS	3	/* transient failures in a row end the details */
+#define WALK_STALE_PAGES  3
+#define WALK_DETAIL_FAILS 3 /* transient failures in a row end the details */
 
 /* The set of rowids one status walk listed: a bit per rowid, in blocks of
  * 32768 rowids (4 KiB), found by an open-addressed table.  Our rowids run
@@ -46,21 +47,21 @@
  * most IDS_MAX_BLOCKS blocks (2 MiB, 16 million rowids); a row beyond that
  * counts as new, so memory stays bounded and the guard can only miss a loop
  * there (the cursor and total guards remain), never stop a good walk. */
-#define IDS_SHIFT	15
-#define IDS_BLOCK	((1u << IDS_SHIFT) / 8)
-#define IDS_SLOT_BITS	10
-#define IDS_SLOTS	(1u << IDS_SLOT_BITS)
-#define IDS_MAX_BLOCKS	(IDS_SLOTS / 2)
+#define IDS_SHIFT      15
+#define IDS_BLOCK      ((1u << IDS_SHIFT) / 8)
+#define IDS_SLOT_BITS  10
+#define IDS_SLOTS      (1u << IDS_SLOT_BITS)
+#define IDS_MAX_BLOCKS (IDS_SLOTS / 2)
 
 struct idblock {
-	uint64_t key;               /* rowid >> IDS_SHIFT */
-	unsigned char *bits;        /* NULL: a free slot */
+	uint64_t key;	     /* rowid >> IDS_SHIFT */
+	unsigned char *bits; /* NULL: a free slot */
 };
 
 struct idset {
-	struct idblock *slot;       /* IDS_SLOTS, allocated with the first */
+	struct idblock *slot; /* IDS_SLOTS, allocated with the first */
 	unsigned blocks;
-	struct idblock *last;       /* rows come in runs: the block used last */
+	struct idblock *last; /* rows come in runs: the block used last */
 };
 
 struct walk {
@@ -70,30 +71,35 @@ struct walk {
 	struct mirror *m;
 	volatile sig_atomic_t *stop;
 	struct walk_counts n;
-	int track_seen;             /* this walk may set gone_at at its end */
-	int initial;                /* into an empty mirror */
-	sqlite3_int64 last_rowid;   /* conversations' last rowid when it started */
+	int track_seen;		  /* this walk may set gone_at at its end */
+	int initial;		  /* into an empty mirror */
+	sqlite3_int64 last_rowid; /* conversations' last rowid when it started */
 	/* The loop guards of the status walk under way. */
-	struct idset ids;           /* rowids it listed */
-	long items;                 /* items it listed */
-	int stale;                  /* pages in a row that listed nothing new */
+	struct idset ids; /* rowids it listed */
+	long items;	  /* items it listed */
+	int stale;	  /* pages in a row that listed nothing new */
 	/* The open transaction of pages, if any. */
 	int in_tx;
 	struct timespec tx_start;
-	struct walk_counts before;  /* the counts at its start */
-	char *reached;              /* the cursor its last page leads to */
-	char error[512];
+	struct walk_counts before; /* the counts at its start */
+	char *reached;		   /* the cursor its last page leads to */
+	char error[512];	   /* why it failed, for the log and sync_runs */
 };
 
-static void walk_fail(struct walk *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The walk failed with code, for the reason fmt says: kept for the log
+ * line and sync_runs.  Returns code. */
+static enum dx_result walk_fail(struct walk *w, enum dx_result code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
-static void walk_fail(struct walk *w, const char *fmt, ...)
+static enum dx_result walk_fail(struct walk *w, enum dx_result code, const char *fmt, ...)
 {
 	va_list ap;
 
+	assert(code != DX_OK);
 	va_start(ap, fmt);
 	vsnprintf(w->error, sizeof(w->error), fmt, ap);
 	va_end(ap);
+	return code;
 }
 
 /* Add rowid to the set: 1 if it was not in it, else 0.  A rowid the set
@@ -106,6 +112,7 @@ static int ids_add(struct idset *s, sqlite3_int64 rowid)
 	struct idblock *b = s->last;
 	size_t i;
 
+	assert(s->blocks <= IDS_MAX_BLOCKS); /* at most half full: a probe ends */
 	if (!b || b->key != key) {
 		if (!s->slot && !(s->slot = calloc(IDS_SLOTS, sizeof(*s->slot))))
 			return 1;
@@ -148,10 +155,11 @@ static void guards_reset(struct walk *w)
 
 /* Store one page's rows inside the open transaction; *fresh counts the
  * rows this status walk had not listed before. */
-static int store_rows(struct walk *w, const struct page *p, const char *now, size_t *fresh)
+static enum dx_result store_rows(struct walk *w, const struct page *p, const char *now, size_t *fresh)
 {
 	sqlite3_int64 rowid;
 
+	assert(p->rows || p->nrows == 0); /* turned into rows: the arena holds them */
 	for (size_t i = 0; i < p->nrows; i++) {
 		const struct conv_row *row = &p->rows[i];
 
@@ -170,14 +178,14 @@ static int store_rows(struct walk *w, const struct page *p, const char *now, siz
 			w->n.unchanged++;
 			break;
 		case UPSERT_ERROR:
-			return -1;
+			return DX_DB;
 		}
 		w->n.seen++;
 		*fresh += (size_t)ids_add(&w->ids, rowid);
-		if (w->track_seen && mirror_seen(w->m, rowid) < 0)
-			return -1;
+		if (w->track_seen && mirror_seen(w->m, rowid) != DX_OK)
+			return DX_DB;
 	}
-	return 0;
+	return DX_OK;
 }
 
 /* Roll back the open transaction: its pages are listed again next time. */
@@ -194,17 +202,17 @@ static void walk_abandon(struct walk *w)
 
 /* Commit the open transaction with the cursor its last page leads to (none
  * after the last page: the walk is complete). */
-static int walk_commit(struct walk *w, const char *key)
+static enum dx_result walk_commit(struct walk *w, const char *key)
 {
 	if (!w->in_tx)
-		return 0;
-	if (mirror_cursor_set(w->m, key, w->reached) < 0 || mirror_commit(w->m) < 0) {
-		walk_fail(w, "storing page %ld failed: %s", w->n.pages, sqlite3_errmsg(w->db));
+		return DX_OK;
+	if (mirror_cursor_set(w->m, key, w->reached) != DX_OK || mirror_commit(w->m) != DX_OK) {
+		walk_fail(w, DX_DB, "storing page %ld failed: %s", w->n.pages, sqlite3_errmsg(w->db));
 		walk_abandon(w);
-		return -1;
+		return DX_DB;
 	}
 	w->in_tx = 0;
-	return 0;
+	return DX_OK;
 }
 
 static long ms_since(const struct timespec *t0)
@@ -219,118 +227,114 @@ static long ms_since(const struct timespec *t0)
  * a transaction while the next one is already here, up to WALK_TX_MS: each
  * commit rewrites every index page it touched, and the ids are random, so
  * a commit per page would write the id index again for every page. */
-static int store_page(struct walk *w, struct listed *p)
+static enum dx_result store_page(struct walk *w, struct listed *p)
 {
 	char now[32];
 	size_t fresh = 0;
+	enum dx_result rc;
 
-	if (!p->page.rows && page_rows(&p->page, 0) < 0) {
-		walk_fail(w, "page %ld: out of memory", w->n.pages + 1);
-		return -1;
-	}
+	if (!p->page.rows && page_rows(&p->page, 0) != DX_OK)
+		return walk_fail(w, DX_NOMEM, "page %ld: out of memory", w->n.pages + 1);
 	if (!w->in_tx) {
-		if (mirror_begin(w->m) < 0) {
-			walk_fail(w, "cannot start a transaction: %s", sqlite3_errmsg(w->db));
-			return -1;
-		}
+		if (mirror_begin(w->m) != DX_OK)
+			return walk_fail(w, DX_DB, "cannot start a transaction: %s", sqlite3_errmsg(w->db));
 		w->in_tx = 1;
 		w->before = w->n;
 		clock_gettime(CLOCK_MONOTONIC, &w->tx_start);
 	}
 	db_now(now, sizeof(now));
-	if (store_rows(w, &p->page, now, &fresh) < 0) {
-		walk_fail(w, "storing page %ld failed: %s", w->n.pages + 1, sqlite3_errmsg(w->db));
+	if ((rc = store_rows(w, &p->page, now, &fresh)) != DX_OK) {
+		walk_fail(w, rc, "storing page %ld failed: %s", w->n.pages + 1, sqlite3_errmsg(w->db));
 		walk_abandon(w);
-		return -1;
+		return rc;
 	}
 	w->stale = fresh > 0 ? 0 : w->stale + 1;
 	w->n.pages++;
 	free(w->reached);
 	w->reached = p->next_cursor;
 	p->next_cursor = NULL;
-	return 0;
+	return DX_OK;
 }
 
 /* The guards against a server that lists forever, before a page is stored:
  * more items than twice its own total (its latest) and a thousand, or a
  * cursor it gave before in this status walk.  Items, not pages: limit is
  * a maximum, a server may well answer with shorter pages. */
-static int walk_guard(struct walk *w, const struct listed *p)
+static enum dx_result walk_guard(struct walk *w, const struct listed *p)
 {
 	long total = p->page.total;
-	int seen;
 
 	w->items += (long)(p->page.rows ? p->page.nrows : json_array_size(p->page.data));
-	if (total >= 0 && w->items > 2 * total + 1000) {
-		walk_fail(w, "%ld items listed where the server counts %ld conversations "
-			  "(at most 2 x %ld + 1000): the server is looping", w->items, total, total);
-		return -1;
+	if (total >= 0 && w->items > 2 * total + 1000)
+		return walk_fail(w, DX_LOOPING,
+				 "%ld items listed where the server counts %ld "
+				 "conversations (at most 2 x %ld + 1000): the server is looping",
+				 w->items, total, total);
+	if (!p->next_cursor)
+		return DX_OK;
+	switch (mirror_cursor_repeated(w->m, p->next_cursor)) {
+	case DX_OK:
+		return DX_OK;
+	case DX_LOOPING:
+		return walk_fail(w, DX_LOOPING, "the server repeated a cursor: it is looping");
+	default:
+		return walk_fail(w, DX_DB, "cannot record the cursor: %s", sqlite3_errmsg(w->db));
 	}
-	if (p->next_cursor && (seen = mirror_cursor_repeated(w->m, p->next_cursor)) != 0) {
-		walk_fail(w, seen > 0 ? "the server repeated a cursor: it is looping"
-				      : "cannot record the cursor: %s", sqlite3_errmsg(w->db));
-		return -1;
-	}
-	return 0;
 }
 
 /* The guard after a page is stored: WALK_STALE_PAGES in a row that listed
  * no conversation this status walk had not listed (repeats only, or none:
  * an empty page or one of items without an id) end the walk. */
-static int walk_progress(struct walk *w)
+static enum dx_result walk_progress(struct walk *w)
 {
 	if (w->stale < WALK_STALE_PAGES)
-		return 0;
-	walk_fail(w, "%d pages in a row listed no conversation this walk had not listed: "
-		  "the server is looping", w->stale);
-	return -1;
+		return DX_OK;
+	return walk_fail(w, DX_LOOPING,
+			 "%d pages in a row listed no conversation this walk had "
+			 "not listed: the server is looping",
+			 w->stale);
 }
 
 /* Walk one status filter (NULL: everything) from its stored cursor or the
  * first page to the end.  Returns 0 when the end was reached. */
-static int walk_status(struct walk *w, const char *status)
+static enum dx_result walk_status(struct walk *w, const char *status)
 {
 	char key[64], *cursor = NULL;
 	struct lister *l;
 	struct listed p;
-	int rc = -1, next;
+	enum dx_result rc;
+	int page;
 
 	snprintf(key, sizeof(key), "walk_cursor:%s", status ? status : "*");
-	if (mirror_cursors_reset(w->m) < 0 || mirror_cursor_get(w->m, key, &cursor) < 0) {
-		walk_fail(w, "cannot read the stored cursor: %s", sqlite3_errmsg(w->db));
-		return -1;
-	}
+	if (mirror_cursors_reset(w->m) != DX_OK || mirror_cursor_get(w->m, key, &cursor) != DX_OK)
+		return walk_fail(w, DX_DB, "cannot read the stored cursor: %s", sqlite3_errmsg(w->db));
 	guards_reset(w);
 	l = lister_start(w->api, w->c, status, cursor, w->initial, w->stop);
 	free(cursor);
-	if (!l) {
-		walk_fail(w, "cannot start listing");
-		return -1;
-	}
+	if (!l)
+		return walk_fail(w, DX_SYSTEM, "cannot start listing");
 	for (;;) {
 		if (*w->stop) {
-			walk_fail(w, "stopped by a signal");
+			rc = walk_fail(w, DX_STOPPED, "stopped by a signal");
 			break;
 		}
 		/* No lock held while the next page is on its way (beyond a moment:
 		 * the lister is often just behind), nor for long. */
-		if (w->in_tx && (ms_since(&w->tx_start) >= WALK_TX_MS ||
-				 !lister_ready(l, WALK_LINGER_MS)) &&
-		    walk_commit(w, key) < 0)
+		if (w->in_tx && (ms_since(&w->tx_start) >= WALK_TX_MS || !lister_ready(l, WALK_LINGER_MS)) &&
+		    (rc = walk_commit(w, key)) != DX_OK)
 			break;
-		next = lister_next(l, &p);
-		if (next <= 0) {
-			if (next == 0)
-				rc = 0;
-			else
-				walk_fail(w, "%s", lister_error(l));
+		if ((rc = lister_next(l, &p, &page)) != DX_OK) {
+			walk_fail(w, rc, "%s", lister_error(l));
 			break;
 		}
+		if (!page)
+			break; /* the end of the list */
 		if (p.restart)
 			guards_reset(w);
-		if (p.restart && mirror_cursors_reset(w->m) < 0)
-			walk_fail(w, "cannot reset the cursors: %s", sqlite3_errmsg(w->db));
-		else if (walk_guard(w, &p) == 0 && store_page(w, &p) == 0 && walk_progress(w) == 0) {
+		if (p.restart && mirror_cursors_reset(w->m) != DX_OK)
+			rc = walk_fail(w, DX_DB, "cannot reset the cursors: %s", sqlite3_errmsg(w->db));
+		else if ((rc = walk_guard(w, &p)) == DX_OK && (rc = store_page(w, &p)) == DX_OK &&
+			 (rc = walk_progress(w)) == DX_OK) {
 			listed_free(&p);
 			notify_watchdog();
 			continue;
@@ -339,8 +343,8 @@ static int walk_status(struct walk *w, const char *status)
 		break;
 	}
 	/* Pages stored before a failure are good: keep them. */
-	if (walk_commit(w, key) < 0)
-		rc = -1;
+	if (walk_commit(w, key) != DX_OK && rc == DX_OK)
+		rc = DX_DB;
 	lister_finish(l, &w->n.retries);
 	guards_reset(w);
 	return rc;
@@ -400,33 +404,31 @@ static void walk_detail(struct walk *w, const struct mirror_id *id, int *fails)
 		return;
 	}
 	if (!path) {
-		log_warning("conversation detail of %s: out of memory; asked for again next cycle",
-			    id->id);
+		log_warning("conversation detail of %s: out of memory; asked for again next cycle", id->id);
 		return;
 	}
-	switch (lister_get(w->api, path, &r, w->stop, &w->n.retries, fails, WALK_DETAIL_FAILS)) {
-	case API_OK:
+	switch (api_get(w->api, path, &r, &w->n.retries, fails, WALK_DETAIL_FAILS)) {
+	case DX_OK:
 		if (!(j = detail_parse(&r, err, sizeof(err)))) {
-			log_warning("conversation detail: GET %s: %s; asked for again after the others",
-				    path, err);
+			log_warning("conversation detail: GET %s: %s; asked for again after the others", path,
+				    err);
 			mirror_detail_behind(w->m, id);
 			break;
 		}
-		if (mirror_store_detail(w->m, id, j) == 0)
+		if (mirror_store_detail(w->m, id, j) == DX_OK)
 			w->n.details++;
 		json_decref(j);
 		break;
-	case API_PERMANENT:
-		if (r.status == 404 || r.status == 410) {
-			log_warning("conversation detail: %s; not asked for again", r.error);
-			mirror_detail_done(w->m, id);
-		} else {
-			log_warning("conversation detail: %s; asked for again after the others", r.error);
-			mirror_detail_behind(w->m, id);
-		}
+	case DX_GONE:
+		log_warning("conversation detail: %s; not asked for again", r.error);
+		mirror_detail_done(w->m, id);
 		break;
-	case API_TRANSIENT:
+	case DX_TRANSIENT:
 		log_warning("conversation detail: %s; asked for again next cycle", r.error);
+		break;
+	default:
+		log_warning("conversation detail: %s; asked for again after the others", r.error);
+		mirror_detail_behind(w->m, id);
 		break;
 	}
 	free(path);
@@ -442,14 +444,15 @@ static void walk_details(struct walk *w)
 	struct mirror_id *ids = NULL;
 	int n, i, fails = 0;
 
-	if (!w->c->fetch_details)
+	if (!w->c->fetch_details || mirror_details_due(w->m, w->c->max_details, &ids, &n) != DX_OK)
 		return;
-	n = mirror_details_due(w->m, w->c->max_details, &ids);
 	for (i = 0; i < n && !*w->stop && fails < WALK_DETAIL_FAILS; i++)
 		walk_detail(w, &ids[i], &fails);
 	if (fails >= WALK_DETAIL_FAILS && !*w->stop)
-		log_notice("conversation details: %d transient failures in a row; "
-			   "%d conversations wait for the next cycle", fails, n - i + 1);
+		log_notice(
+			"conversation details: %d transient failures in a row; "
+			"%d conversations wait for the next cycle",
+			fails, n - i + 1);
 	mirror_ids_free(ids, n);
 }
 
@@ -468,41 +471,37 @@ static int walks_everything(const struct conf *c)
 	return open && closed && snoozed;
 }
 
-/* Is any status of this walk resuming from a stored cursor? */
-static int walk_resumes(struct walk *w)
+/* Is any status of this walk resuming from a stored cursor (*resumes)? */
+static enum dx_result walk_resumes(struct walk *w, int *resumes)
 {
 	char key[64], *cursor;
 	unsigned n = w->c->nstatus ? w->c->nstatus : 1;
-	int resumes = 0;
 
-	for (unsigned i = 0; i < n && !resumes; i++) {
+	*resumes = 0;
+	for (unsigned i = 0; i < n && !*resumes; i++) {
 		snprintf(key, sizeof(key), "walk_cursor:%s", w->c->nstatus ? w->c->status[i] : "*");
-		if (mirror_cursor_get(w->m, key, &cursor) < 0)
-			return -1;
-		resumes = cursor != NULL;
+		if (mirror_cursor_get(w->m, key, &cursor) != DX_OK)
+			return DX_DB;
+		*resumes = cursor != NULL;
 		free(cursor);
 	}
-	return resumes;
+	return DX_OK;
 }
 
 /* What ends a complete walk: the deferred indexes and gone_at, both built
  * by sorting, in the place of the page cache (db_cache_small). */
-static int walk_end(struct walk *w)
+static enum dx_result walk_end(struct walk *w)
 {
 	char now[32];
 
-	if (db_indexes_restore(w->db) < 0) {
-		walk_fail(w, "building the deferred indexes failed: %s", sqlite3_errmsg(w->db));
-		return -1;
-	}
+	if (db_indexes_restore(w->db) != DX_OK)
+		return walk_fail(w, DX_DB, "building the deferred indexes failed: %s", sqlite3_errmsg(w->db));
 	if (!w->track_seen)
-		return 0;
+		return DX_OK;
 	db_now(now, sizeof(now));
-	if (mirror_mark_gone(w->m, now, w->last_rowid, &w->n.gone) < 0) {
-		walk_fail(w, "marking gone conversations failed: %s", sqlite3_errmsg(w->db));
-		return -1;
-	}
-	return 0;
+	if (mirror_mark_gone(w->m, now, w->last_rowid, &w->n.gone) != DX_OK)
+		return walk_fail(w, DX_DB, "marking gone conversations failed: %s", sqlite3_errmsg(w->db));
+	return DX_OK;
 }
 
 /* A walk that deferred the indexes and failed short of walk_end builds
@@ -511,118 +510,111 @@ static int walk_end(struct walk *w)
 static void walk_indexes_back(struct walk *w)
 {
 	char *cache = NULL;
-	int small = db_cache_small(w->db, &cache) == 0;
+	int small = db_cache_small(w->db, &cache) == DX_OK;
 
-	if (db_indexes_restore(w->db) < 0)
+	if (db_indexes_restore(w->db) != DX_OK)
 		log_err("database %s: building the deferred indexes failed: %s; "
-			"they are built at the next start", sqlite3_db_filename(w->db, "main"),
-			sqlite3_errmsg(w->db));
+			"they are built at the next start",
+			sqlite3_db_filename(w->db, "main"), sqlite3_errmsg(w->db));
 	if (small)
 		db_cache_restore(w->db, cache);
 }
 
-static int walk_all(struct walk *w)
+static enum dx_result walk_all(struct walk *w)
 {
 	unsigned n = w->c->nstatus ? w->c->nstatus : 1;
+	enum dx_result rc;
 	char *cache;
-	int rc;
 
 	for (unsigned i = 0; i < n; i++)
-		if (walk_status(w, w->c->nstatus ? w->c->status[i] : NULL) < 0)
-			return -1;
-	if (db_cache_small(w->db, &cache) < 0) {
-		walk_fail(w, "cannot shrink the page cache: %s", sqlite3_errmsg(w->db));
-		return -1;
-	}
+		if ((rc = walk_status(w, w->c->nstatus ? w->c->status[i] : NULL)) != DX_OK)
+			return rc;
+	if (db_cache_small(w->db, &cache) != DX_OK)
+		return walk_fail(w, DX_DB, "cannot shrink the page cache: %s", sqlite3_errmsg(w->db));
 	rc = walk_end(w);
-	if (db_cache_restore(w->db, cache) < 0 && rc == 0) {
-		walk_fail(w, "cannot restore the page cache: %s", sqlite3_errmsg(w->db));
-		rc = -1;
-	}
-	if (rc == 0)
+	if (db_cache_restore(w->db, cache) != DX_OK && rc == DX_OK)
+		rc = walk_fail(w, DX_DB, "cannot restore the page cache: %s", sqlite3_errmsg(w->db));
+	if (rc == DX_OK)
 		walk_details(w);
 	return rc;
 }
 
-int walk_run(sqlite3 *db, struct api *api, const struct conf *c, volatile sig_atomic_t *stop,
-	     struct walk_counts *counts)
+enum dx_result walk_run(sqlite3 *db, struct api *api, const struct conf *c, volatile sig_atomic_t *stop,
+			struct walk_counts *counts)
 {
 	struct walk w = { .db = db, .api = api, .c = c, .stop = stop };
 	struct timespec t0, t1;
 	unsigned long req0 = api_requests(api);
 	long long run_id;
 	char now[32];
-	int resumed, initial, rc = -1;
+	int resumed, initial = 0;
+	enum dx_result rc;
 	double secs;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	if (!(w.m = mirror_open(db)))
-		return -1;
-	resumed = walk_resumes(&w);
+		return DX_DB;
 	db_now(now, sizeof(now));
-	run_id = resumed < 0 || mirror_last_rowid(w.m, &w.last_rowid) < 0 ? -1
-			: mirror_run_start(w.m, now, resumed);
-	if (run_id < 0) {
+	if (walk_resumes(&w, &resumed) != DX_OK || mirror_last_rowid(w.m, &w.last_rowid) != DX_OK ||
+	    mirror_run_start(w.m, now, resumed, &run_id) != DX_OK) {
 		mirror_close(w.m);
-		return -1;
+		return DX_DB;
 	}
 	/* Nothing can be gone from an empty mirror: no seen set to keep. */
-	initial = resumed ? 0 : db_indexes_defer(db);
-	w.initial = initial > 0;
-	if (w.initial)
-		mirror_expect_new(w.m);
-	w.track_seen = !resumed && !initial && walks_everything(c);
-	if (initial < 0)
-		walk_fail(&w, "cannot defer the indexes: %s", sqlite3_errmsg(db));
-	else if (w.track_seen && mirror_seen_reset(w.m) < 0)
-		walk_fail(&w, "cannot reset the seen set: %s", sqlite3_errmsg(db));
-	else
+	if (!resumed && db_indexes_defer(db, &initial) != DX_OK)
+		rc = walk_fail(&w, DX_DB, "cannot defer the indexes: %s", sqlite3_errmsg(db));
+	else if ((w.track_seen = !initial && !resumed && walks_everything(c)) &&
+		 mirror_seen_reset(w.m) != DX_OK)
+		rc = walk_fail(&w, DX_DB, "cannot reset the seen set: %s", sqlite3_errmsg(db));
+	else {
+		w.initial = initial;
+		if (w.initial)
+			mirror_expect_new(w.m);
 		rc = walk_all(&w);
+	}
 
 	/* Listed every live row from the first page: the old value of a later
 	 * change was seen at least at this walk's start (history's `after`). */
-	if (rc == 0 && !resumed && walks_everything(c) && mirror_history_seen_all(w.m, now) < 0)
+	if (rc == DX_OK && !resumed && walks_everything(c) && mirror_history_seen_all(w.m, now) != DX_OK)
 		log_warning("database %s: cannot record the walk for the history: %s",
 			    sqlite3_db_filename(db, "main"), sqlite3_errmsg(db));
 	w.n.requests = (long)(api_requests(api) - req0);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-	mirror_run_finish(w.m, run_id, rc == 0 ? "ok" : *stop ? "interrupted" : "failed", &w.n,
-			  rc == 0 ? NULL : w.error);
-	if (rc == 0)
-		log_info("walk %s: %ld pages, %ld seen, %ld inserted, %ld changed, %ld unchanged, "
-			 "%ld gone, %ld details, %ld requests, %.2f s",
-			 resumed ? "resumed and completed" : "completed", w.n.pages, w.n.seen,
-			 w.n.inserted, w.n.changed, w.n.unchanged, w.n.gone, w.n.details,
-			 w.n.requests, secs);
+	mirror_run_finish(w.m, run_id,
+			  rc == DX_OK ? "ok" :
+			  *stop	      ? "interrupted" :
+					"failed",
+			  &w.n, rc == DX_OK ? NULL : w.error);
+	if (rc == DX_OK)
+		log_info(
+			"walk %s: %ld pages, %ld seen, %ld inserted, %ld changed, %ld unchanged, "
+			"%ld gone, %ld details, %ld requests, %.2f s",
+			resumed ? "resumed and completed" : "completed", w.n.pages, w.n.seen, w.n.inserted,
+			w.n.changed, w.n.unchanged, w.n.gone, w.n.details, w.n.requests, secs);
 	else if (*stop)
-		log_notice("walk interrupted by a signal after %ld pages (%ld seen, %ld inserted, "
-			   "%ld changed, %.2f s): they are stored, and the next walk resumes from "
-			   "the page after them", w.n.pages, w.n.seen, w.n.inserted, w.n.changed, secs);
+		log_notice(
+			"walk interrupted by a signal after %ld pages (%ld seen, %ld inserted, "
+			"%ld changed, %.2f s): they are stored, and the next walk resumes from "
+			"the page after them",
+			w.n.pages, w.n.seen, w.n.inserted, w.n.changed, secs);
 	else
 		log_err("walk failed after %ld pages (%ld seen, %ld inserted, %ld changed, %.2f s): %s; "
 			"resuming from the last stored page next cycle",
 			w.n.pages, w.n.seen, w.n.inserted, w.n.changed, secs, w.error);
 	/* Stopped by a signal, it exits now (building the indexes of a large
 	 * mirror takes seconds): the daemon builds them at its next start. */
-	if (rc != 0 && w.initial && !*stop)
+	if (rc != DX_OK && w.initial && !*stop)
 		walk_indexes_back(&w);
-	else if (rc != 0 && w.initial)
+	else if (rc != DX_OK && w.initial)
 		log_notice("database %s: the deferred indexes are built at the next start",
 			   sqlite3_db_filename(db, "main"));
-	/* Empty the walk's TEMP tables with the temp journal off: under the
-	 * memory journal, freeing a million-row table would copy every page of
-	 * it into RAM first, for a rollback nobody needs. */
-	sqlite3_exec(db, "PRAGMA temp.journal_mode = OFF;"
-		     "DROP INDEX IF EXISTS temp.walk_seen_rid; DELETE FROM temp.walk_seen;"
-		     "DELETE FROM temp.walk_cursors;"
-		     "PRAGMA temp.journal_mode = MEMORY", NULL, NULL, NULL);
+	mirror_walk_end(w.m);
 	if (c->history_days > 0) {
 		long pruned;
 
-		if (history_prune(db, c->history_days, &pruned) == 0 && pruned > 0)
-			log_info("history: %ld events older than %ld days deleted", pruned,
-				 c->history_days);
+		if (history_prune(db, c->history_days, &pruned) == DX_OK && pruned > 0)
+			log_info("history: %ld events older than %ld days deleted", pruned, c->history_days);
 	}
 	if (counts)
 		*counts = w.n;

@@ -8,13 +8,15 @@
 #include "api.h"
 #include "conf.h"
 #include "mirror.h"
+#include "result.h"
 
 /* Walk every configured status to the end, then fetch details.  Resumes an
  * interrupted walk from its stored cursor; *counts gets the figures of the
- * walk (counts may be NULL).  Returns 0 when the walk
- * completed, -1 when it failed or *stop was raised (a row in sync_runs says
- * which, and the log says why). */
-int walk_run(sqlite3 *db, struct api *api, const struct conf *c,
-	     volatile sig_atomic_t *stop, struct walk_counts *counts);
+ * walk (counts may be NULL).  Returns DX_OK when the walk completed, else
+ * what it failed with: DX_STOPPED when *stop was raised, DX_LOOPING,
+ * DX_TRANSIENT, DX_PERMANENT, DX_DB ... (a row in sync_runs says which,
+ * and the log says why). */
+enum dx_result walk_run(sqlite3 *db, struct api *api, const struct conf *c, volatile sig_atomic_t *stop,
+			struct walk_counts *counts);
 
 #endif

@@ -34,6 +34,27 @@ con.execute("COMMIT")
 """
 
 
+def daemon_pids(conf):
+    """The pids of the dexsyncd processes started with "-f conf" (a detached
+    daemon is no child of ours): their command lines read from /proc, the
+    arguments compared whole, where pgrep -f would match any process whose
+    command line merely contains the text."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % entry, "rb") as f:
+                argv = f.read().split(b"\0")[:-1]
+        except OSError:
+            continue            # gone meanwhile, or not ours to read
+        args = [a.decode(errors="replace") for a in argv]
+        if (args and os.path.basename(args[0]) == "dexsyncd"
+                and any(args[i] == "-f" and args[i + 1] == conf for i in range(len(args) - 1))):
+            pids.append(int(entry))
+    return pids
+
+
 def hold_write_lock(db, seconds=60):
     """Another process holding db's write lock; returns its Popen once it does."""
     p = subprocess.Popen([sys.executable, "-c", HOLD_WRITE_LOCK, db, str(seconds)],

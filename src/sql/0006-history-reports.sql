@@ -11,10 +11,11 @@
 -- costs no more bytes.  The live part reads conversations_live_day, whose
 -- order is the day's.
 
-DROP VIEW report_backlog_daily;
-DROP INDEX conversation_events_backlog;
+-- IF EXISTS: a mirror whose user_version was set back by hand migrates again.
+DROP VIEW IF EXISTS report_backlog_daily;
+DROP INDEX IF EXISTS conversation_events_backlog;
 
-CREATE INDEX conversation_events_backlog_days
+CREATE INDEX IF NOT EXISTS conversation_events_backlog_days
 	ON conversation_events(substr(seen_at, 1, 10),
 		min(substr(conversation_created_at, 1, 10), substr(seen_at, 1, 10)),
 		field, old_value, new_value)
@@ -83,7 +84,7 @@ ORDER BY day;
 -- every walk that closes conversations 20 % slower (its random inserts,
 -- committed with each batch of pages).  Nearest rank: the median is the
 -- row at rank (n + 1) / 2, the 90th percentile at (9 n + 9) / 10.
-DROP VIEW report_time_to_close;
+DROP VIEW IF EXISTS report_time_to_close;
 CREATE VIEW report_time_to_close AS
 WITH closes AS (
 	-- The other columns come from the row of min(id): the first close.

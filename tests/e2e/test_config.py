@@ -9,7 +9,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import tap  # noqa: E402
-from harness import DEXSYNCD, KEY, DexTest  # noqa: E402
+from harness import DEXSYNCD, KEY, DexTest, daemon_pids  # noqa: E402
 
 SRCDIR = os.environ.get("DEXSYNC_SRCDIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -116,7 +116,7 @@ class ConfigTest(DexTest):
         # A user starts the daemon from the directory that holds its files.
         # daemon() moves it to /: the database, the key file and the config
         # itself must still be the ones in that directory, at every SIGHUP.
-        name = os.path.basename(self.dir) + ".conf"     # unique: pgrep finds this daemon only
+        name = os.path.basename(self.dir) + ".conf"     # unique: daemon_pids finds this daemon only
         self.srv.stop()
         self.srv = type(self.srv)(conversations=20, key=KEY).start()
 
@@ -132,8 +132,7 @@ class ConfigTest(DexTest):
         self.assertEqual(p.returncode, 0, p.stderr)
 
         def pids():
-            return [int(x) for x in subprocess.run(["pgrep", "-f", "dexsyncd -f " + name],
-                                                   capture_output=True, text=True).stdout.split()]
+            return daemon_pids(name)
         try:
             self.wait_for(lambda: os.path.exists(self.db) and self.walks() == 1, 10,
                           "the first walk, stored in the start directory's mirror.db")

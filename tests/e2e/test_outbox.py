@@ -55,10 +55,12 @@ class DeliveryTest(OutboxTest):
 
     def test_lost_acknowledgements(self):
         self.queue_messages(60, conversations=3)
+        # The lost acknowledgements first, then the 503s (faults are met
+        # in the order they are added).
         for i in range(6):
             self.srv.fault("ack_lost", prefix="/messages", drop=(i % 2 == 0))
-            self.srv.fault("status", code=200 if False else 503, prefix="/messages")
-        self.srv.faults.sort(key=lambda f: f.kind != "ack_lost")
+        for i in range(6):
+            self.srv.fault("status", code=503, prefix="/messages")
         self.drain_until_done(timeout=90)
         self.assertEqual(self.scalar("SELECT count(*) FROM outbox WHERE state = 'sent'"), 60)
         by_content = collections.defaultdict(list)
@@ -120,7 +122,9 @@ class DeliveryTest(OutboxTest):
         p = self.once(conf=conf)
         self.assertIn("item 1 (message to conv_0000001): POST /messages: HTTP 503", p.stderr)
         self.assertIn("attempt 1 of 2, retrying in", p.stderr)
-        time.sleep(2.2)
+        self.wait_for(lambda: self.scalar(
+            "SELECT count(*) FROM outbox WHERE state = 'pending'"
+            " AND next_attempt_at > strftime('%Y-%m-%dT%H:%M:%SZ', 'now')") == 0, 10, "the retry to fall due")
         p = self.once(conf=conf)
         self.assertIn("failed permanently", p.stderr)
         self.assertEqual(self.sql("SELECT state, attempts, last_status FROM outbox"), [("failed", 2, 503)])

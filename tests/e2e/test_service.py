@@ -12,7 +12,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import tap  # noqa: E402
-from harness import DEXSYNC, KEY, DexTest  # noqa: E402
+from harness import DEXSYNC, KEY, DexTest, daemon_pids  # noqa: E402
 
 
 def count_in_file(path, needle, chunk=1 << 22):
@@ -235,11 +235,10 @@ class ServiceTest(DexTest):
                            text=True, timeout=10, env=self.env())
         self.assertEqual(p.returncode, 0, p.stderr)
         self.wait_for(lambda: self.runs() == 1, 10, "the detached daemon's walk")
-        pids = subprocess.run(["pgrep", "-f", "dexsyncd -f " + self.conf], capture_output=True, text=True).stdout.split()
+        pids = daemon_pids(self.conf)
         self.assertEqual(len(pids), 1)
-        os.kill(int(pids[0]), signal.SIGTERM)
-        self.wait_for(lambda: subprocess.run(["pgrep", "-f", "dexsyncd -f " + self.conf],
-                                             capture_output=True).returncode == 1, 5, "exit")
+        os.kill(pids[0], signal.SIGTERM)
+        self.wait_for(lambda: not daemon_pids(self.conf), 5, "exit")
 
     def test_idle_cpu(self):
         d = self.start()

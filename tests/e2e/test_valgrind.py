@@ -44,7 +44,10 @@ class ValgrindTest(OutboxTest):
         self.srv.fault("status", code=404, prefix="/conversations/")
         self.srv.change("conv_0000009", subject="new")
         self.vg(DEXSYNCD, "-f", conf, "-n", "-1", expect=(0, 1))
-        time.sleep(2.2)     # the retry of the message that met the 500
+        # the retry of the message that met the 500
+        self.wait_for(lambda: self.scalar(
+            "SELECT count(*) FROM outbox WHERE state = 'pending'"
+            " AND next_attempt_at > strftime('%Y-%m-%dT%H:%M:%SZ', 'now')") == 0, 10, "the retry to fall due")
         self.vg(DEXSYNCD, "-f", conf, "-n", "-1")
         self.assertEqual(self.scalar("SELECT count(*) FROM outbox WHERE state = 'sent'"), 4)
 

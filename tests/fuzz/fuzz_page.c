@@ -17,14 +17,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t i, len;
 	json_t *item;
 
-	if (page_parse((const char *)data, size, &p, err, sizeof(err)) < 0)
+	if (page_parse((const char *)data, size, &p, err, sizeof(err)) != DX_OK)
 		return 0;
 	json_array_foreach(p.data, i, item)
 		participant_user_id(item, &len);
 	/* A small page size: the rows' memory must grow.  Both kinds of rows,
 	 * by the first byte. */
 	p.body_len = size / 8;
-	if (page_rows(&p, data[0] & 1) < 0)
+	if (page_rows(&p, data[0] & 1) != DX_OK)
 		abort();
 	for (i = 0; i < p.nrows; i++) {
 		const struct conv_row *r = &p.rows[i];

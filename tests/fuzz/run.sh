@@ -22,7 +22,8 @@ build_one() {	# name sources...
 }
 build_one fuzz_page "$src/page.c"
 build_one fuzz_conf "$src/conf.c" "$src/log.c" "$src/escape.c"
-build_one fuzz_retry_after "$src/api.c" "$src/log.c" "$src/notify.c" "$src/escape.c" "$src/metrics.c"
+build_one fuzz_retry_after "$src/api.c" "$src/backoff.c" "$src/log.c" "$src/notify.c" "$src/escape.c" \
+	"$src/metrics.c"
 build_one fuzz_attribute "$src/queue.c" "$src/escape.c"
 build_one fuzz_escape "$src/escape.c"
 build_one fuzz_search "$src/search.c" "$src/db.c" "$src/log.c" "$src/escape.c" "$src/report.c" \

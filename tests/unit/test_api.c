@@ -14,24 +14,25 @@
 static void test_classify(void **state)
 {
 	(void)state;
-	assert_int_equal(api_classify(CURLE_OK, 200), API_OK);
-	assert_int_equal(api_classify(CURLE_OK, 201), API_OK);
-	assert_int_equal(api_classify(CURLE_OK, 204), API_OK);
-	assert_int_equal(api_classify(CURLE_OK, 408), API_TRANSIENT);
-	assert_int_equal(api_classify(CURLE_OK, 429), API_TRANSIENT);
-	assert_int_equal(api_classify(CURLE_OK, 500), API_TRANSIENT);
-	assert_int_equal(api_classify(CURLE_OK, 503), API_TRANSIENT);
-	assert_int_equal(api_classify(CURLE_OK, 599), API_TRANSIENT);
-	assert_int_equal(api_classify(CURLE_OK, 400), API_PERMANENT);
-	assert_int_equal(api_classify(CURLE_OK, 401), API_PERMANENT);
-	assert_int_equal(api_classify(CURLE_OK, 404), API_PERMANENT);
-	assert_int_equal(api_classify(CURLE_OK, 422), API_PERMANENT);
-	assert_int_equal(api_classify(CURLE_OK, 301), API_PERMANENT);
-	assert_int_equal(api_classify(CURLE_COULDNT_CONNECT, 0), API_TRANSIENT);
-	assert_int_equal(api_classify(CURLE_OPERATION_TIMEDOUT, 0), API_TRANSIENT);
-	assert_int_equal(api_classify(CURLE_RECV_ERROR, 0), API_TRANSIENT);
-	assert_int_equal(api_classify(CURLE_GOT_NOTHING, 0), API_TRANSIENT);
-	assert_int_equal(api_classify(CURLE_PARTIAL_FILE, 0), API_TRANSIENT);
+	assert_int_equal(api_classify(CURLE_OK, 200), DX_OK);
+	assert_int_equal(api_classify(CURLE_OK, 201), DX_OK);
+	assert_int_equal(api_classify(CURLE_OK, 204), DX_OK);
+	assert_int_equal(api_classify(CURLE_OK, 408), DX_TRANSIENT);
+	assert_int_equal(api_classify(CURLE_OK, 429), DX_TRANSIENT);
+	assert_int_equal(api_classify(CURLE_OK, 500), DX_TRANSIENT);
+	assert_int_equal(api_classify(CURLE_OK, 503), DX_TRANSIENT);
+	assert_int_equal(api_classify(CURLE_OK, 599), DX_TRANSIENT);
+	assert_int_equal(api_classify(CURLE_OK, 400), DX_PERMANENT);
+	assert_int_equal(api_classify(CURLE_OK, 401), DX_PERMANENT);
+	assert_int_equal(api_classify(CURLE_OK, 404), DX_GONE);
+	assert_int_equal(api_classify(CURLE_OK, 410), DX_GONE);
+	assert_int_equal(api_classify(CURLE_OK, 422), DX_PERMANENT);
+	assert_int_equal(api_classify(CURLE_OK, 301), DX_PERMANENT);
+	assert_int_equal(api_classify(CURLE_COULDNT_CONNECT, 0), DX_TRANSIENT);
+	assert_int_equal(api_classify(CURLE_OPERATION_TIMEDOUT, 0), DX_TRANSIENT);
+	assert_int_equal(api_classify(CURLE_RECV_ERROR, 0), DX_TRANSIENT);
+	assert_int_equal(api_classify(CURLE_GOT_NOTHING, 0), DX_TRANSIENT);
+	assert_int_equal(api_classify(CURLE_PARTIAL_FILE, 0), DX_TRANSIENT);
 }
 
 static void test_retry_after_seconds(void **state)

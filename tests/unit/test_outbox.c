@@ -87,19 +87,22 @@ static void test_due_lookup_finds_the_one_due_item(void **state)
 {
 	struct outbox ob = { .db = db };
 	struct item it;
+	int found;
 
 	(void)state;
 	ob.st[S_DUE] = db_prepare(db, sql[S_DUE]);
 	ob.st[S_NEXT_DUE] = db_prepare(db, sql[S_NEXT_DUE]);
-	assert_int_equal(due_load(&ob, &it), 1);
+	assert_int_equal(due_load(&ob, &it, &found), DX_OK);
+	assert_int_equal(found, 1);
 	assert_int_equal(it.id, 100001);
 	assert_string_equal(it.target, "c");
 	assert_string_equal(it.label, "item 100001 (message to c)");
 	item_free(&it);
 	/* The rest wait an hour. */
 	assert_true(next_due(&ob) <= 0);
-	assert_int_equal(db_exec(db, "UPDATE outbox SET state = 'cancelled' WHERE id = 100001"), 0);
-	assert_int_equal(due_load(&ob, &it), 0);
+	assert_int_equal(db_exec(db, "UPDATE outbox SET state = 'cancelled' WHERE id = 100001"), DX_OK);
+	assert_int_equal(due_load(&ob, &it, &found), DX_OK);
+	assert_int_equal(found, 0);
 	assert_in_range(next_due(&ob), 3590, 3600);
 	sqlite3_finalize(ob.st[S_DUE]);
 	sqlite3_finalize(ob.st[S_NEXT_DUE]);

@@ -11,7 +11,7 @@
 
 #include "page.h"
 
-static int parse(const char *body, struct page *p, char *err)
+static enum dx_result parse(const char *body, struct page *p, char *err)
 {
 	return page_parse(body, strlen(body), p, err, 256);
 }
@@ -22,19 +22,19 @@ static void test_page_cursor(void **state)
 	char err[256];
 
 	(void)state;
-	assert_int_equal(parse("{\"data\":[],\"meta\":{\"total\":154,\"next_cursor\":\"abc\"}}", &p, err), 0);
+	assert_int_equal(parse("{\"data\":[],\"meta\":{\"total\":154,\"next_cursor\":\"abc\"}}", &p, err), DX_OK);
 	assert_string_equal(p.next_cursor, "abc");
 	assert_int_equal(p.total, 154);
 	page_free(&p);
 	/* The three ends of a walk: null, empty, absent. */
-	assert_int_equal(parse("{\"data\":[],\"meta\":{\"next_cursor\":null}}", &p, err), 0);
+	assert_int_equal(parse("{\"data\":[],\"meta\":{\"next_cursor\":null}}", &p, err), DX_OK);
 	assert_null(p.next_cursor);
 	assert_int_equal(p.total, -1);
 	page_free(&p);
-	assert_int_equal(parse("{\"data\":[],\"meta\":{\"next_cursor\":\"\"}}", &p, err), 0);
+	assert_int_equal(parse("{\"data\":[],\"meta\":{\"next_cursor\":\"\"}}", &p, err), DX_OK);
 	assert_null(p.next_cursor);
 	page_free(&p);
-	assert_int_equal(parse("{\"data\":[]}", &p, err), 0);
+	assert_int_equal(parse("{\"data\":[]}", &p, err), DX_OK);
 	assert_null(p.next_cursor);
 	page_free(&p);
 }
@@ -45,17 +45,17 @@ static void test_page_refused(void **state)
 	char err[256];
 
 	(void)state;
-	assert_int_equal(parse("{\"data\":[", &p, err), -1);
+	assert_int_equal(parse("{\"data\":[", &p, err), DX_BAD_ANSWER);
 	assert_non_null(strstr(err, "invalid JSON at line 1"));
-	assert_int_equal(parse("[1,2]", &p, err), -1);
+	assert_int_equal(parse("[1,2]", &p, err), DX_BAD_ANSWER);
 	assert_string_equal(err, "page has no \"data\" array");
-	assert_int_equal(parse("{\"data\":{}}", &p, err), -1);
-	assert_int_equal(parse("{\"data\":[],\"meta\":{\"next_cursor\":5}}", &p, err), -1);
+	assert_int_equal(parse("{\"data\":{}}", &p, err), DX_BAD_ANSWER);
+	assert_int_equal(parse("{\"data\":[],\"meta\":{\"next_cursor\":5}}", &p, err), DX_BAD_ANSWER);
 	assert_string_equal(err, "meta.next_cursor is neither a string nor null");
-	assert_int_equal(parse("{\"data\":[],\"meta\":7}", &p, err), -1);
-	assert_int_equal(parse("{\"data\":[\"\xff\"]}", &p, err), -1);
+	assert_int_equal(parse("{\"data\":[],\"meta\":7}", &p, err), DX_BAD_ANSWER);
+	assert_int_equal(parse("{\"data\":[\"\xff\"]}", &p, err), DX_BAD_ANSWER);
 	assert_non_null(strstr(err, "invalid JSON"));
-	assert_int_equal(parse("", &p, err), -1);
+	assert_int_equal(parse("", &p, err), DX_BAD_ANSWER);
 }
 
 static void test_row_map(void **state)
@@ -67,7 +67,7 @@ static void test_row_map(void **state)
 	(void)state;
 	assert_int_equal(parse("{\"data\":[{\"id\":\"conv_1\",\"status\":\"open\",\"subject\":\"Billing\","
 			       "\"created_at\":\"2023-10-25T10:00:00Z\",\"user_id\":\"u_1\","
-			       "\"last_message\":{\"id\":\"msg_1\",\"text\":\"Hello\"}}]}", &p, err), 0);
+			       "\"last_message\":{\"id\":\"msg_1\",\"text\":\"Hello\"}}]}", &p, err), DX_OK);
 	assert_int_equal(page_rows(&p, 1), 0);
 	/* The tree is gone: the rows live on their own. */
 	assert_null(p.root);
@@ -92,7 +92,7 @@ static void test_row_wrong_types(void **state)
 	(void)state;
 	assert_int_equal(parse("{\"data\":[{\"id\":\"c\",\"status\":1,\"subject\":null,"
 			       "\"user\":{\"id\":\"u_9\"},\"last_message\":\"x\"},"
-			       "{\"status\":\"open\"}, {\"id\":42}, {\"id\":\"\"}, 7]}", &p, err), 0);
+			       "{\"status\":\"open\"}, {\"id\":42}, {\"id\":\"\"}, 7]}", &p, err), DX_OK);
 	assert_int_equal(page_rows(&p, 1), 0);
 	assert_int_equal(p.nrows, 5);
 	assert_string_equal(p.rows[0].id, "c");
@@ -133,7 +133,7 @@ static void test_rows_json(void **state)
 		n += snprintf(body + n, sizeof(body) - (size_t)n,
 			      ", {\"id\": \"c%d\", \"pad\": \"%0300d\"}", i + 3, i);
 	snprintf(body + n, sizeof(body) - (size_t)n, "]}");
-	assert_int_equal(parse(body, &p, err), 0);
+	assert_int_equal(parse(body, &p, err), DX_OK);
 	p.body_len = 16;        /* as if the page were small: chunks of 1 KB */
 	assert_int_equal(page_rows(&p, 1), 0);
 	assert_int_equal(p.nrows, 42);
@@ -152,12 +152,12 @@ static void test_rows_json(void **state)
 		assert_string_equal(p.rows[i].id, want);
 	}
 	page_free(&p);
-	assert_int_equal(parse("{\"data\": []}", &p, err), 0);
+	assert_int_equal(parse("{\"data\": []}", &p, err), DX_OK);
 	assert_int_equal(page_rows(&p, 1), 0);
 	assert_int_equal(p.nrows, 0);
 	page_free(&p);
 	/* Not self-contained: the tree stays, and last_message points into it. */
-	assert_int_equal(parse(body, &p, err), 0);
+	assert_int_equal(parse(body, &p, err), DX_OK);
 	assert_int_equal(page_rows(&p, 0), 0);
 	assert_non_null(p.root);
 	assert_null(p.rows[0].message_json);
@@ -205,7 +205,7 @@ static void test_page_nul(void **state)
 
 	(void)state;
 	for (int self_contained = 0; self_contained < 2; self_contained++) {
-		assert_int_equal(parse(body, &p, err), 0);
+		assert_int_equal(parse(body, &p, err), DX_OK);
 		assert_int_equal(page_rows(&p, self_contained), 0);
 		assert_int_equal(p.nrows, 2);
 		row = &p.rows[0];
@@ -230,7 +230,7 @@ static void test_page_nul(void **state)
 		assert_null(p.rows[1].skip);
 		page_free(&p);
 	}
-	assert_int_equal(parse("{\"data\":[],\"meta\":{\"next_cursor\":\"a\\u0000b\"}}", &p, err), -1);
+	assert_int_equal(parse("{\"data\":[],\"meta\":{\"next_cursor\":\"a\\u0000b\"}}", &p, err), DX_BAD_ANSWER);
 	assert_string_equal(err, "meta.next_cursor holds a NUL character: it cannot be sent back");
 }
 
