@@ -322,6 +322,18 @@ class SendingTest(OutboxTest):
         self.assertEqual(p.returncode, 2, "a failed walk wins: " + p.stdout)
         self.assertRegex(p.stdout, r"\nhealth: +the last walk failed; item 2 has been sending")
 
+    def test_status_counts_gone_conversations_by_index(self):
+        """status counts the gone conversations from conversations_gone
+        (0006), not by reading every row, and counts them right."""
+        with sqlite3.connect(self.db) as con:
+            plan = [r[3] for r in con.execute(
+                "EXPLAIN QUERY PLAN SELECT count(*) FROM conversations WHERE gone_at IS NOT NULL")]
+            con.execute("UPDATE conversations SET gone_at = '2026-01-01T00:00:00Z' "
+                        "WHERE id IN ('conv_0000002', 'conv_0000003')")
+        self.assertEqual(len(plan), 1)
+        self.assertRegex(plan[0], r"^SEARCH conversations USING COVERING INDEX conversations_gone")
+        self.assertRegex(self.status().stdout, r"\nconversations: \d+ live, 2 gone\n")
+
     def test_status_names_the_daemon(self):
         proc = self.spawn("-n")
         try:
