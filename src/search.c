@@ -716,14 +716,7 @@ static int print_json(FILE *out, const struct hits *h, size_t n)
 		    snippet_json(&x->snippet, obj) < 0)
 			rc = -1;
 	}
-	if (rc == 0) {
-		rc = json_dumpf(arr, out, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
-		fputc('\n', out);
-	}
-	if (rc < 0)
-		log_err("search: cannot write JSON (out of memory)");
-	json_decref(arr);
-	return rc;
+	return report_json_write(out, arr, rc, "search");
 }
 
 /* Log the one line for a query FTS5 refused. */
