@@ -77,6 +77,7 @@ struct walk {
 	/* The loop guards of the status walk under way. */
 	struct idset ids; /* rowids it listed */
 	long items;	  /* items it listed */
+	long total;	  /* the server's count on its last page, -1 unknown */
 	int stale;	  /* pages in a row that listed nothing new */
 	/* The open transaction of pages, if any. */
 	int in_tx;
@@ -150,6 +151,7 @@ static void guards_reset(struct walk *w)
 {
 	ids_reset(&w->ids);
 	w->items = 0;
+	w->total = -1;
 	w->stale = 0;
 }
 
@@ -265,6 +267,7 @@ static enum dx_result walk_guard(struct walk *w, const struct listed *p)
 	long total = p->page.total;
 
 	w->items += (long)(p->page.rows ? p->page.nrows : json_array_size(p->page.data));
+	w->total = total;
 	if (total >= 0 && w->items > 2 * total + 1000)
 		return walk_fail(w, DX_LOOPING,
 				 "%ld items listed where the server counts %ld "
@@ -293,6 +296,22 @@ static enum dx_result walk_progress(struct walk *w)
 			 "%d pages in a row listed no conversation this walk had "
 			 "not listed: the server is looping",
 			 w->stale);
+}
+
+/* A complete list that holds fewer than half the conversations the server
+ * itself counts (its last meta.total) is not trusted to say which are gone:
+ * one empty page answered 200 by a server in trouble would otherwise mark
+ * the whole mirror gone, with an event each.  The walk stands; gone_at is
+ * left as it was until a walk lists them. */
+static void walk_short(struct walk *w, const char *status)
+{
+	if (!w->track_seen || w->total < 0 || 2 * w->items >= w->total)
+		return;
+	w->track_seen = 0;
+	log_warning(
+		"the server counts %ld conversations%s%s but listed %ld: "
+		"none is marked gone after this walk",
+		w->total, status ? " with status " : "", status ? status : "", w->items);
 }
 
 /* Walk one status filter (NULL: everything) from its stored cursor or the
@@ -345,6 +364,8 @@ static enum dx_result walk_status(struct walk *w, const char *status)
 	/* Pages stored before a failure are good: keep them. */
 	if (walk_commit(w, key) != DX_OK && rc == DX_OK)
 		rc = DX_DB;
+	if (rc == DX_OK)
+		walk_short(w, status);
 	lister_finish(l, &w->n.retries);
 	guards_reset(w);
 	return rc;

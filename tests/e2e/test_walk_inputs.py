@@ -144,6 +144,23 @@ class WalkInputsTest(DexTest):
                       "(at most 2 x 100 + 1000): the server is looping", p.stderr)
         self.assertEqual(self.scalar("SELECT count(*) FROM conversations"), 1200)
 
+    def test_a_list_far_shorter_than_its_total_marks_none_gone(self):
+        """One empty page answered 200 (total 250) by a server in trouble
+        does not mark the mirror gone; the next full list marks the one
+        really deleted."""
+        self.walk_ok()
+        self.srv.fault("status", code=200, prefix="/conversations", method="GET",
+                       body='{"data": [], "meta": {"total": 250, "next_cursor": null}}')
+        p = self.walk_ok()
+        self.assertIn("the server counts 250 conversations but listed 0: "
+                      "none is marked gone after this walk", p.stderr)
+        self.assertEqual((self.last_run()["outcome"], self.last_run()["gone"]), ("ok", 0))
+        self.assertEqual(self.scalar("SELECT count(*) FROM conversations WHERE gone_at IS NOT NULL"), 0)
+        self.assertEqual(self.scalar("SELECT count(*) FROM conversation_events"), 0)
+        self.srv.delete("conv_0000100")
+        self.walk_ok()
+        self.assertEqual(self.sql("SELECT id FROM conversations WHERE gone_at IS NOT NULL"), [("conv_0000100",)])
+
     # ---- \u0000 (SPEC 3.8) ----------------------------------------------
     def test_nul_in_strings_is_stored_whole(self):
         self.srv.nul_strings = True
