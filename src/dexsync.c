@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backup.h"
 #include "check.h"
@@ -672,18 +673,28 @@ static int cmd_report(struct ctx *x, int argc, char **argv)
 	return report_run(x->db, r, (enum report_format)fmt, &q, stdout) < 0 ? 1 : 0;
 }
 
-/* A date as --since takes it: YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ. */
+/* A date as --since takes it: YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ, a day
+ * of the calendar (2026-13-45 has the shape, not the day): the time the
+ * fields make, taken apart again, gives the same fields. */
 static int valid_since(const char *s)
 {
 	static const char date[] = "dddd-dd-dd", stamp[] = "dddd-dd-ddTdd:dd:ddZ";
 	const char *pattern = strlen(s) == strlen(date) ? date : stamp;
+	struct tm tm = { 0 }, back;
+	time_t t;
 
 	if (strlen(s) != strlen(pattern))
 		return 0;
 	for (size_t i = 0; pattern[i]; i++)
 		if (pattern[i] == 'd' ? s[i] < '0' || s[i] > '9' : s[i] != pattern[i])
 			return 0;
-	return 1;
+	if (!strptime(s, pattern == date ? "%Y-%m-%d" : "%Y-%m-%dT%H:%M:%SZ", &tm))
+		return 0;
+	back = tm;
+	t = timegm(&back);
+	return gmtime_r(&t, &back) && back.tm_year == tm.tm_year && back.tm_mon == tm.tm_mon &&
+	       back.tm_mday == tm.tm_mday && back.tm_hour == tm.tm_hour && back.tm_min == tm.tm_min &&
+	       back.tm_sec == tm.tm_sec;
 }
 
 /* Exit 0 with matches, 1 without (like grep), 2 on any error. */
@@ -710,7 +721,7 @@ static int cmd_search(struct ctx *x, int argc, char **argv)
 			break;
 		case 'S':
 			if (!valid_since(optarg)) {
-				log_err("search: --since '%.40s' is not YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ",
+				log_err("search: --since '%.40s' is not a date (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ)",
 					optarg);
 				return EXIT_USAGE;
 			}

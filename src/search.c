@@ -730,6 +730,27 @@ static void query_error(const struct search_query *q, const char *errmsg)
 	free(why);
 }
 
+/* A query with a column filter of each table ("subject:a OR text:b")
+ * fails in both, each naming the other's column: say so, rather than
+ * "there is no column text" when there is one.  0 after logging, -1 when
+ * the errors are not that. */
+static int columns_of_both(const struct search_query *q, const char *conv_err, const char *msg_err)
+{
+	static const char column[] = "no such column: ";
+	const char *in_msgs = conv_err + sizeof(column) - 1, *in_convs = msg_err + sizeof(column) - 1;
+	char *safe;
+
+	if (strncmp(conv_err, column, sizeof(column) - 1) || strncmp(msg_err, column, sizeof(column) - 1) ||
+	    !strcmp(in_msgs, in_convs))
+		return -1;
+	safe = escape_text(q->text, strlen(q->text));
+	log_err("search: the query '%s' is malformed: '%s:' is a column of conversations and '%s:' one of "
+		"messages: a query filters on the columns of one of them (subject, last_message_text; or text)",
+		safe ? safe : "?", in_convs, in_msgs);
+	free(safe);
+	return 0;
+}
+
 long search_run(sqlite3 *db, const struct search_query *q, enum search_format fmt, FILE *out)
 {
 	struct hits h = { NULL, 0, 0 };
@@ -750,7 +771,8 @@ long search_run(sqlite3 *db, const struct search_query *q, enum search_format fm
 	if (c < 0 || m < 0)
 		goto out;
 	if (c > 0 && m > 0) {
-		query_error(q, err[0]);
+		if (columns_of_both(q, err[0], err[1]) < 0)
+			query_error(q, err[0]);
 		goto out;
 	}
 	if ((c > 0 && strncmp(err[0], "no such column: ", 16)) ||

@@ -180,6 +180,7 @@ class SearchTest(OutboxTest):
             "AND export": "operator AND needs a word",
             "export)": "a ) has no ( before it",
             "foo:bar": "there is no column foo",
+            "text:launch OR subject:launch": "'subject:' is a column of conversations and 'text:' one of messages",
             "*export": "cannot start with '*'",
             "   ": "the query is empty",
             "a\x1bb": "control character",
@@ -192,7 +193,8 @@ class SearchTest(OutboxTest):
             self.assertIn(why, p.stderr)
             self.assertNotIn("fts5:", p.stderr, "not SQLite's message alone")
             self.assertNotIn("\x1b", p.stderr)
-        for args in (["--status", "pending"], ["--since", "yesterday"], ["--limit", "0"],
+        for args in (["--status", "pending"], ["--since", "yesterday"], ["--since", "2026-13-45"],
+                     ["--since", "2026-02-29"], ["--since", "2026-11-26T24:00:00Z"], ["--limit", "0"],
                      ["--format", "html"], []):
             p = self.search(*(["launch"] if args else []), *args)
             self.assertEqual(p.returncode, 2, args)
