@@ -463,17 +463,20 @@ static void walk_detail(struct walk *w, const struct mirror_id *id, int *fails)
 static void walk_details(struct walk *w)
 {
 	struct mirror_id *ids = NULL;
-	int n, i, fails = 0;
+	int n, i, fails = 0, failed = 0, before;
 
 	if (!w->c->fetch_details || mirror_details_due(w->m, w->c->max_details, &ids, &n) != DX_OK)
 		return;
-	for (i = 0; i < n && !*w->stop && fails < WALK_DETAIL_FAILS; i++)
+	for (i = 0; i < n && !*w->stop && fails < WALK_DETAIL_FAILS; i++) {
+		before = fails;
 		walk_detail(w, &ids[i], &fails);
+		failed += fails > before; /* a transient failure: it waits too */
+	}
 	if (fails >= WALK_DETAIL_FAILS && !*w->stop)
 		log_notice(
 			"conversation details: %d transient failures in a row; "
 			"%d conversations wait for the next cycle",
-			fails, n - i + 1);
+			fails, n - i + failed);
 	mirror_ids_free(ids, n);
 }
 

@@ -287,6 +287,17 @@ class WalkInputsTest(DexTest):
         self.walk_ok(conf=conf)
         self.assertEqual(self.last_run()["details"], 250)
 
+    def test_details_asked_to_wait_long_end_the_phase_and_count_what_waits(self):
+        """A 429 asking for more than a minute is not waited for within the
+        phase: three of them end it, and all ten conversations wait."""
+        conf = self.write_conf("details.conf", sync="fetch-details = true\nmax-details = 10")
+        self.srv.fault("status", code=429, count=100000, prefix="/conversations/", retry_after="120")
+        p = self.once(conf=conf, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(len(self.detail_paths()), 3)
+        self.assertIn("conversation details: 3 transient failures in a row; "
+                      "10 conversations wait for the next cycle", p.stderr)
+
     def test_permanent_detail_failure_goes_behind_the_others(self):
         conf = self.write_conf("details.conf", sync="fetch-details = true\nmax-details = 100")
         self.srv.fault("status", code=403, count=100000, prefix="/conversations/conv_0000001")
