@@ -68,14 +68,15 @@ class SharedDbTest(OutboxTest):
     def test_full_disk(self):
         small = os.path.join(self.dir, "small")
         os.mkdir(small)
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1536k", "tmpfs", small],
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2048k", "tmpfs", small],
                           capture_output=True).returncode != 0:
             self.skipTest("cannot mount a small tmpfs here")
         try:
             self.db = os.path.join(small, "mirror.db")
             conf = self.write_conf("small.conf")
             self.assertEqual(self.once(conf=conf).returncode, 0)
-            self.dexsync("send", "conv_0000001", "queued before the disk filled")
+            p = self.dexsync("send", "conv_0000001", "queued before the disk filled")
+            self.assertEqual(p.returncode, 0, "the disk is not full yet: " + p.stderr)
             for n in range(1000, 1600):
                 self.srv.add({"id": "conv_fill_%d" % n, "status": "open", "subject": "s" * 2000,
                               "created_at": "2026-01-01T00:00:00Z", "user_id": "u",
