@@ -16,7 +16,10 @@
  *    outbox_settle), a predicate (queue_valid_id, lister_ready), or which of
  *    three successes it was (mirror_upsert);
  *  - what writes to a FILE returns 0 or -1 as stdio does (escape_fputs,
- *    metrics_write). */
+ *    metrics_write);
+ *  - a static helper inside one file may return 0 or -1 to the function of
+ *    its file that calls it, which turns that into a code: the code is what
+ *    crosses a module's boundary, where callers decide. */
 #ifndef DEXSYNC_RESULT_H
 #define DEXSYNC_RESULT_H
 
