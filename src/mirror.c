@@ -33,6 +33,7 @@ enum {
 	S_DETAIL_BEHIND,
 	S_PART_DEL,
 	S_PART_ADD,
+	S_RUN_ABANDONED,
 	S_RUN_START,
 	S_RUN_FINISH,
 	S_HISTORY_SET,
@@ -111,6 +112,13 @@ static const char *const sql[S_COUNT] = {
 	[S_PART_ADD] =
 		"INSERT INTO participants(conversation_id, position, user_id, raw)\n"
 		"VALUES (?1, ?2, ?3, ?4)",
+	/* A walk still 'running' when another starts was cut short by a
+	 * SIGKILL or a crash: only the daemon holding the lock walks. */
+	[S_RUN_ABANDONED] =
+		"UPDATE sync_runs\n"
+		"SET outcome = 'interrupted',\n"
+		"	error = coalesce(error, 'the daemon stopped before the walk ended (killed or crashed)')\n"
+		"WHERE outcome = 'running'",
 	[S_RUN_START] = "INSERT INTO sync_runs(started_at, resumed) VALUES (?1, ?2)",
 	[S_RUN_FINISH] =
 		"UPDATE sync_runs\n"
@@ -556,6 +564,8 @@ enum dx_result mirror_run_start(struct mirror *m, const char *now, int resumed, 
 {
 	char id[32];
 
+	if (run(m, S_RUN_ABANDONED) != DX_OK)
+		return DX_DB;
 	db_bind_text(m->st[S_RUN_START], 1, now);
 	sqlite3_bind_int(m->st[S_RUN_START], 2, resumed);
 	if (run(m, S_RUN_START) != DX_OK)

@@ -258,6 +258,10 @@ class WalkTest(DexTest):
         run = self.last_run()
         self.assertEqual(run["resumed"], 1)
         self.assertEqual(run["inserted"], 2500 - stored)
+        # The killed walk's row is not left 'running' for ever.
+        self.assertEqual(self.sql("SELECT outcome, error FROM sync_runs ORDER BY id"),
+                         [("interrupted", "the daemon stopped before the walk ended (killed or crashed)"),
+                          ("ok", None)])
 
     def count_or_zero(self):
         try:
