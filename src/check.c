@@ -139,6 +139,24 @@ static void free_names(char **names)
 	sqlite3_free(names);
 }
 
+/* Is the full-text index name waiting to be built (db_indexes_defer)?  An
+ * initial mirror drops its triggers and rebuilds it at its end; until then
+ * (or until the next start, after an interrupted one) it holds less than
+ * its table, which is no damage. */
+static int fts_deferred(struct check *k, const char *name)
+{
+	sqlite3_stmt *st = NULL;
+	int deferred = 0;
+
+	if (sqlite3_prepare_v2(k->db, "SELECT 1 FROM sync_state WHERE key = '" DB_DEFERRED "' || ?1", -1, &st,
+			       NULL) == SQLITE_OK) {
+		sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+		deferred = sqlite3_step(st) == SQLITE_ROW;
+	}
+	sqlite3_finalize(st);
+	return deferred;
+}
+
 /* FTS5's integrity-check of each table in names, on a private copy. */
 static void check_fts_on_copy(struct check *k, char **names)
 {
@@ -166,9 +184,17 @@ static void check_fts_on_copy(struct check *k, char **names)
 			copy ? sqlite3_errmsg(copy) : "out of memory");
 	} else {
 		for (int i = 0; names[i]; i++) {
-			char *sql = sqlite3_mprintf(
-				"INSERT INTO \"%w\"(\"%w\", rank) VALUES ('integrity-check', 1)", names[i],
-				names[i]);
+			char *sql;
+
+			if (fts_deferred(k, names[i])) {
+				fprintf(k->out,
+					"search index %s: not built yet (an initial mirror builds it at "
+					"its end; an interrupted one at dexsyncd's next start)\n",
+					names[i]);
+				continue;
+			}
+			sql = sqlite3_mprintf("INSERT INTO \"%w\"(\"%w\", rank) VALUES ('integrity-check', 1)",
+					      names[i], names[i]);
 
 			if (!sql || sqlite3_exec(copy, sql, NULL, NULL, NULL) != SQLITE_OK)
 				problem(k,

@@ -167,6 +167,32 @@ class BackupCheckTest(OutboxTest):
             con.execute(query)
         con.close()
 
+    def test_check_during_an_interrupted_initial_mirror(self):
+        """The full-text indexes of an initial mirror are built at its end:
+        stopped before it, check says so rather than 'malformed'."""
+        self.db = os.path.join(self.dir, "fresh.db")
+        self.conf = self.write_conf(sync="page-size = 20")
+        self.srv.on_page = lambda s, n: time.sleep(0.1)
+        proc = self.spawn("-n", "-1")
+        self.wait_for(lambda: os.path.exists(self.db) and self.count() >= 200, 30, "pages stored")
+        proc.send_signal(signal.SIGTERM)
+        self.finish(proc)
+        p = self.dexsync("check")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        for t in ("conversations_fts", "messages_fts"):
+            self.assertIn("search index %s: not built yet" % t, p.stdout)
+        self.srv.on_page = None
+        self.assertEqual(self.once().returncode, 0)
+        p = self.dexsync("check")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn("search index conversations_fts: ok", p.stdout)
+
+    def count(self):
+        try:
+            return self.scalar("SELECT count(*) FROM conversations")
+        except Exception:
+            return 0
+
     def test_backup_while_walking_and_delivering(self):
         self.conf = self.write_conf(sync="page-size = 20",
                                     outbox="poll-interval = 1s\nmin-backoff = 1s\nmax-backoff = 1s")
