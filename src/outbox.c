@@ -33,6 +33,7 @@ enum {
 	S_SCHEDULE,
 	S_REF,
 	S_SENDING,
+	S_UNCLAIM,
 	S_SENT,
 	S_RETRY,
 	S_FAIL,
@@ -46,6 +47,15 @@ enum {
 };
 
 #define SWEEP_EVERY 300 /* seconds between two looks for lost heads */
+
+/* A drain claims the due heads of up to BATCH_MAX queues in one transaction,
+ * sends them one after the other, and records their answers in one: two
+ * waits for the write lock a batch instead of two an item, which matters
+ * while a walk holds the lock most of the time.  No request of a batch
+ * starts after BATCH_MS, so that an answer waits to be recorded about a
+ * second at most; the items not asked by then go back to pending. */
+#define BATCH_MAX 32
+#define BATCH_MS  1000
 
 /* The due lookups name their index: the plan must never sort the items
  * that wait (tests/unit/test_outbox.c checks it). */
@@ -62,7 +72,7 @@ static const char *const sql[S_COUNT] = {
 		"WHERE state = 'pending' AND next_attempt_at <= " NOW_UTC
 		"\n"
 		"ORDER BY next_attempt_at, id\n"
-		"LIMIT 1",
+		"LIMIT ?1",
 	[S_NEXT_DUE] =
 		"SELECT unixepoch(min(next_attempt_at)) - unixepoch('now')\n"
 		"FROM outbox INDEXED BY outbox_due\n"
@@ -79,6 +89,7 @@ static const char *const sql[S_COUNT] = {
 	[S_SENDING] = "UPDATE outbox SET state = 'sending', sending_at = " NOW_UTC
 		      "\n"
 		      "WHERE id = ?1 AND state = 'pending'",
+	[S_UNCLAIM] = "UPDATE outbox SET state = 'pending' WHERE id = ?1 AND state = 'sending'",
 	[S_SENT] =
 		"UPDATE outbox\n"
 		"SET state = 'sent', attempts = attempts + 1, last_status = ?2, last_error = NULL,\n"
@@ -173,16 +184,28 @@ struct item {
 	int cut;  /* a NUL in a text column: not sendable as stored */
 };
 
-/* The answer to a delivered request that the database did not let us
- * record (locked past busy_timeout, disk full).  The item stays 'sending',
- * which holds its target's later items back, until the answer is recorded:
- * a delivered item is never sent again because of a local error. */
-struct unrecorded {
-	struct unrecorded *next;
+/* An item claimed for a request, and what came of it.  A batch's answers
+ * are recorded together; when the database refuses (locked past
+ * busy_timeout, disk full) they are kept, on the list of answers not
+ * recorded, and recorded first by the next drain (or outbox_settle): each
+ * item stays 'sending' meanwhile, which holds its target's later items back,
+ * so a delivered item is never sent again because of a local error. */
+struct answer {
+	struct answer *next; /* on the list of answers not recorded */
 	struct item it;
-	char *body;	       /* the body as sent */
-	struct api_response r; /* r.body points to the owned copy below */
+	char *body;	       /* the body sent, when not the payload as queued */
+	int asked;	       /* the request was made; else the item goes back to pending */
+	struct api_response r; /* r.body points to response, the owned copy */
 	char *response;
+};
+
+/* A log line that waits for its transaction's end: logged after a commit,
+ * dropped after a rollback, so the log never tells of a change the
+ * database did not keep. */
+struct note {
+	struct note *next;
+	int prio;
+	char *line;
 };
 
 struct outbox {
@@ -190,7 +213,12 @@ struct outbox {
 	struct api *api;
 	const struct conf *c;
 	sqlite3_stmt *st[S_COUNT];
-	struct unrecorded *unrecorded;
+	struct answer *batch, **batch_end; /* claimed, to be asked */
+	int batched;			   /* how many */
+	int claim;			   /* how many the next batch claims at most */
+	struct answer *unrecorded, **unrecorded_end;
+	int busy; /* the last transaction ended on the lock (SQLITE_BUSY) */
+	struct note *notes, **notes_end;
 	time_t last_sweep;
 };
 
@@ -218,6 +246,57 @@ static void item_free(struct item *it)
 	memset(it, 0, sizeof(*it));
 }
 
+/* Log a line now, or at the end of the transaction open on ob->db. */
+static void note(struct outbox *ob, int prio, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void note(struct outbox *ob, int prio, const char *fmt, ...)
+{
+	struct note *n = NULL;
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (!sqlite3_get_autocommit(ob->db) && (n = calloc(1, sizeof(*n))) &&
+	    vasprintf(&n->line, fmt, ap) >= 0) {
+		n->prio = prio;
+		*ob->notes_end = n;
+		ob->notes_end = &n->next;
+	} else {
+		free(n);
+		va_end(ap);
+		va_start(ap, fmt);
+		log_vmsg(prio, fmt, ap); /* now rather than never */
+	}
+	va_end(ap);
+}
+
+/* The transaction ended: log its lines when it was committed. */
+static void notes_end(struct outbox *ob, int committed)
+{
+	while (ob->notes) {
+		struct note *n = ob->notes;
+
+		if (committed)
+			log_msg(n->prio, "%s", n->line);
+		ob->notes = n->next;
+		free(n->line);
+		free(n);
+	}
+	ob->notes_end = &ob->notes;
+}
+
+/* End the transaction open: committed when rc is DX_OK (which the commit
+ * may turn into DX_DB), rolled back otherwise.  The lines noted in it are
+ * logged or dropped with it. */
+static enum dx_result tx_end(struct outbox *ob, enum dx_result rc)
+{
+	if (rc == DX_OK)
+		rc = db_commit(ob->db);
+	ob->busy = rc != DX_OK && (sqlite3_errcode(ob->db) & 0xff) == SQLITE_BUSY;
+	db_rollback(ob->db); /* unless committed, or ended by SQLite */
+	notes_end(ob, rc == DX_OK);
+	return rc;
+}
+
 /* Step statement which, one that returns no rows, and reset it: DX_OK, or
  * DX_DB after logging. */
 static enum dx_result step_done(struct outbox *ob, int which)
@@ -237,6 +316,10 @@ struct outbox *outbox_open(sqlite3 *db, struct api *api, const struct conf *c)
 	ob->db = db;
 	ob->api = api;
 	ob->c = c;
+	ob->claim = BATCH_MAX;
+	ob->batch_end = &ob->batch;
+	ob->unrecorded_end = &ob->unrecorded;
+	ob->notes_end = &ob->notes;
 	for (int i = 0; i < S_COUNT; i++)
 		if (!(ob->st[i] = db_prepare(db, sql[i]))) {
 			outbox_close(ob);
@@ -245,27 +328,48 @@ struct outbox *outbox_open(sqlite3 *db, struct api *api, const struct conf *c)
 	return ob;
 }
 
-static void unrecorded_free(struct unrecorded *u)
+static void answer_free(struct answer *a)
 {
-	item_free(&u->it);
-	free(u->body);
-	free(u->response);
-	free(u);
+	item_free(&a->it);
+	free(a->body);
+	free(a->response);
+	free(a);
+}
+
+/* Free the batch's answers. */
+static void batch_free(struct outbox *ob)
+{
+	while (ob->batch) {
+		struct answer *a = ob->batch;
+
+		ob->batch = a->next;
+		answer_free(a);
+	}
+	ob->batch_end = &ob->batch;
+	ob->batched = 0;
 }
 
 void outbox_close(struct outbox *ob)
 {
 	if (!ob)
 		return;
+	batch_free(ob);
 	while (ob->unrecorded) {
-		struct unrecorded *u = ob->unrecorded;
+		struct answer *a = ob->unrecorded;
 
-		log_err("outbox: %s was delivered but its answer could not be recorded: it stays in "
-			"'sending', and the next dexsyncd sends it again",
-			u->it.label);
-		ob->unrecorded = u->next;
-		unrecorded_free(u);
+		if (a->asked)
+			log_err("outbox: %s was delivered but its answer could not be recorded: it stays in "
+				"'sending', and the next dexsyncd sends it again",
+				a->it.label);
+		else
+			log_notice(
+				"outbox: %s was not sent, and stays in 'sending' until the next dexsyncd "
+				"sends it",
+				a->it.label);
+		ob->unrecorded = a->next;
+		answer_free(a);
 	}
+	notes_end(ob, 0);
 	for (int i = 0; i < S_COUNT; i++)
 		sqlite3_finalize(ob->st[i]);
 	free(ob);
@@ -296,7 +400,7 @@ static enum dx_result item_fail(struct outbox *ob, struct item *it, long status,
 	sqlite3_bind_int(st, 4, attempted);
 	if (step_done(ob, S_FAIL) != DX_OK)
 		return DX_DB;
-	log_notice("outbox: %s failed permanently: %s", it->label, why);
+	note(ob, LOG_NOTICE, "outbox: %s failed permanently: %s", it->label, why);
 	return DX_OK;
 }
 
@@ -408,7 +512,8 @@ static enum dx_result mirror_result(struct outbox *ob, const struct item *it, co
 	return rc;
 }
 
-/* Record a 2xx: 'sent' with the remote id, and the mirror, in one transaction. */
+/* Record a 2xx: 'sent' with the remote id, and the mirror, in the
+ * transaction open. */
 static enum dx_result item_sent(struct outbox *ob, struct item *it, const char *body,
 				const struct api_response *r)
 {
@@ -418,22 +523,16 @@ static enum dx_result item_sent(struct outbox *ob, struct item *it, const char *
 	char *raw = resp ? json_dumps(resp, JSON_COMPACT) : NULL;
 	enum dx_result rc;
 
-	if (!remote)
-		log_warning("outbox: %s: sent, but the answer has no id", it->label);
-	if ((rc = db_begin(ob->db)) != DX_OK)
-		goto out;
 	sqlite3_bind_int64(st, 1, it->id);
 	sqlite3_bind_int64(st, 2, r->status);
 	db_bind_text(st, 3, remote);
 	db_bind_text(st, 4, raw);
-	if ((rc = step_done(ob, S_SENT)) != DX_OK ||
-	    (json_is_object(resp) && (rc = mirror_result(ob, it, body, resp, raw)) != DX_OK) ||
-	    (rc = db_commit(ob->db)) != DX_OK) {
-		db_rollback(ob->db); /* unless SQLite has ended it */
-		goto out;
-	}
-	log_debug("outbox: %s sent as %s", it->label, remote ? remote : "(no id)");
-out:
+	if ((rc = step_done(ob, S_SENT)) == DX_OK && json_is_object(resp))
+		rc = mirror_result(ob, it, body, resp, raw);
+	if (rc == DX_OK && !remote)
+		note(ob, LOG_WARNING, "outbox: %s: sent, but the answer has no id", it->label);
+	else if (rc == DX_OK)
+		note(ob, LOG_DEBUG, "outbox: %s sent as %s", it->label, remote);
 	free(raw);
 	json_decref(resp);
 	return rc;
@@ -489,8 +588,8 @@ static enum dx_result item_retry(struct outbox *ob, struct item *it, const struc
 		return DX_DB;
 	gmtime_r(&at, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	log_notice("outbox: %s: %s; attempt %ld of %ld, retrying in %ld s (at %s)", it->label, r->error,
-		   attempts, ob->c->max_attempts, delay + 1, when);
+	note(ob, LOG_NOTICE, "outbox: %s: %s; attempt %ld of %ld, retrying in %ld s (at %s)", it->label,
+	     r->error, attempts, ob->c->max_attempts, delay + 1, when);
 	return DX_OK;
 }
 
@@ -540,53 +639,108 @@ static enum dx_result record(struct outbox *ob, struct item *it, const char *bod
 	}
 }
 
-/* Keep the answer that could not be recorded; takes over it and body. */
-static void keep_unrecorded(struct outbox *ob, struct item *it, char *body, const struct api_response *r)
+static void counts_add(struct drain_counts *n, const struct drain_counts *c)
 {
-	struct unrecorded *u = calloc(1, sizeof(*u));
-
-	if (u && (u->response = malloc(r->len + 1))) {
-		u->it = *it;
-		u->body = body;
-		u->r = *r;
-		memcpy(u->response, r->body, r->len);
-		u->response[r->len] = '\0';
-		u->r.body = u->response;
-		u->next = ob->unrecorded;
-		ob->unrecorded = u;
-		memset(it, 0, sizeof(*it));
-		log_warning(
-			"outbox: %s: delivered (HTTP %ld), but the database refused to record it; "
-			"kept until it can be, and nothing more goes to %s before",
-			u->it.label, r->status, u->it.target);
-		return;
-	}
-	free(u);
-	free(body);
-	log_err("outbox: %s: delivered, but neither the database nor memory can keep the answer: "
-		"it stays 'sending' and the next dexsyncd sends it again",
-		it->label);
+	n->sent += c->sent;
+	n->retried += c->retried;
+	n->failed += c->failed;
+	n->held += c->held;
 }
 
-/* Record the answers kept by keep_unrecorded, oldest first.  Returns
- * DX_OK when none is left, DX_DB when the database still refuses. */
+/* Record count answers of the list from a on (all when count is -1) in one
+ * transaction, and count them into n.  DX_OK, or DX_DB when the database
+ * refused (nothing recorded; ob->busy says whether it was the lock). */
+static enum dx_result answers_record(struct outbox *ob, struct answer *a, int count, struct drain_counts *n)
+{
+	struct drain_counts c = { 0 };
+	enum dx_result rc;
+
+	if (!a || !count)
+		return DX_OK;
+	for (rc = db_begin(ob->db); rc == DX_OK && a && count--; a = a->next) {
+		if (a->asked) {
+			rc = record(ob, &a->it, a->body ? a->body : a->it.payload, &a->r, &c);
+		} else {
+			sqlite3_bind_int64(ob->st[S_UNCLAIM], 1, a->it.id);
+			rc = step_done(ob, S_UNCLAIM);
+		}
+	}
+	if ((rc = tx_end(ob, rc)) == DX_OK)
+		counts_add(n, &c);
+	return rc;
+}
+
+/* Keep the batch's answers that the database refused to record, after
+ * those kept before: the next drain records them first. */
+static void batch_keep(struct outbox *ob)
+{
+	int unasked = 0;
+
+	for (struct answer *a = ob->batch; a; a = a->next)
+		if (a->asked)
+			log_warning(
+				"outbox: %s: delivered (HTTP %ld), but the database refused to record it; "
+				"kept until it can be, and nothing more goes to %s before",
+				a->it.label, a->r.status, a->it.target);
+		else
+			unasked++;
+	if (unasked)
+		log_notice(
+			"outbox: %d item%s not sent stay 'sending' until the database lets them back to "
+			"pending",
+			unasked, unasked == 1 ? "" : "s");
+	if (ob->batch) {
+		*ob->unrecorded_end = ob->batch;
+		ob->unrecorded_end = ob->batch_end;
+	}
+	ob->batch = NULL;
+	batch_free(ob);
+}
+
+/* Free the kept answers before *from, which are recorded now. */
+static void unrecorded_drop(struct outbox *ob, struct answer *from)
+{
+	while (ob->unrecorded != from) {
+		struct answer *a = ob->unrecorded;
+
+		if (a->asked)
+			log_notice("outbox: %s: its answer is recorded now", a->it.label);
+		ob->unrecorded = a->next;
+		answer_free(a);
+	}
+	if (!from)
+		ob->unrecorded_end = &ob->unrecorded;
+}
+
+/* Record the answers kept by batch_keep, oldest first: all in one
+ * transaction, or, when the database refuses for another reason than its
+ * lock, one at a time, so that one it never takes holds no other back.
+ * Returns DX_OK when none is left, DX_DB when the database still refuses. */
 static enum dx_result flush_unrecorded(struct outbox *ob, struct drain_counts *n)
 {
-	struct unrecorded **pp = &ob->unrecorded;
-	enum dx_result rc = DX_OK;
+	struct answer **pp;
+	enum dx_result rc = answers_record(ob, ob->unrecorded, -1, n);
 
-	while (*pp) {
-		struct unrecorded *u = *pp;
+	if (rc == DX_OK || ob->busy) {
+		if (rc == DX_OK)
+			unrecorded_drop(ob, NULL);
+		return rc;
+	}
+	rc = DX_OK;
+	for (pp = &ob->unrecorded; *pp;) {
+		struct answer *a = *pp;
 
-		if (record(ob, &u->it, u->body ? u->body : u->it.payload, &u->r, n) != DX_OK) {
+		if (answers_record(ob, a, 1, n) != DX_OK) {
 			rc = DX_DB;
-			pp = &u->next;
+			pp = &a->next;
 			continue;
 		}
-		log_notice("outbox: %s: its answer is recorded now", u->it.label);
-		*pp = u->next;
-		unrecorded_free(u);
+		if (a->asked)
+			log_notice("outbox: %s: its answer is recorded now", a->it.label);
+		*pp = a->next;
+		answer_free(a);
 	}
+	ob->unrecorded_end = pp;
 	return rc;
 }
 
@@ -603,124 +757,13 @@ int outbox_settle(struct outbox *ob, long until)
 			break;
 		/* Each try waits for the lock no longer than what is left. */
 		sqlite3_busy_timeout(ob->db, (int)(until - now.tv_sec) * 1000);
-		if (flush_unrecorded(ob, &n) != DX_OK && sqlite3_errcode(ob->db) != SQLITE_BUSY)
+		if (flush_unrecorded(ob, &n) != DX_OK && !ob->busy)
 			sleep(1); /* another error (a full disk): try again in a moment */
 	}
 	sqlite3_busy_timeout(ob->db, DB_BUSY_TIMEOUT_MS);
-	for (struct unrecorded *u = ob->unrecorded; u; u = u->next)
+	for (struct answer *a = ob->unrecorded; a; a = a->next)
 		left++;
 	return left;
-}
-
-/* Send one due item that heads its queue and record the answer.  Returns
- * DX_OK, or DX_DB on a database error (DX_NOMEM when out of memory). */
-static enum dx_result item_send(struct outbox *ob, struct item *it, struct drain_counts *n)
-{
-	char *why, *body = NULL, *path;
-	const char *method;
-	struct api_response r;
-	enum dx_result res;
-	int rc;
-
-	if (it->age > ob->c->max_age) {
-		n->failed++;
-		return item_fail(ob, it, 0, "older than max-age, never delivered", 0);
-	}
-	if (it->cut) {
-		n->failed++;
-		return item_fail(ob, it, 0,
-				 "its target, payload or idempotency key holds a NUL "
-				 "character: it cannot be sent as stored",
-				 0);
-	}
-	if (!strcmp(it->kind, "message")) {
-		rc = resolve_reference(ob, it, &body, &why);
-		if (rc == 0) {
-			/* Waits out of line: the conversation item's leaving
-			 * the queue makes it due again (migration 0003). */
-			n->held++;
-			sqlite3_bind_int64(ob->st[S_UNSCHEDULE], 1, it->id);
-			return step_done(ob, S_UNSCHEDULE);
-		}
-		if (rc < 0) {
-			n->failed++;
-			res = item_fail(ob, it, 0, why, 0);
-			free(why);
-			return res;
-		}
-	}
-	if (!(path = item_path(ob, it))) {
-		free(body);
-		log_err("outbox: %s: out of memory", it->label);
-		return DX_NOMEM;
-	}
-	method = !strcmp(it->kind, "user_update") ? "PATCH" : "POST";
-	sqlite3_bind_int64(ob->st[S_SENDING], 1, it->id);
-	if ((res = step_done(ob, S_SENDING)) != DX_OK || sqlite3_changes(ob->db) == 0) {
-		/* a database error, or cancelled meanwhile */
-		free(path);
-		free(body);
-		return res;
-	}
-	log_debug("outbox: %s: attempt %ld", it->label, it->attempts + 1);
-	api_request(ob->api, method, path, body ? body : it->payload, it->idempotency_key, &r);
-	free(path);
-	/* The item's strings stay the caller's (item_free), or go to
-	 * keep_unrecorded: clang-analyzer 14 loses them through record(). */
-	res = record(ob, it, body ? body : it->payload, &r, n); /* NOLINT(clang-analyzer-unix.Malloc) */
-	if (res != DX_OK) {
-		keep_unrecorded(ob, it, body, &r);
-		return res;
-	}
-	free(body);
-	return DX_OK;
-}
-
-/* Column i of st as a string (malloc'd; "" for NULL); *cut is set when
- * the text holds a NUL, where a C string would end early. */
-static char *column_dup(sqlite3_stmt *st, int i, int *cut)
-{
-	const char *t = (const char *)sqlite3_column_text(st, i);
-
-	if (!t)
-		return strdup("");
-	if (strlen(t) != (size_t)sqlite3_column_bytes(st, i))
-		*cut = 1;
-	return strdup(t);
-}
-
-/* Load the next due item into *it (*found 1), or find none due (*found
- * 0).  DX_OK, or DX_DB or DX_NOMEM after logging. */
-static enum dx_result due_load(struct outbox *ob, struct item *it, int *found)
-{
-	sqlite3_stmt *st = ob->st[S_DUE];
-	const char *kind;
-
-	memset(it, 0, sizeof(*it));
-	if (db_step(st, "outbox", found) != DX_OK)
-		return DX_DB;
-	if (!*found)
-		return DX_OK;
-	it->id = sqlite3_column_int64(st, 0);
-	kind = (const char *)sqlite3_column_text(st, 1);
-	it->kind = !strcmp(kind, "message")	? "message" :
-		   !strcmp(kind, "user_update") ? "user_update" :
-						  "conversation";
-	it->target = column_dup(st, 2, &it->cut);
-	it->payload = column_dup(st, 3, &it->cut);
-	it->idempotency_key = column_dup(st, 4, &it->cut);
-	it->attempts = sqlite3_column_int(st, 5);
-	it->age = (long)sqlite3_column_int64(st, 6);
-	sqlite3_reset(st);
-	if (it->target && it->payload && it->idempotency_key)
-		it->label = xasprintf("item %lld (%s to %s)", it->id, it->kind, it->target);
-	if (!it->label) {
-		item_free(it);
-		log_err("outbox: out of memory");
-		*found = 0;
-		return DX_NOMEM;
-	}
-	return DX_OK;
 }
 
 /* An item due but not the head of its queue (retried behind newer ones, or
@@ -747,9 +790,177 @@ static enum dx_result out_of_line(struct outbox *ob, const struct item *it, int 
 	sqlite3_bind_int64(ob->st[S_UNSCHEDULE], 1, it->id);
 	if (step_done(ob, S_SCHEDULE) != DX_OK || step_done(ob, S_UNSCHEDULE) != DX_OK)
 		return DX_DB;
-	log_debug("outbox: %s waits for item %lld of its queue", it->label, (long long)head);
+	note(ob, LOG_DEBUG, "outbox: %s waits for item %lld of its queue", it->label, (long long)head);
 	*waits = 1;
 	return DX_OK;
+}
+
+/* Claim a due item that heads its queue, in the transaction open: it
+ * becomes 'sending' (*claimed 1), or fails, waits out of line, or waits
+ * for its conversation item (*claimed 0).  DX_OK, or DX_DB on a database
+ * error. */
+static enum dx_result claim_one(struct outbox *ob, struct answer *a, struct drain_counts *n, int *claimed)
+{
+	struct item *it = &a->it;
+	enum dx_result res;
+	char *why;
+	int rc, waits;
+
+	*claimed = 0;
+	if ((res = out_of_line(ob, it, &waits)) != DX_OK || waits)
+		return res;
+	if (it->age > ob->c->max_age) {
+		n->failed++;
+		return item_fail(ob, it, 0, "older than max-age, never delivered", 0);
+	}
+	if (it->cut) {
+		n->failed++;
+		return item_fail(ob, it, 0,
+				 "its target, payload or idempotency key holds a NUL "
+				 "character: it cannot be sent as stored",
+				 0);
+	}
+	if (!strcmp(it->kind, "message")) {
+		rc = resolve_reference(ob, it, &a->body, &why);
+		if (rc == 0) {
+			/* Waits out of line: the conversation item's leaving
+			 * the queue makes it due again (migration 0003). */
+			n->held++;
+			sqlite3_bind_int64(ob->st[S_UNSCHEDULE], 1, it->id);
+			return step_done(ob, S_UNSCHEDULE);
+		}
+		if (rc < 0) {
+			n->failed++;
+			res = item_fail(ob, it, 0, why, 0);
+			free(why);
+			return res;
+		}
+	}
+	sqlite3_bind_int64(ob->st[S_SENDING], 1, it->id);
+	if ((res = step_done(ob, S_SENDING)) == DX_OK)
+		*claimed = sqlite3_changes(ob->db) > 0;
+	return res;
+}
+
+/* Send a claimed item's request, and keep its answer.  DX_OK, or DX_NOMEM
+ * (not asked). */
+static enum dx_result answer_ask(struct outbox *ob, struct answer *a)
+{
+	struct item *it = &a->it;
+	char *path = item_path(ob, it);
+
+	if (!path) {
+		log_err("outbox: %s: out of memory", it->label);
+		return DX_NOMEM;
+	}
+	log_debug("outbox: %s: attempt %ld", it->label, it->attempts + 1);
+	api_request(ob->api, strcmp(it->kind, "user_update") ? "POST" : "PATCH", path,
+		    a->body ? a->body : it->payload, it->idempotency_key, &a->r);
+	free(path);
+	a->asked = 1;
+	/* The answer's body lives until the next request: keep a copy. */
+	if ((a->response = malloc(a->r.len + 1))) {
+		if (a->r.len)
+			memcpy(a->response, a->r.body, a->r.len);
+		a->response[a->r.len] = '\0';
+		a->r.body = a->response;
+	} else {
+		log_err("outbox: %s: out of memory for its answer, recorded without it", it->label);
+		a->r.body = "";
+		a->r.len = 0;
+	}
+	return DX_OK;
+}
+
+static long ms_since(const struct timespec *t0)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+/* Ask for each claimed item in turn, until all are asked, a stop, or
+ * BATCH_MS have passed; the next batch claims as many as went in time
+ * (twice as many when all did).  DX_OK, or DX_NOMEM. */
+static enum dx_result batch_send(struct outbox *ob, atomic_int *stop)
+{
+	enum dx_result rc = DX_OK;
+	struct timespec t0;
+	int asked = 0;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (struct answer *a = ob->batch; a && !atomic_load(stop) && ms_since(&t0) < BATCH_MS; a = a->next) {
+		if ((rc = answer_ask(ob, a)) != DX_OK)
+			break;
+		asked++;
+	}
+	if (asked < ob->batched)
+		ob->claim = asked > 0 ? asked : 1;
+	else if (ob->claim < BATCH_MAX)
+		ob->claim = ob->claim * 2 < BATCH_MAX ? ob->claim * 2 : BATCH_MAX;
+	return rc;
+}
+
+/* Column i of st as a string (malloc'd; "" for NULL); *cut is set when
+ * the text holds a NUL, where a C string would end early. */
+static char *column_dup(sqlite3_stmt *st, int i, int *cut)
+{
+	const char *t = (const char *)sqlite3_column_text(st, i);
+
+	if (!t)
+		return strdup("");
+	if (strlen(t) != (size_t)sqlite3_column_bytes(st, i))
+		*cut = 1;
+	return strdup(t);
+}
+
+/* Load the item of S_DUE's row into *it.  DX_OK, or DX_NOMEM. */
+static enum dx_result item_load(sqlite3_stmt *st, struct item *it)
+{
+	const char *kind = (const char *)sqlite3_column_text(st, 1);
+
+	it->id = sqlite3_column_int64(st, 0);
+	it->kind = !strcmp(kind, "message")	? "message" :
+		   !strcmp(kind, "user_update") ? "user_update" :
+						  "conversation";
+	it->target = column_dup(st, 2, &it->cut);
+	it->payload = column_dup(st, 3, &it->cut);
+	it->idempotency_key = column_dup(st, 4, &it->cut);
+	it->attempts = sqlite3_column_int(st, 5);
+	it->age = (long)sqlite3_column_int64(st, 6);
+	if (it->target && it->payload && it->idempotency_key)
+		it->label = xasprintf("item %lld (%s to %s)", it->id, it->kind, it->target);
+	return it->label ? DX_OK : DX_NOMEM;
+}
+
+/* Load up to limit due items, the longest due first, as answers on the
+ * list *due; *found counts them.  DX_OK, or DX_DB or DX_NOMEM after
+ * logging (what was loaded stays on the list). */
+static enum dx_result due_load(struct outbox *ob, int limit, struct answer **due, int *found)
+{
+	sqlite3_stmt *st = ob->st[S_DUE];
+	struct answer *a, **end = due;
+	enum dx_result rc;
+	int row;
+
+	*due = NULL;
+	*found = 0;
+	sqlite3_bind_int(st, 1, limit);
+	while ((rc = db_step(st, "outbox", &row)) == DX_OK && row) {
+		if (!(a = calloc(1, sizeof(*a))) || item_load(st, &a->it) != DX_OK) {
+			if (a)
+				answer_free(a);
+			log_err("outbox: out of memory");
+			rc = DX_NOMEM;
+			break;
+		}
+		*end = a;
+		end = &a->next;
+		(*found)++;
+	}
+	db_reset(st);
+	return rc;
 }
 
 /* Seconds until the next item is due (0: now), -1 when none waits. */
@@ -764,11 +975,59 @@ static long next_due(struct outbox *ob)
 	return wait < -1 ? 0 : wait;
 }
 
+/* Claim the due heads of up to ob->claim queues in one transaction, each
+ * 'sending' (or failed, or waiting) before any of them is asked: the
+ * batch.  *found counts the due items looked at (0: none is due). */
+static enum dx_result batch_claim(struct outbox *ob, struct drain_counts *n, int *found)
+{
+	struct drain_counts c = { 0 };
+	struct answer *due = NULL, *a;
+	enum dx_result rc;
+	int claimed;
+
+	assert(!ob->batch);
+	*found = 0;
+	if ((rc = db_begin(ob->db)) == DX_OK)
+		rc = due_load(ob, ob->claim, &due, found);
+	while ((a = due)) {
+		due = a->next;
+		a->next = NULL;
+		claimed = 0;
+		if (rc == DX_OK)
+			rc = claim_one(ob, a, &c, &claimed);
+		if (!claimed) {
+			answer_free(a);
+			continue;
+		}
+		*ob->batch_end = a;
+		ob->batch_end = &a->next;
+		ob->batched++;
+	}
+	if ((rc = tx_end(ob, rc)) != DX_OK) {
+		batch_free(ob);
+		return rc;
+	}
+	counts_add(n, &c);
+	return DX_OK;
+}
+
+/* Record the batch's answers in one transaction; when the database
+ * refuses, keep them for the next drain. */
+static enum dx_result batch_record(struct outbox *ob, struct drain_counts *n)
+{
+	enum dx_result rc = answers_record(ob, ob->batch, -1, n);
+
+	if (rc == DX_OK)
+		batch_free(ob);
+	else
+		batch_keep(ob);
+	return rc;
+}
+
 enum dx_result outbox_drain(struct outbox *ob, atomic_int *stop, struct drain_counts *n)
 {
-	enum dx_result rc = DX_OK;
-	struct item it;
-	int found, waits;
+	enum dx_result rc = DX_OK, sent;
+	int found;
 
 	memset(n, 0, sizeof(*n));
 	n->wait = -1;
@@ -781,13 +1040,14 @@ enum dx_result outbox_drain(struct outbox *ob, atomic_int *stop, struct drain_co
 				   sqlite3_changes(ob->db) == 1 ? "its" : "their");
 		ob->last_sweep = time(NULL);
 	}
-	/* Each item leaves the due set: sent, failed, retried later, or put
-	 * out of line; so the loop ends. */
-	while (rc == DX_OK && !atomic_load(stop) && (rc = due_load(ob, &it, &found)) == DX_OK && found) {
-		rc = out_of_line(ob, &it, &waits);
-		if (rc == DX_OK && !waits)
-			rc = item_send(ob, &it, n);
-		item_free(&it);
+	/* Each item looked at leaves the due set (sent, failed, retried later,
+	 * put out of line) or, not asked in its batch's time, goes back to it
+	 * while at least one of its batch was asked: so the loop ends. */
+	while (rc == DX_OK && !atomic_load(stop) && (rc = batch_claim(ob, n, &found)) == DX_OK && found) {
+		sent = batch_send(ob, stop);
+		rc = batch_record(ob, n);
+		if (sent != DX_OK)
+			rc = sent;
 	}
 	if (rc == DX_OK)
 		n->wait = next_due(ob);

@@ -111,6 +111,7 @@ class FakeDexra:
         self.nul_strings = False    # a \u0000 in each subject and message text
         self.on_page = None         # callback(server, page_number) between pages
         self.write_delay = 0        # seconds each POST/PATCH takes
+        self.on_write = None        # callback(server, headers) before a POST/PATCH is applied
         self.next_id = 1
         self.pages_served = 0
         self.walk_changes = {}      # walk number -> {id: {field: value}}
@@ -286,6 +287,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.send_json(400, {"error": "body is not JSON"})
         if method != "GET" and s.write_delay:
             time.sleep(s.write_delay)
+        if method != "GET" and s.on_write:
+            s.on_write(s, self.headers)
         code, obj = self.route(method, path, query, doc)
         if fault and fault.kind == "ack_lost" and code < 300:
             if fault.opts.get("drop"):

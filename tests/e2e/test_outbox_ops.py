@@ -197,6 +197,54 @@ class OutboxOpsTest(OutboxTest):
         self.drain_until_done()
         self.assertEqual([m["doc"]["content"] for m in self.srv.messages], ["first", "second"])
 
+    def test_batches_are_claimed_before_and_recorded_after_their_requests(self):
+        # One transaction claims the heads of several queues, one records
+        # their answers; still each item is committed 'sending' before its
+        # request, never two of one target at once, each sent once, in order.
+        for i in range(120):
+            self.queue("message", None, {"conversation_id": "conv_%07d" % (i % 20 + 1), "content": "m%d" % i})
+        seen = []
+
+        def on_write(srv, headers):
+            con = sqlite3.connect("file:%s?mode=ro" % self.db, uri=True, timeout=10)
+            try:
+                seen.append(con.execute(
+                    "SELECT (SELECT state FROM outbox WHERE idempotency_key = ?),"
+                    "       count(*), count(DISTINCT target) FROM outbox WHERE state = 'sending'",
+                    (headers.get("Idempotency-Key"),)).fetchone())
+            finally:
+                con.close()
+
+        self.srv.on_write = on_write
+        p = self.once()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(len(seen), 120)
+        self.assertEqual({state for state, _, _ in seen}, {"sending"}, "committed before its request")
+        self.assertTrue(all(n == targets for _, n, targets in seen), "one item of a target at a time")
+        self.assertGreater(max(n for _, n, _ in seen), 1, "heads claimed together")
+        self.assertEqual(self.scalar("SELECT count(*) FROM outbox WHERE state = 'sent'"), 120)
+        for c in range(20):
+            got = [m["doc"]["content"] for m in self.srv.messages if m["doc"]["conversation_id"] == "conv_%07d" % (c + 1)]
+            self.assertEqual(got, ["m%d" % i for i in range(c, 120, 20)])
+
+    def test_a_stop_mid_batch_puts_the_unasked_back(self):
+        # Slow answers: a batch's time runs out, or a stop comes, before all
+        # its items are asked; those go back to pending, none stays
+        # 'sending', and each message reaches the server once.
+        for i in range(40):
+            self.queue("message", None, {"conversation_id": "conv_%07d" % (i % 20 + 1), "content": "m%d" % i})
+        self.srv.write_delay = 0.3
+        proc = self.service()
+        self.wait_for(lambda: self.sent_count() >= 8, 60, "some sent")
+        err = self.stop(proc)
+        self.assertEqual(self.scalar("SELECT count(*) FROM outbox WHERE state = 'sending'"), 0, err)
+        self.assertEqual(self.sent_count(), len(self.srv.messages), err)
+        self.assertLess(self.sent_count(), 40)
+        self.srv.write_delay = 0
+        self.drain_until_done()
+        self.assertEqual(sorted(m["doc"]["content"] for m in self.srv.messages),
+                         sorted("m%d" % i for i in range(40)), "each once")
+
     def test_sigterm_lets_the_request_in_flight_finish(self):
         self.srv.write_delay = 3
         self.dexsync("send", "conv_0000001", "in flight at SIGTERM")

@@ -38,7 +38,7 @@ class ValgrindTest(OutboxTest):
                      ["new-conversation", "u_1", "--tag", "a"], ["send", "outbox:3", "x"]):
             self.vg(DEXSYNC, "-d", self.db, *args)
         self.srv.fault("status", code=500, prefix="/messages")
-        self.srv.fault("malformed", prefix="/conversations")
+        self.srv.fault("malformed", prefix="/conversations", method="GET")  # the walk's page
         self.vg(DEXSYNCD, "-f", conf, "-n", "-1", expect=(1,))
         self.srv.fault("drop")
         self.srv.fault("status", code=404, prefix="/conversations/")

@@ -86,26 +86,54 @@ static void test_due_lookup_uses_the_index(void **state)
 static void test_due_lookup_finds_the_one_due_item(void **state)
 {
 	struct outbox ob = { .db = db };
-	struct item it;
+	struct answer *due;
 	int found;
 
 	(void)state;
 	ob.st[S_DUE] = db_prepare(db, sql[S_DUE]);
 	ob.st[S_NEXT_DUE] = db_prepare(db, sql[S_NEXT_DUE]);
-	assert_int_equal(due_load(&ob, &it, &found), DX_OK);
+	assert_int_equal(due_load(&ob, 32, &due, &found), DX_OK);
 	assert_int_equal(found, 1);
-	assert_int_equal(it.id, 100001);
-	assert_string_equal(it.target, "c");
-	assert_string_equal(it.label, "item 100001 (message to c)");
-	item_free(&it);
+	assert_non_null(due);
+	assert_null(due->next);
+	assert_int_equal(due->it.id, 100001);
+	assert_string_equal(due->it.target, "c");
+	assert_string_equal(due->it.label, "item 100001 (message to c)");
+	answer_free(due);
 	/* The rest wait an hour. */
 	assert_true(next_due(&ob) <= 0);
 	assert_int_equal(db_exec(db, "UPDATE outbox SET state = 'cancelled' WHERE id = 100001"), DX_OK);
-	assert_int_equal(due_load(&ob, &it, &found), DX_OK);
+	assert_int_equal(due_load(&ob, 32, &due, &found), DX_OK);
 	assert_int_equal(found, 0);
+	assert_null(due);
 	assert_in_range(next_due(&ob), 3590, 3600);
 	sqlite3_finalize(ob.st[S_DUE]);
 	sqlite3_finalize(ob.st[S_NEXT_DUE]);
+}
+
+/* A batch takes the longest due first, up to its size, and no more. */
+static void test_due_lookup_loads_a_batch_in_due_order(void **state)
+{
+	struct outbox ob = { .db = db };
+	struct answer *due, *a;
+	long long want = 100;
+	int found, n = 0;
+
+	(void)state;
+	ob.st[S_DUE] = db_prepare(db, sql[S_DUE]);
+	assert_int_equal(db_exec(db, "UPDATE outbox SET next_attempt_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now', "
+				     "'-' || (1000 - id) || ' seconds') WHERE id BETWEEN 100 AND 199"),
+			 DX_OK);
+	assert_int_equal(due_load(&ob, BATCH_MAX, &due, &found), DX_OK);
+	assert_int_equal(found, BATCH_MAX);
+	while ((a = due)) {
+		assert_int_equal(a->it.id, want++);
+		due = a->next;
+		answer_free(a);
+		n++;
+	}
+	assert_int_equal(n, BATCH_MAX);
+	sqlite3_finalize(ob.st[S_DUE]);
 }
 
 int main(void)
@@ -113,6 +141,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_due_lookup_uses_the_index),
 		cmocka_unit_test(test_due_lookup_finds_the_one_due_item),
+		cmocka_unit_test(test_due_lookup_loads_a_batch_in_due_order),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
