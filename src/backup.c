@@ -21,6 +21,7 @@
 
 #include "backup.h"
 #include "db.h"
+#include "durable.h"
 #include "log.h"
 
 static void pause_ms(long ms)
@@ -141,18 +142,6 @@ static void remove_copy(const char *tmp)
 	}
 }
 
-/* fsync the file or directory at path; 0 or -1 with errno. */
-static int sync_path(const char *path, int flags)
-{
-	int fd = open(path, flags | O_CLOEXEC), rc;
-
-	if (fd < 0)
-		return -1;
-	rc = fsync(fd);
-	close(fd);
-	return rc;
-}
-
 /* Put tmp in place as path, never over an existing file: renameat2 with
  * RENAME_NOREPLACE, or where the file system cannot, link and unlink.
  * 0, or -1 with errno (EEXIST: path exists). */
@@ -166,18 +155,6 @@ static int place(const char *tmp, const char *path)
 		return -1;
 	unlink(tmp);
 	return 0;
-}
-
-/* The directory part of path, for its fsync; malloc'd or NULL. */
-static char *dir_of(const char *path)
-{
-	const char *slash = strrchr(path, '/');
-
-	if (!slash)
-		return strdup(".");
-	if (slash == path)
-		return strdup("/");
-	return strndup(path, (size_t)(slash - path));
 }
 
 int backup_run(sqlite3 *src, const char *path, FILE *out)
@@ -205,7 +182,7 @@ int backup_run(sqlite3 *src, const char *path, FILE *out)
 	}
 	if (asprintf(&tmp, "%s.tmp-XXXXXX", path) < 0)
 		tmp = NULL;
-	if (!tmp || !(dir = dir_of(path))) {
+	if (!tmp || !(dir = durable_dir_of(path))) {
 		log_err("backup: out of memory");
 		free(tmp);
 		return 1;
@@ -245,12 +222,12 @@ int backup_run(sqlite3 *src, const char *path, FILE *out)
 		log_err("backup: stopped by a signal");
 		goto done;
 	}
-	if (sync_path(tmp, O_RDONLY) < 0 || place(tmp, path) < 0) {
+	if (durable_sync(tmp, O_RDONLY) < 0 || place(tmp, path) < 0) {
 		log_err("backup: %s: %s%s", path, strerror(errno),
 			errno == EEXIST ? " (it appeared during the backup; not overwritten)" : "");
 		goto done;
 	}
-	sync_path(dir, O_RDONLY | O_DIRECTORY);
+	durable_sync(dir, O_RDONLY | O_DIRECTORY);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	fprintf(out, "backup: %s, %ld pages, %.1f MB, integrity ok, in %.1f s\n", path, pages,
 		stat(path, &st) == 0 ? (double)st.st_size / 1e6 : 0.0,

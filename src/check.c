@@ -18,6 +18,7 @@
 #include "backup.h"
 #include "check.h"
 #include "db.h"
+#include "kept.h"
 #include "lock.h"
 #include "log.h"
 
@@ -233,7 +234,7 @@ static void check_sending(struct check *k)
 {
 	sqlite3_stmt *st = NULL;
 	long holder = lock_holder(k->database);
-	int n = 0, rc;
+	int n = 0, rc, kept = kept_waiting(k->database);
 
 	if (holder == -2)
 		problem(k, "outbox: cannot tell whether a dexsyncd serves %s", k->database);
@@ -248,7 +249,13 @@ static void check_sending(struct check *k)
 		long long id = sqlite3_column_int64(st, 0), age = sqlite3_column_int64(st, 1);
 
 		n++;
-		if (holder == -1)
+		if (holder == -1 && kept)
+			problem(k,
+				"outbox: item %lld is in 'sending' and no dexsyncd serves the database: "
+				"start dexsyncd, which records the answers kept in %s.answers first "
+				"(dexsync retry %lld would send it again)",
+				id, k->database, id);
+		else if (holder == -1)
 			problem(k,
 				"outbox: item %lld is stranded in 'sending' and no dexsyncd serves the "
 				"database: start dexsyncd (it puts the item back), or dexsync retry %lld",

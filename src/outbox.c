@@ -18,6 +18,7 @@
 
 #include "backoff.h"
 #include "db.h"
+#include "kept.h"
 #include "log.h"
 #include "outbox.h"
 
@@ -26,6 +27,7 @@
 
 enum {
 	S_RECOVER,
+	S_KEPT,
 	S_DUE,
 	S_NEXT_DUE,
 	S_EARLIER,
@@ -65,6 +67,13 @@ static const char *const sql[S_COUNT] = {
 		"SET state = 'pending', next_attempt_at = coalesce(next_attempt_at, " NOW_UTC
 		")\n"
 		"WHERE state = 'sending'",
+	/* The item of an answer kept at the last stop, as S_DUE loads items,
+	 * while it still waits for that answer. */
+	[S_KEPT] =
+		"SELECT id, kind, target, payload, idempotency_key, attempts,\n"
+		"	unixepoch('now') - unixepoch(coalesce(retried_at, created_at))\n"
+		"FROM outbox\n"
+		"WHERE id = ?1 AND state = 'sending' AND idempotency_key = ?2",
 	[S_DUE] =
 		"SELECT id, kind, target, payload, idempotency_key, attempts,\n"
 		"	unixepoch('now') - unixepoch(coalesce(retried_at, created_at))\n"
@@ -349,19 +358,45 @@ static void batch_free(struct outbox *ob)
 	ob->batched = 0;
 }
 
-void outbox_close(struct outbox *ob)
+/* At the end: write the answers the database still refuses to the file of
+ * kept answers, which the next dexsyncd records before it sends anything;
+ * when that fails too, say which items go again.  Frees them. */
+static void unrecorded_keep(struct outbox *ob)
 {
-	if (!ob)
-		return;
-	batch_free(ob);
-	while (ob->unrecorded) {
-		struct answer *a = ob->unrecorded;
+	char *path = kept_path(ob->c->database);
+	struct kept *v;
+	struct answer *a;
+	size_t n = 0, i = 0;
+	int saved = 0;
 
-		if (a->asked)
+	for (a = ob->unrecorded; a; a = a->next)
+		n++;
+	if (path && (v = calloc(n, sizeof(*v)))) {
+		for (a = ob->unrecorded; a; a = a->next, i++)
+			v[i] = (struct kept){ .id = a->it.id,
+					      .key = a->it.idempotency_key,
+					      .asked = a->asked,
+					      .status = a->r.status,
+					      .outcome = a->r.outcome,
+					      .retry_after = a->r.retry_after,
+					      .error = a->r.error,
+					      .body = a->body,
+					      .response = a->r.body,
+					      .response_len = a->r.len };
+		saved = kept_save(path, v, n) == DX_OK;
+		free(v);
+	}
+	if (saved)
+		log_notice(
+			"outbox: %zu answer%s the database refused %s kept in %s: the next dexsyncd "
+			"records %s before it sends anything",
+			n, n == 1 ? "" : "s", n == 1 ? "is" : "are", path, n == 1 ? "it" : "them");
+	while ((a = ob->unrecorded)) {
+		if (!saved && a->asked)
 			log_err("outbox: %s was delivered but its answer could not be recorded: it stays in "
 				"'sending', and the next dexsyncd sends it again",
 				a->it.label);
-		else
+		else if (!saved)
 			log_notice(
 				"outbox: %s was not sent, and stays in 'sending' until the next dexsyncd "
 				"sends it",
@@ -369,22 +404,21 @@ void outbox_close(struct outbox *ob)
 		ob->unrecorded = a->next;
 		answer_free(a);
 	}
+	ob->unrecorded_end = &ob->unrecorded;
+	free(path);
+}
+
+void outbox_close(struct outbox *ob)
+{
+	if (!ob)
+		return;
+	batch_free(ob);
+	if (ob->unrecorded)
+		unrecorded_keep(ob);
 	notes_end(ob, 0);
 	for (int i = 0; i < S_COUNT; i++)
 		sqlite3_finalize(ob->st[i]);
 	free(ob);
-}
-
-enum dx_result outbox_recover(struct outbox *ob, int *n)
-{
-	*n = 0;
-	if (step_done(ob, S_RECOVER) != DX_OK)
-		return DX_DB;
-	*n = sqlite3_changes(ob->db);
-	if (*n)
-		log_notice("outbox: %d item%s left in 'sending' by an earlier run go back to pending", *n,
-			   *n == 1 ? "" : "s");
-	return DX_OK;
 }
 
 /* Mark an item failed for good; attempted says whether this try counts. */
@@ -973,6 +1007,85 @@ static long next_due(struct outbox *ob)
 		wait = (long)sqlite3_column_int64(st, 0);
 	sqlite3_reset(st);
 	return wait < -1 ? 0 : wait;
+}
+
+/* Put an answer kept at the last stop on the list to record, when its item
+ * still waits for it: 'sending', with the same key. */
+static enum dx_result kept_take(const struct kept *k, void *arg)
+{
+	struct outbox *ob = arg;
+	sqlite3_stmt *st = ob->st[S_KEPT];
+	struct answer *a = NULL;
+	enum dx_result rc;
+	int row;
+
+	sqlite3_bind_int64(st, 1, k->id);
+	db_bind_text(st, 2, k->key);
+	if ((rc = db_step(st, "outbox", &row)) != DX_OK)
+		return rc;
+	if (!row) {
+		log_notice(
+			"outbox: item %lld: the answer kept for it is left out: it is no longer 'sending' "
+			"with that key (retried or cancelled by hand?)",
+			k->id);
+		return DX_OK;
+	}
+	if (!(a = calloc(1, sizeof(*a))) || item_load(st, &a->it) != DX_OK ||
+	    !(a->response = malloc(k->response_len + 1)) || (k->body && !(a->body = strdup(k->body)))) {
+		db_reset(st);
+		if (a)
+			answer_free(a);
+		log_err("outbox: out of memory");
+		return DX_NOMEM;
+	}
+	db_reset(st);
+	a->asked = k->asked;
+	a->r.status = k->status;
+	a->r.outcome = k->outcome;
+	a->r.retry_after = k->retry_after;
+	snprintf(a->r.error, sizeof(a->r.error), "%s", k->error); /* written from one such buffer */
+	if (k->response_len)
+		memcpy(a->response, k->response, k->response_len);
+	a->response[k->response_len] = '\0';
+	a->r.body = a->response;
+	a->r.len = k->response_len;
+	*ob->unrecorded_end = a;
+	ob->unrecorded_end = &a->next;
+	return DX_OK;
+}
+
+enum dx_result outbox_recover(struct outbox *ob, int *n)
+{
+	struct drain_counts c = { 0 };
+	char *path = kept_path(ob->c->database);
+	enum dx_result rc;
+	int had, kept = 0;
+
+	*n = 0;
+	if (!path) {
+		log_err("outbox: out of memory");
+		return DX_NOMEM;
+	}
+	/* The answers kept at the last stop first: their items are 'sending',
+	 * and delivered ones must not go again. */
+	had = access(path, F_OK) == 0;
+	rc = kept_load(path, kept_take, ob);
+	for (struct answer *a = ob->unrecorded; a; a = a->next)
+		kept++;
+	if (rc == DX_OK && kept && (rc = flush_unrecorded(ob, &c)) == DX_OK)
+		log_notice("outbox: %d answer%s kept at the last stop recorded", kept, kept == 1 ? "" : "s");
+	if (rc == DX_OK && had)
+		kept_remove(path); /* logged; its answers are of items no longer 'sending' */
+	free(path);
+	if (rc != DX_OK)
+		return rc; /* the file stays, for the next start */
+	if (step_done(ob, S_RECOVER) != DX_OK)
+		return DX_DB;
+	*n = sqlite3_changes(ob->db);
+	if (*n)
+		log_notice("outbox: %d item%s left in 'sending' by an earlier run go back to pending", *n,
+			   *n == 1 ? "" : "s");
+	return DX_OK;
 }
 
 /* Claim the due heads of up to ob->claim queues in one transaction, each

@@ -7,6 +7,7 @@
 
 #include "db.h"
 #include "escape.h"
+#include "kept.h"
 #include "lock.h"
 #include "log.h"
 #include "status.h"
@@ -190,7 +191,12 @@ static int show_outbox(sqlite3 *db, const struct conf *c, long daemon, FILE *out
 			fprintf(out, ", item %lld for %lld s", id, age);
 		else
 			fprintf(out, ", item %lld since an unknown time", id);
-		if (daemon == -1)
+		if (daemon == -1 && kept_waiting(c->database))
+			fprintf(out,
+				"; answers a stopped dexsyncd kept wait in %s.answers: start dexsyncd to "
+				"record them ('dexsync retry' would send them again)",
+				c->database);
+		else if (daemon == -1)
 			fprintf(out, "; no dexsyncd serves the database: 'dexsync retry ID' puts %s back",
 				n == 1 ? "it" : "them");
 		fputc('\n', out);

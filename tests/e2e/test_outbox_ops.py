@@ -286,9 +286,10 @@ class OutboxOpsTest(OutboxTest):
         con.close()
 
     def test_a_stop_is_bounded_when_the_lock_stays(self):
-        # The answer cannot be recorded before the stop ends: the item stays
-        # 'sending' (sent again by the next daemon), and the stop still ends
-        # within the unit's TimeoutStopSec=30s.
+        # The answer cannot be recorded before the stop ends: the stop still
+        # ends within the unit's TimeoutStopSec=30s, the answer goes to
+        # DATABASE.answers, and the next daemon records it before anything
+        # is sent: the item is not sent again.
         self.srv.write_delay = 1
         self.dexsync("send", "conv_0000001", "kept past the stop")
         proc = self.service()
@@ -305,8 +306,48 @@ class OutboxOpsTest(OutboxTest):
         holder.kill()
         holder.wait(10)
         self.assertLess(took, 25, "stop took %.1f s" % took)
-        self.assertIn("the next dexsyncd sends it again", err)
+        self.assertIn("kept in %s.answers" % self.db, err)
+        self.assertNotIn("sends it again", err)
         self.assertEqual(self.scalar("SELECT state FROM outbox"), "sending")
+        self.assertEqual(os.stat(self.db + ".answers").st_mode & 0o777, 0o600)
+        st = subprocess.run([DEXSYNC, "-f", self.conf, "status"], capture_output=True, text=True, timeout=30)
+        self.assertIn("start dexsyncd to record them", st.stdout)
+        ck = subprocess.run([DEXSYNC, "-d", self.db, "check"], capture_output=True, text=True, timeout=60)
+        self.assertIn("records the answers kept in %s.answers first" % self.db, ck.stdout + ck.stderr)
+        p = self.once()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("1 answer kept at the last stop recorded", p.stderr)
+        self.assertEqual(self.scalar("SELECT state FROM outbox"), "sent")
+        self.assertIsNotNone(self.scalar("SELECT remote_id FROM outbox"))
+        self.assertEqual(len(self.srv.messages), 1, "sent once")
+        self.assertFalse(os.path.exists(self.db + ".answers"))
+
+    def test_a_file_of_kept_answers_that_is_not_one(self):
+        # A damaged file is moved aside and said so; its items go again
+        # (at least once, with their key), and the daemon starts.
+        self.dexsync("send", "conv_0000001", "in sending at a crash")
+        self.execute("UPDATE outbox SET state = 'sending'")
+        with open(self.db + ".answers", "w") as f:
+            f.write('[{"id": 1, "key": "truncat')
+        p = self.once()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("moved to %s.answers.bad" % self.db, p.stderr)
+        self.assertTrue(os.path.exists(self.db + ".answers.bad"))
+        self.assertEqual(self.scalar("SELECT state FROM outbox"), "sent")
+        self.assertEqual(len(self.srv.messages), 1)
+
+    def test_a_kept_answer_of_an_item_retried_by_hand_is_left_out(self):
+        self.dexsync("send", "conv_0000001", "retried by hand")
+        key = self.scalar("SELECT idempotency_key FROM outbox")
+        with open(self.db + ".answers", "w") as f:
+            json.dump([{"id": 1, "key": key, "asked": True, "status": 201, "outcome": "ok", "retry_after": -1,
+                        "error": "", "body": None, "response": '{"id": "msg_kept"}'}], f)
+        p = self.once()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("no longer 'sending'", p.stderr)
+        self.assertEqual(self.scalar("SELECT state FROM outbox"), "sent")
+        self.assertNotEqual(self.scalar("SELECT remote_id FROM outbox"), "msg_kept")
+        self.assertFalse(os.path.exists(self.db + ".answers"))
 
     def test_jitter_differs_between_daemons(self):
         # Two daemons meeting the same outage must not retry in step: the

@@ -1,0 +1,196 @@
+/* kept.c - answers the database refused until a stop, kept in a file
+ *
+ * The file is one JSON array, an object an answer:
+ *   {"id": 17, "key": "...", "asked": true, "status": 201, "outcome": "ok",
+ *    "retry_after": -1, "error": "", "body": null, "response": "{...}"}
+ * Written whole to a temporary file and renamed into place, so that a
+ * crash while writing leaves the old file or none, never half of one. */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "durable.h"
+#include "kept.h"
+#include "log.h"
+
+#define KEPT_SUFFIX ".answers"
+
+/* How outcomes are named in the file: stable across versions, unlike the
+ * enum's values. */
+static const struct {
+	enum dx_result outcome;
+	const char *name;
+} outcomes[] = {
+	{ DX_OK, "ok" },
+	{ DX_TRANSIENT, "transient" },
+	{ DX_PERMANENT, "permanent" },
+	{ DX_GONE, "gone" },
+};
+
+#define N_OUTCOMES (sizeof(outcomes) / sizeof(outcomes[0]))
+
+char *kept_path(const char *database)
+{
+	size_t size = strlen(database) + sizeof(KEPT_SUFFIX);
+	char *p = malloc(size);
+
+	if (p)
+		snprintf(p, size, "%s" KEPT_SUFFIX, database);
+	return p;
+}
+
+int kept_waiting(const char *database)
+{
+	char *path = kept_path(database);
+	int yes = path && access(path, F_OK) == 0;
+
+	free(path);
+	return yes;
+}
+
+/* s as a JSON string, or null when it is NULL or not UTF-8 (a server's
+ * answer that is not UTF-8 is not JSON either: it would be recorded as an
+ * answer without an id anyway). */
+static json_t *text(const char *s, size_t len)
+{
+	json_t *j = s ? json_stringn(s, len) : NULL;
+
+	return j ? j : json_null();
+}
+
+static json_t *entry(const struct kept *k)
+{
+	const char *outcome = "permanent";
+
+	for (size_t i = 0; i < N_OUTCOMES; i++)
+		if (outcomes[i].outcome == k->outcome)
+			outcome = outcomes[i].name;
+	return json_pack("{s:I, s:s, s:b, s:I, s:s, s:I, s:o, s:o, s:o}", "id", (json_int_t)k->id, "key",
+			 k->key, "asked", k->asked, "status", (json_int_t)k->status, "outcome", outcome,
+			 "retry_after", (json_int_t)k->retry_after, "error",
+			 text(k->error, k->error ? strlen(k->error) : 0), "body",
+			 text(k->body, k->body ? strlen(k->body) : 0), "response",
+			 text(k->response, k->response_len));
+}
+
+/* Write all to tmp and sync it; 0, or -1 with errno. */
+static int write_file(const char *tmp, const json_t *all)
+{
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600), rc;
+
+	if (fd < 0)
+		return -1;
+	rc = json_dumpfd(all, fd, JSON_COMPACT) || fsync(fd) ? -1 : 0;
+	if (close(fd) < 0)
+		rc = -1;
+	return rc;
+}
+
+enum dx_result kept_save(const char *path, const struct kept *v, size_t n)
+{
+	json_t *all = json_array(), *e;
+	size_t len = strlen(path);
+	char *tmp = malloc(len + 5);
+	enum dx_result rc = DX_NOMEM;
+
+	for (size_t i = 0; all && i < n; i++)
+		if (!(e = entry(&v[i])) || json_array_append_new(all, e) < 0)
+			goto out;
+	if (!all || !tmp)
+		goto out;
+	snprintf(tmp, len + 5, "%s.tmp", path);
+	rc = DX_OK;
+	if (write_file(tmp, all) < 0 || rename(tmp, path) < 0 || durable_sync_dir(path) < 0) {
+		log_err("outbox: %s: %s", path, strerror(errno));
+		unlink(tmp);
+		rc = DX_SYSTEM;
+	}
+out:
+	if (rc == DX_NOMEM)
+		log_err("outbox: %s: out of memory", path);
+	json_decref(all);
+	free(tmp);
+	return rc;
+}
+
+/* Read entry e of the file into *k (its strings e's).  0, or -1 when it
+ * is not an answer. */
+static int parse(json_t *e, struct kept *k)
+{
+	json_int_t id, status, retry_after;
+	const char *outcome;
+	json_t *error, *body, *response;
+	size_t i;
+
+	memset(k, 0, sizeof(*k));
+	if (json_unpack(e, "{s:I, s:s, s:b, s:I, s:s, s:I, s:o, s:o, s:o}", "id", &id, "key", &k->key,
+			"asked", &k->asked, "status", &status, "outcome", &outcome, "retry_after",
+			&retry_after, "error", &error, "body", &body, "response", &response) < 0 ||
+	    (!json_is_string(error) && !json_is_null(error)) ||
+	    (!json_is_string(body) && !json_is_null(body)) ||
+	    (!json_is_string(response) && !json_is_null(response)))
+		return -1;
+	for (i = 0; i < N_OUTCOMES && strcmp(outcomes[i].name, outcome); i++)
+		;
+	if (i == N_OUTCOMES)
+		return -1;
+	k->id = id;
+	k->status = (long)status;
+	k->retry_after = (long)retry_after;
+	k->outcome = outcomes[i].outcome;
+	k->error = json_is_string(error) ? json_string_value(error) : "";
+	k->body = json_string_value(body);
+	k->response = json_is_string(response) ? json_string_value(response) : "";
+	k->response_len = json_is_string(response) ? json_string_length(response) : 0;
+	return 0;
+}
+
+enum dx_result kept_load(const char *path, enum dx_result (*take)(const struct kept *k, void *arg), void *arg)
+{
+	json_error_t err;
+	json_t *all, *e;
+	struct kept k;
+	enum dx_result rc = DX_OK;
+	size_t i;
+	char *bad;
+
+	if (access(path, F_OK) < 0 && errno == ENOENT)
+		return DX_OK;
+	all = json_load_file(path, JSON_ALLOW_NUL, &err);
+	if (!json_is_array(all)) {
+		if ((bad = malloc(strlen(path) + 5)))
+			snprintf(bad, strlen(path) + 5, "%s.bad", path);
+		log_err("outbox: %s: %s; moved to %s.bad: the items it holds answers for are sent again",
+			path, all ? "not a list of answers" : err.text, path);
+		if (!bad || rename(path, bad) < 0)
+			log_err("outbox: %s: cannot move it aside: %s", path,
+				bad ? strerror(errno) : "out of memory");
+		free(bad);
+		json_decref(all);
+		return DX_OK;
+	}
+	json_array_foreach(all, i, e) {
+		if (parse(e, &k) < 0)
+			log_err("outbox: %s: entry %zu is not an answer; left out (its item is sent again)",
+				path, i + 1);
+		else if ((rc = take(&k, arg)) != DX_OK)
+			break;
+	}
+	json_decref(all);
+	return rc;
+}
+
+enum dx_result kept_remove(const char *path)
+{
+	if ((unlink(path) < 0 && errno != ENOENT) || durable_sync_dir(path) < 0) {
+		log_err("outbox: %s: %s", path, strerror(errno));
+		return DX_SYSTEM;
+	}
+	return DX_OK;
+}
