@@ -44,7 +44,8 @@ struct api {
 	size_t body_len, body_size;
 	int too_big;
 	long retry_after;
-	long min_gap_ns; /* from max-rate; 0 = no cap */
+	time_t not_before; /* api_not_before() */
+	long min_gap_ns;   /* from max-rate; 0 = no cap */
 	unsigned long requests;
 	volatile sig_atomic_t *stop; /* abort in-flight requests when set */
 	atomic_int *cancel;	     /* ... or when this is set */
@@ -235,6 +236,11 @@ void api_free(struct api *api)
 	free(api->url);
 	free(api->body);
 	free(api);
+}
+
+time_t api_not_before(const struct api *api)
+{
+	return api->not_before;
 }
 
 unsigned long api_requests(const struct api *api)
@@ -503,6 +509,9 @@ enum dx_result api_request(struct api *api, const char *method, const char *path
 	r->body = api->body ? api->body : "";
 	r->len = api->body_len;
 	r->retry_after = api->retry_after;
+	if (r->retry_after >= 0)
+		api->not_before =
+			time(NULL) + (r->retry_after < LONG_MAX / 2 ? r->retry_after : LONG_MAX / 2);
 	r->outcome = api_classify(cc, r->status);
 	metrics_request(r->outcome);
 	if (r->outcome != DX_OK)
@@ -539,8 +548,14 @@ enum dx_result api_get(struct api *api, const char *path, struct api_response *r
 		wait = backoff_ceiling(attempt, 1, API_GET_MAX_WAIT);
 		if (r->retry_after > wait)
 			wait = r->retry_after;
-		if (wait > API_GET_MAX_WAIT)
+		if (wait > API_GET_MAX_WAIT) {
+			size_t n = strlen(r->error);
+
+			snprintf(r->error + n, sizeof(r->error) - n,
+				 "; the server asks to wait %ld s, longer than a retry waits (%d s)", wait,
+				 API_GET_MAX_WAIT);
 			return o;
+		}
 		log_notice("%s; retrying in %ld s", r->error, wait);
 		(*retries)++;
 		if (pause_for(api, wait))

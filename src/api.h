@@ -62,6 +62,10 @@ void api_set_stop(struct api *api, volatile sig_atomic_t *stop);
 /* The same for a flag set by another thread; NULL: none. */
 void api_set_cancel(struct api *api, atomic_int *cancel);
 
+/* When the server's last Retry-After ends (time(NULL)'s scale), 0 when it
+ * never sent one: a walk it stopped is not tried again before. */
+time_t api_not_before(const struct api *api);
+
 /* Requests made since api_new(). */
 unsigned long api_requests(const struct api *api);
 

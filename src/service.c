@@ -30,7 +30,8 @@
 #include "service.h"
 #include "walk.h"
 
-#define LOCK_CHECK_MS 30000 /* how often the lock file is checked (lock_check) */
+#define LOCK_CHECK_MS  30000 /* how often the lock file is checked (lock_check) */
+#define WALK_MAX_PAUSE 86400 /* the longest Retry-After a failed walk waits */
 
 /* The heap a walk grew is kept while it runs (keep_heap in dexsyncd.c) and
  * given back to the kernel once it is over, for the idle hours. */
@@ -248,6 +249,21 @@ static void drain_wake_pipe(void)
 		;
 }
 
+/* Seconds until the next walk: the interval, or when a walk failed while
+ * the server asked to wait longer (Retry-After), that wait, up to a day. */
+static long walk_pause(const struct runtime *rt, const char *outcome)
+{
+	long wait = (long)(api_not_before(rt->api) - time(NULL));
+
+	if (!strcmp(outcome, "failed") && wait > rt->c.sync_interval) {
+		if (wait > WALK_MAX_PAUSE)
+			wait = WALK_MAX_PAUSE;
+		log_notice("next walk in %ld s: the server asked to wait that long", wait);
+		return wait;
+	}
+	return rt->c.sync_interval;
+}
+
 int service_loop(struct conf *c, const char *conf_path, int level_override, int lock_fd)
 {
 	struct walk_counts w = { 0 };
@@ -283,7 +299,7 @@ int service_loop(struct conf *c, const char *conf_path, int level_override, int 
 						   "failed";
 			metrics_walk(outcome, &w, mono_now() - t0);
 			metrics_flush(rt.db, rt.c.database, rt.c.metrics_file, rt.c.poll_interval);
-			next_walk = mono_now() + (double)rt.c.sync_interval;
+			next_walk = mono_now() + (double)walk_pause(&rt, outcome);
 			drainer_poke(rt.dr);
 			report_status(&rt, outcome, &w);
 			give_back_heap();

@@ -81,8 +81,26 @@ class FaultTest(DexTest):
 
     def test_429_too_long_is_left_to_the_next_cycle(self):
         self.srv.fault("status", code=429, retry_after="3600", prefix="/conversations")
-        self.faulty_walk("HTTP 429", limit=5)
+        self.faulty_walk("the server asks to wait 3600 s", limit=5)
         self.recovers()
+
+    def test_the_next_walk_waits_for_a_long_retry_after(self):
+        # Walking every second, a 429 asking for 90 s: the service says so
+        # and leaves the server alone, instead of asking again each second.
+        self.srv.fault("status", code=429, retry_after="90", prefix="/conversations")
+        self.conf = self.write_conf(api="timeout = 3s", sync="interval = 1s")
+        proc = self.spawn("-n")
+        lists = lambda: sum(1 for r in self.srv.requests if r["path"] == "/conversations")  # noqa: E731
+        start = lists()
+        deadline = time.time() + 20
+        while time.time() < deadline and lists() == start:
+            time.sleep(0.1)
+        time.sleep(4)
+        proc.terminate()
+        out, err = self.finish(proc)
+        # 90 s, less the second or so since the answer
+        self.assertRegex(err, r"next walk in (89|90) s: the server asked to wait that long")
+        self.assertEqual(lists() - start, 1, "asked again before the server's wait")
 
     def test_slow_loris_past_timeout(self):
         self.srv.fault("trickle", count=4, delay=1, prefix="/conversations")
