@@ -23,6 +23,7 @@ page, whatever limit asks), no_total (meta without "total"), claimed_total = N
 (meta.total says N), recycle (fresh cursors forever, going round the same
 items again), nul_strings (each listed subject and last message text holds a
 \u0000; srv.listed(c) is the item as served); loop_cursor and endless as below.
+srv.create_status is the status POST /conversations gives ("open").
 
 History: srv.walk_changes = {W: {conversation id: {field: value, ...}}} changes
 those conversations just before walk W (1, 2, ...) lists its first page; walks
@@ -111,6 +112,7 @@ class FakeDexra:
         self.nul_strings = False    # a \u0000 in each subject and message text
         self.on_page = None         # callback(server, page_number) between pages
         self.write_delay = 0        # seconds each POST/PATCH takes
+        self.create_status = "open"  # the status of a conversation POST /conversations makes
         self.next_id = 1
         self.pages_served = 0
         self.walk_changes = {}      # walk number -> {id: {field: value}}
@@ -411,11 +413,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         with s.lock:
             cid = "conv_new_%d" % s.next_id
             s.next_id += 1
-            c = {"id": cid, "status": "open", "subject": doc.get("subject"),
+            c = {"id": cid, "status": s.create_status, "subject": doc.get("subject"),
                  "created_at": iso(time.time()), "user_id": doc["user_id"]}
             s.convs[cid] = c
             s.created.append({"id": cid, "doc": doc, "key": self.headers.get("Idempotency-Key")})
-            return 201, {"id": cid, "status": "open", "created_at": c["created_at"]}
+            return 201, {"id": cid, "status": c["status"], "created_at": c["created_at"]}
 
     def send_message(self, doc):
         s = self.srv
