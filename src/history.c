@@ -2,7 +2,8 @@
  *
  * The events themselves are written by the schema's trigger while a walk
  * runs (src/sql/0004-history.sql) and by the outbox (outbox.c); this file
- * reads them back and deletes the old ones. */
+ * reads them back, folds the first closes for report_time_to_close and
+ * deletes the old ones. */
 #include "config.h"
 
 #include <stdio.h>
@@ -79,6 +80,52 @@ int history_print(sqlite3 *db, const char *id, size_t len, enum report_format fm
 	if (rc <= 0)
 		return -1;
 	return report_print_sql(db, "history", timeline_sql, id, len, fmt, out);
+}
+
+enum dx_result history_fold_closes(sqlite3 *db, long *folded)
+{
+	/* The events above the mark, read by id (MATERIALIZED: not through
+	 * conversation_events_closed, which holds every close).  OR IGNORE: a
+	 * conversation with a folded close has its first one.  Inserted in the
+	 * order of the low index, so that each of its pages is written once and
+	 * the high index's a week at a time: in conversation order, the random
+	 * inserts into both indexes spilled pages from the small page cache
+	 * over and over (0.56-0.71 s at the end of a walk with 33,000 first
+	 * closes at 1,000,000; 0.49-0.52 s so). */
+	static const char fold_sql[] =
+		"WITH unfolded AS MATERIALIZED (\n"
+		"	SELECT *\n"
+		"	FROM conversation_closes\n"
+		"	WHERE id > coalesce((SELECT CAST(value AS INTEGER) FROM sync_state\n"
+		"			     WHERE key = 'history:closes_folded'), 0)\n"
+		")\n"
+		"INSERT OR IGNORE INTO conversation_first_closes(conversation_id, event_id, week, low, high)\n"
+		"SELECT conversation_id, min(id), week, low, high\n"
+		"FROM unfolded\n"
+		"GROUP BY conversation_id\n"
+		"ORDER BY week, low";
+	static const char mark_sql[] =
+		"INSERT INTO sync_state(key, value)\n"
+		"SELECT 'history:closes_folded', m\n"
+		"FROM (SELECT max(id) AS m FROM conversation_events)\n"
+		"WHERE m IS NOT NULL\n"
+		"ON CONFLICT(key) DO UPDATE SET value = excluded.value\n"
+		"WHERE CAST(value AS INTEGER) IS NOT CAST(excluded.value AS INTEGER)";
+
+	long n;
+
+	*folded = 0;
+	if (db_begin(db) != DX_OK)
+		return DX_DB;
+	if (db_exec(db, fold_sql) == DX_OK) {
+		n = sqlite3_changes(db);
+		if (db_exec(db, mark_sql) == DX_OK && db_commit(db) == DX_OK) {
+			*folded = n;
+			return DX_OK;
+		}
+	}
+	db_rollback(db);
+	return DX_DB;
 }
 
 enum dx_result history_prune(sqlite3 *db, long days, long *deleted)

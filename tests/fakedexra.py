@@ -23,6 +23,7 @@ page, whatever limit asks), no_total (meta without "total"), claimed_total = N
 (meta.total says N), recycle (fresh cursors forever, going round the same
 items again), nul_strings (each listed subject and last message text holds a
 \u0000; srv.listed(c) is the item as served); loop_cursor and endless as below.
+srv.create_status is the status POST /conversations gives ("open").
 
 History: srv.walk_changes = {W: {conversation id: {field: value, ...}}} changes
 those conversations just before walk W (1, 2, ...) lists its first page; walks
@@ -112,6 +113,7 @@ class FakeDexra:
         self.on_page = None         # callback(server, page_number) between pages
         self.write_delay = 0        # seconds each POST/PATCH takes
         self.on_write = None        # callback(server, headers) before a POST/PATCH is applied
+        self.create_status = "open"  # the status of a conversation POST /conversations makes
         self.next_id = 1
         self.pages_served = 0
         self.walk_changes = {}      # walk number -> {id: {field: value}}
@@ -414,11 +416,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         with s.lock:
             cid = "conv_new_%d" % s.next_id
             s.next_id += 1
-            c = {"id": cid, "status": "open", "subject": doc.get("subject"),
+            c = {"id": cid, "status": s.create_status, "subject": doc.get("subject"),
                  "created_at": iso(time.time()), "user_id": doc["user_id"]}
             s.convs[cid] = c
             s.created.append({"id": cid, "doc": doc, "key": self.headers.get("Idempotency-Key")})
-            return 201, {"id": cid, "status": "open", "created_at": c["created_at"]}
+            return 201, {"id": cid, "status": c["status"], "created_at": c["created_at"]}
 
     def send_message(self, doc):
         s = self.srv

@@ -7,6 +7,7 @@ import datetime
 import io
 import json
 import os
+import random
 import re
 import sqlite3
 import subprocess
@@ -15,7 +16,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import tap  # noqa: E402
-from harness import DEXSYNC, OutboxTest  # noqa: E402
+from harness import DEXSYNC, DexTest, OutboxTest  # noqa: E402
 
 SRCDIR = os.environ.get("DEXSYNC_SRCDIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -29,7 +30,59 @@ def day(offset):
     return (datetime.datetime.now(datetime.timezone.utc).date() + datetime.timedelta(days=offset)).isoformat()
 
 
-class HistoryTest(OutboxTest):
+def old_time_to_close_sql():
+    """0006's report_time_to_close, the definition the rows must not leave,
+    as a TEMP view old_time_to_close."""
+    with open(os.path.join(SRCDIR, "src", "sql", "0006-history-reports.sql"), encoding="utf-8") as f:
+        text = f.read()
+    view = re.search(r"^CREATE VIEW report_time_to_close AS\n.*?;$", text, re.S | re.M).group(0)
+    return view.replace("CREATE VIEW report_time_to_close", "CREATE TEMP VIEW old_time_to_close", 1)
+
+
+class TimeToCloseMixin:
+    """report_time_to_close against 0006's definition over the same events."""
+
+    def ttc_both(self):
+        con = sqlite3.connect(self.db, timeout=10)
+        try:
+            con.execute(old_time_to_close_sql())
+            new = con.execute("SELECT * FROM report_time_to_close").fetchall()
+            old = con.execute("SELECT * FROM old_time_to_close").fetchall()
+            return new, old
+        finally:
+            con.close()
+
+    def assert_ttc_as_before(self, msg=None, rows=True):
+        new, old = self.ttc_both()
+        self.assertEqual(new, old, msg)
+        if rows:
+            self.assertTrue(new, "some closes to compare")
+        return new
+
+    def mark(self):
+        """The last event folded; None before the first fold."""
+        rows = self.sql("SELECT CAST(value AS INTEGER) FROM sync_state WHERE key = 'history:closes_folded'")
+        return rows[0][0] if rows else None
+
+    def assert_folded(self):
+        """Everything is folded: the mark is the last event, and the table
+        holds each conversation's first close."""
+        self.assertEqual(self.mark(), self.scalar("SELECT max(id) FROM conversation_events"))
+        self.assertEqual(self.sql("SELECT conversation_id, event_id FROM conversation_first_closes "
+                                  "ORDER BY conversation_id"),
+                         self.sql("SELECT conversation_id, min(id) FROM conversation_events "
+                                  "WHERE field = 'status' AND new_value = 'closed' "
+                                  "GROUP BY conversation_id ORDER BY conversation_id"))
+
+    def insert_event(self, cid, new_value="closed", after=None, seen_at="2025-03-06T00:00:00Z",
+                     created="2025-03-05T00:00:00Z", field="status", id=None):
+        with sqlite3.connect(self.db) as con:
+            con.execute("INSERT INTO conversation_events(id, conversation_id, field, old_value, new_value, "
+                        "after, seen_at, conversation_created_at) VALUES (?, ?, ?, 'open', ?, ?, ?, ?)",
+                        (id, cid, field, new_value, after, seen_at, created))
+
+
+class HistoryTest(TimeToCloseMixin, OutboxTest):
     conversations = 30
 
     def setUp(self):
@@ -238,6 +291,239 @@ class HistoryTest(OutboxTest):
         self.assertEqual(ttc, [{"week": "2025-03-03", "closed": 1, "median_hours_low": None,
                                 "median_hours_high": 24.0, "p90_hours_low": None, "p90_hours_high": 24.0}])
 
+    # ---- report_time_to_close: folded first closes, same rows as 0006 ----
+    def test_time_to_close_as_before_over_walks_and_the_outbox(self):
+        """First closes seen by walks, conversations reopened and closed
+        again, a conversation the outbox made closed and one it made open
+        that a walk closes: after each step, 0006's rows."""
+        c = self.srv.convs
+        ids = sorted(c)
+        a, b, d, e = [cid for cid in ids if c[cid]["status"] == "open"][:4]
+        was = [cid for cid in ids if c[cid]["status"] == "closed"][0]
+        w = self.srv.walks_started
+        self.srv.walk_changes = {
+            w + 1: {a: {"status": "closed"}, b: {"status": "closed"}, was: {"status": "open"}},
+            w + 2: {a: {"status": "open"}, d: {"status": "closed"}, was: {"status": "closed"}},
+            w + 3: {a: {"status": "closed"}, e: {"status": "snoozed"}, b: {"status": "snoozed"}},
+            w + 4: {e: {"status": "closed"}, b: {"status": "closed"}},
+        }
+        for _ in range(4):
+            self.walk()
+            self.assert_ttc_as_before()
+            self.assert_folded()
+        first = dict(self.sql("SELECT conversation_id, event_id FROM conversation_first_closes"))
+        self.assertEqual(first[a], self.scalar("SELECT min(id) FROM conversation_events WHERE conversation_id = ? "
+                                               "AND new_value = 'closed'", a), "a's first close, not its last")
+        self.assertEqual(sorted(first), sorted([a, b, d, e, was]))
+        # The outbox: a conversation made closed (its own status event), and
+        # one made open, then closed by a walk.
+        self.srv.create_status = "closed"
+        self.dexsync("new-conversation", "u_7", "--subject", "Made closed")
+        self.drain_until_done()
+        self.assert_ttc_as_before()
+        self.srv.create_status = "open"
+        self.dexsync("new-conversation", "u_8", "--subject", "Made open")
+        self.drain_until_done()
+        made_closed, made_open = self.srv.created[0]["id"], self.srv.created[1]["id"]
+        self.assertEqual(self.sql("SELECT origin, old_value, new_value FROM conversation_events "
+                                  "WHERE conversation_id = ?", made_closed), [("outbox", None, "closed")])
+        self.srv.walk_changes = {self.srv.walks_started + 1: {made_open: {"status": "closed"}}}
+        self.walk()
+        self.assert_ttc_as_before()
+        self.assert_folded()
+        first = dict(self.sql("SELECT conversation_id, event_id FROM conversation_first_closes"))
+        self.assertIn(made_closed, first)
+        self.assertIn(made_open, first)
+        # An unchanged walk: nothing to fold, nothing written.
+        mark = self.mark()
+        self.walk()
+        self.assertEqual(self.mark(), mark)
+
+    def test_time_to_close_after_hand_inserted_events(self):
+        """Events a person inserts after the last fold are the view's until
+        the next walk folds them: an after that is NULL or no time, a
+        created_at that is no time (that conversation is not counted, and
+        neither is its later close), a second close, a close below the
+        first one's id."""
+        self.srv.walk_changes = {self.srv.walks_started + 1: {self.open_one(): {"status": "closed"}}}
+        self.walk()
+        self.assert_folded()
+        mark = self.mark()
+        self.insert_event("conv_h1", after=None)
+        self.insert_event("conv_h2", after="garbage")
+        self.insert_event("conv_h3", after="2025-03-05T06:00:00Z", seen_at="2025-03-05T20:00:00Z")
+        self.insert_event("conv_h3", after="2025-03-07T00:00:00Z", seen_at="2025-03-08T00:00:00Z")
+        self.insert_event("conv_h4", created="no time")
+        self.insert_event("conv_h4")
+        self.insert_event("conv_h5", new_value="open", created="2025-02-11T00:00:00Z")
+        self.insert_event("conv_h5", created="2025-02-11T00:00:00Z", seen_at="2025-02-13T00:00:00Z")
+        self.insert_event("conv_h6", field="subject")
+        self.assertEqual(self.mark(), mark, "not folded yet")
+        rows = self.assert_ttc_as_before()
+        # Lows NULL (h2), 0 (h1), 6 (h3); highs 20 (h3), 24, 24; h4 left out.
+        self.assertIn(("2025-03-03", 3, 0.0, 24.0, 6.0, 24.0), rows)
+        self.assertIn(("2025-02-10", 1, 0.0, 48.0, 0.0, 48.0), rows)
+        self.walk()
+        self.assert_folded()
+        self.assertEqual(self.ttc_both()[0], rows)
+        self.assertIsNone(self.scalar("SELECT week FROM conversation_first_closes WHERE conversation_id = 'conv_h4'"))
+        # The last events deleted, the mark's among them: the ids of the
+        # next ones are above the mark still.
+        top = self.scalar("SELECT max(id) FROM conversation_events")
+        with sqlite3.connect(self.db) as con:
+            con.execute("DELETE FROM conversation_events WHERE id >= ?", (top - 1,))
+        self.assertEqual(self.mark(), top - 2)
+        self.insert_event("conv_h7")
+        self.assertEqual(self.scalar("SELECT max(id) FROM conversation_events"), top - 1)
+        self.assert_ttc_as_before()
+        # What the README says is not seen, and how to see it again.
+        with sqlite3.connect(self.db) as con:
+            con.execute("DELETE FROM conversation_events WHERE id = 1")
+        self.insert_event("conv_h3", id=1, after="2025-03-05T01:00:00Z", seen_at="2025-03-05T02:00:00Z")
+        new, old = self.ttc_both()
+        self.assertNotEqual(new, old)
+        with sqlite3.connect(self.db) as con:
+            con.execute("DELETE FROM conversation_first_closes")
+            con.execute("DELETE FROM sync_state WHERE key = 'history:closes_folded'")
+        self.assert_ttc_as_before()
+        self.walk()
+        self.assert_folded()
+        self.assert_ttc_as_before()
+
+    def test_time_to_close_as_before_over_random_edits(self):
+        """Events inserted (some with ids of their own), changed (moved to
+        free ids below the mark too) and deleted (the last ones too) by
+        hand, and folded by walks at random: after each step, 0006's rows,
+        and after each fold the first closes."""
+        rng = random.Random(20261126)
+        cids = ["conv_r%02d" % i for i in range(10)]
+        times = ["2026-03-%02dT%02d:%02d:00Z" % (d, h, m) for d in (2, 3, 4, 9, 10) for h in (0, 7, 23)
+                 for m in (0, 30)]
+
+        def some_time(garbage=True):
+            r = rng.random()
+            return None if garbage and r < 0.1 else "garbage" if garbage and r < 0.15 else rng.choice(times)
+
+        for step in range(30):
+            with sqlite3.connect(self.db) as con:
+                for _ in range(rng.randint(1, 12)):
+                    ids = [r[0] for r in con.execute("SELECT id FROM conversation_events ORDER BY id")]
+                    op = rng.random()
+                    top = ids[-1] if ids else 0
+                    if op < 0.55 or not ids:
+                        # An id of its own only above the last event (README).
+                        con.execute("INSERT INTO conversation_events(id, conversation_id, field, old_value, "
+                                    "new_value, after, seen_at, conversation_created_at) "
+                                    "VALUES (?, ?, ?, 'open', ?, ?, ?, ?)",
+                                    (top + rng.randint(1, 3) if rng.random() < 0.2 else None, rng.choice(cids),
+                                     "status" if rng.random() < 0.9 else "subject",
+                                     "closed" if rng.random() < 0.7 else "open", some_time(),
+                                     some_time(garbage=False) if rng.random() < 0.95 else "garbage",
+                                     some_time()))
+                    elif op < 0.75:
+                        con.execute("DELETE FROM conversation_events WHERE id = ?",
+                                    (ids[-1] if rng.random() < 0.3 else rng.choice(ids),))
+                    else:
+                        col, value = rng.choice([("new_value", rng.choice(["open", "closed"])),
+                                                 ("field", rng.choice(["status", "user"])),
+                                                 ("conversation_id", rng.choice(cids)),
+                                                 ("after", some_time()), ("seen_at", some_time(False)),
+                                                 ("conversation_created_at", some_time()),
+                                                 ("id", rng.choice([i for i in range(1, top + 4)
+                                                                    if i not in ids]))])
+                        con.execute("UPDATE conversation_events SET %s = ? WHERE id = ?" % col,
+                                    (value, rng.choice(ids)))
+            con.close()
+            self.assert_ttc_as_before("step %d" % step, rows=False)
+            if rng.random() < 0.3:
+                p = self.once()
+                self.assertEqual(p.returncode, 0, p.stderr)
+                self.assert_folded()
+                self.assert_ttc_as_before("step %d, folded" % step, rows=False)
+        self.assertTrue(self.ttc_both()[0], "some closes to compare")
+
+    def test_time_to_close_as_before_after_pruning(self):
+        """history-days deletes a conversation's first close: its next close
+        is its first; one with no other close leaves the report."""
+        c = self.srv.convs
+        x, y = [cid for cid in sorted(c) if c[cid]["status"] == "open"][:2]
+        w = self.srv.walks_started
+        self.srv.walk_changes = {w + 1: {x: {"status": "closed"}, y: {"status": "closed"}},
+                                 w + 2: {x: {"status": "open"}},
+                                 w + 3: {x: {"status": "closed"}}}
+        old_run = self.walk()
+        self.walk()
+        self.walk()
+        self.shift(old_run, day(-5), day(-6))
+        self.assert_ttc_as_before()
+        self.conf = self.write_conf(sync="history-days = 2")
+        self.walk()
+        self.assertEqual(self.scalar("SELECT count(*) FROM conversation_events WHERE run_id = ?", old_run), 0)
+        self.assertEqual(self.sql("SELECT conversation_id, event_id FROM conversation_first_closes"),
+                         self.sql("SELECT conversation_id, id FROM conversation_events "
+                                  "WHERE new_value = 'closed'"))
+        self.assertEqual(self.sql("SELECT conversation_id FROM conversation_first_closes"), [(x,)])
+        self.assert_ttc_as_before()
+        self.assert_folded()
+
+    def test_time_to_close_migration_folds_the_events_there(self):
+        """A mirror of schema 6 with closes: 0007 folds them once."""
+        c = self.srv.convs
+        opened = [cid for cid in sorted(c) if c[cid]["status"] == "open"][:3]
+        self.srv.walk_changes = {self.srv.walks_started + 1: {cid: {"status": "closed"} for cid in opened}}
+        self.walk()
+        expected = self.assert_ttc_as_before()
+        with open(os.path.join(SRCDIR, "src", "sql", "0006-history-reports.sql"), encoding="utf-8") as f:
+            view6 = re.search(r"^CREATE VIEW report_time_to_close AS\n.*?;$", f.read(), re.S | re.M).group(0)
+        with sqlite3.connect(self.db) as con:
+            con.executescript("""
+                DROP TRIGGER conversation_first_closes_delete; DROP TRIGGER conversation_first_closes_update;
+                DROP VIEW report_time_to_close;
+                DROP VIEW conversation_closes; DROP TABLE conversation_first_closes;
+                DELETE FROM sync_state WHERE key = 'history:closes_folded';
+                %s
+                PRAGMA user_version = 6;""" % view6)
+        p = self.dexsync("report", "time-to-close", code=1)
+        self.assertIn("start dexsyncd once to migrate it", p.stderr)
+        p = self.once()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(len(re.findall(r"applied migration 0007-first-closes.sql in \d+\.\d+ s", p.stderr)), 1)
+        self.assert_folded()
+        self.assertEqual(self.assert_ttc_as_before(), expected)
+        self.assertEqual(self.scalar("SELECT count(*) FROM conversation_first_closes"), 3)
+
+    def test_time_to_close_ranks_through_the_indexes(self):
+        """The folded closes come out of their two indexes in order and are
+        numbered without a sort: the only sorts are of the events above the
+        mark and of the few rows at the ranks."""
+        with sqlite3.connect(self.db) as con:
+            plan = con.execute("EXPLAIN QUERY PLAN SELECT * FROM report_time_to_close").fetchall()
+        children = {}
+        for node, parent, _, text in plan:
+            children.setdefault(parent, []).append((node, text))
+
+        def subtree(node):
+            for child, text in children.get(node, []):
+                yield text
+                yield from subtree(child)
+        numbered = {text: list(subtree(node)) for node, _, _, text in plan if text in ("CO-ROUTINE lows",
+                                                                                       "CO-ROUTINE highs")}
+        self.assertEqual(sorted(numbered), ["CO-ROUTINE highs", "CO-ROUTINE lows"], plan)
+        for name, index in (("lows", "low"), ("highs", "high")):
+            steps = numbered["CO-ROUTINE " + name]
+            self.assertIn("SEARCH conversation_first_closes USING COVERING INDEX conversation_first_closes_%s "
+                          "(week>?)" % index, steps)
+            self.assertEqual([t for t in steps if "TEMP B-TREE" in t], [], steps)
+        self.assertNotIn("conversation_events_closed", str(plan), "the tail is read by id")
+        # No row trigger on a walk's new events: it would make SQLite store
+        # the result of each INSERT ... SELECT of 0004's trigger in a
+        # temporary table first.
+        self.assertEqual(self.sql("SELECT name FROM sqlite_schema WHERE type = 'trigger' "
+                                  "AND tbl_name = 'conversation_events' AND sql LIKE '%INSERT ON%'"), [])
+        self.assertEqual(sorted(r[0] for r in self.sql("SELECT name FROM sqlite_schema WHERE type = 'trigger' "
+                                                       "AND tbl_name = 'conversation_events'")),
+                         ["conversation_first_closes_delete", "conversation_first_closes_update"])
+
     def test_history_days_prunes(self):
         self.srv.walk_changes = {2: {"conv_0000008": {"subject": "one"}, "conv_0000009": {"subject": "two"}}}
         self.walk()
@@ -287,6 +573,35 @@ class HistoryTest(OutboxTest):
         self.assertEqual(on_date, [(str(open_now),)])
         self.assertEqual(self.run_recipe(r["history: open conversations on a date"]), [], "before history began")
         self.assertIsNotNone(run)
+
+
+class TimeToCloseKilledWalkTest(TimeToCloseMixin, DexTest):
+    conversations = 1500
+
+    def test_closes_of_a_killed_walk_are_read_then_folded(self):
+        """A walk killed after storing some closes never reached its end:
+        the view reads them above the mark; the next walk folds them."""
+        p = self.once()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        c = self.srv.convs
+        self.srv.walk_changes = {self.srv.walks_started + 1: {cid: {"status": "closed"} for cid in c
+                                                              if c[cid]["status"] != "closed"}}
+        self.srv.on_page = lambda s, n: time.sleep(0.2)
+        proc = self.spawn("-n", "-1")
+        self.wait_for(lambda: self.scalar("SELECT count(*) FROM conversation_events") >= 100, 30, "closes stored")
+        self.kill(proc)
+        events = self.scalar("SELECT count(*) FROM conversation_events")
+        self.assertLess(events, sum(1 for v in self.srv.convs.values() if v["status"] == "closed"))
+        self.assertIsNone(self.mark(), "nothing folded yet")
+        self.assertEqual(self.scalar("SELECT count(*) FROM conversation_first_closes"), 0)
+        rows = self.assert_ttc_as_before()
+        self.assertEqual(sum(r[1] for r in rows), events)
+        self.srv.on_page = None
+        p = self.once()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("first closes of", p.stderr)
+        self.assert_folded()
+        self.assert_ttc_as_before()
 
 
 if __name__ == "__main__":
