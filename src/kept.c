@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "durable.h"
@@ -79,12 +80,16 @@ static json_t *entry(const struct kept *k)
 			 text(k->response, k->response_len));
 }
 
-/* Write all to tmp and sync it; 0, or -1 with errno. */
+/* Write all to a new file tmp and sync it; 0, or -1 with errno.  Never
+ * through a link someone put there: the directory may be writable by the
+ * group that queues. */
 static int write_file(const char *tmp, const json_t *all)
 {
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600), rc;
+	int fd, rc;
 
-	if (fd < 0)
+	if (unlink(tmp) < 0 && errno != ENOENT)
+		return -1;
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0)
 		return -1;
 	rc = json_dumpfd(all, fd, JSON_COMPACT) || fsync(fd) ? -1 : 0;
 	if (close(fd) < 0)
@@ -156,13 +161,26 @@ enum dx_result kept_load(const char *path, enum dx_result (*take)(const struct k
 	json_error_t err;
 	json_t *all, *e;
 	struct kept k;
+	struct stat st;
 	enum dx_result rc = DX_OK;
 	size_t i;
 	char *bad;
+	int fd;
 
-	if (access(path, F_OK) < 0 && errno == ENOENT)
+	/* Not through a link, and not a FIFO or a device: only the file
+	 * kept_save wrote is read. */
+	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)) < 0 && errno == ENOENT)
 		return DX_OK;
-	all = json_load_file(path, JSON_ALLOW_NUL, &err);
+	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		log_err("outbox: %s: not a regular file (%s): left as it is; the items it may hold answers for "
+			"are sent again",
+			path, fd < 0 ? strerror(errno) : "a link, a directory or a device");
+		if (fd >= 0)
+			close(fd);
+		return DX_OK;
+	}
+	all = json_loadfd(fd, JSON_ALLOW_NUL, &err);
+	close(fd);
 	if (!json_is_array(all)) {
 		if ((bad = malloc(strlen(path) + 5)))
 			snprintf(bad, strlen(path) + 5, "%s.bad", path);

@@ -163,6 +163,40 @@ static void test_a_refusal_stops_the_load_and_keeps_the_file(void **state)
 	unlink(path);
 }
 
+/* A link in place of the file, or of its temporary file, is never
+ * followed: not read, not written through. */
+static void test_links_are_not_followed(void **state)
+{
+	struct kept v[1] = {
+		{ .id = 1, .key = "a", .asked = 1, .status = 201, .outcome = DX_OK, .retry_after = -1, .error = "" },
+	};
+	char victim[sizeof(path) + 8], tmp[sizeof(path) + 4], text[32] = "";
+	struct seen s = { .n = 0 };
+	FILE *f;
+
+	(void)state;
+	snprintf(victim, sizeof(victim), "%s/victim", dir);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	f = fopen(victim, "w");
+	assert_non_null(f);
+	fputs("precious", f);
+	fclose(f);
+	assert_int_equal(symlink(victim, tmp), 0);
+	assert_int_equal(kept_save(path, v, 1), DX_OK);
+	f = fopen(victim, "r");
+	assert_non_null(fgets(text, sizeof(text), f));
+	fclose(f);
+	assert_string_equal(text, "precious");
+	unlink(path);
+	assert_int_equal(kept_save(victim, v, 1), DX_OK); /* a file of answers elsewhere */
+	assert_int_equal(symlink(victim, path), 0);
+	assert_int_equal(kept_load(path, take, &s), DX_OK);
+	assert_int_equal(s.n, 0);
+	unlink(path);
+	unlink(tmp);
+	unlink(victim);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -170,6 +204,7 @@ int main(void)
 		cmocka_unit_test(test_entries_that_are_not_answers_are_left_out),
 		cmocka_unit_test(test_a_file_that_is_not_a_list_is_moved_aside),
 		cmocka_unit_test(test_a_refusal_stops_the_load_and_keeps_the_file),
+		cmocka_unit_test(test_links_are_not_followed),
 	};
 
 	log_open("test_kept", LOG_USER, 0, 0);
