@@ -25,6 +25,7 @@
 #include "db.h"
 #include "escape.h"
 #include "history.h"
+#include "kept.h"
 #include "lock.h"
 #include "log.h"
 #include "queue.h"
@@ -541,6 +542,14 @@ static int change_items(struct ctx *x, const long long *ids, int n, int retry, i
 		state = (const char *)sqlite3_column_text(get, 0);
 		if (!strcmp(state, "sending") && !locked) {
 			*sending = ids[i];
+			goto out;
+		}
+		/* A stopped daemon may hold its answer: the next one records it. */
+		if (!strcmp(state, "sending") && kept_waiting(x->path)) {
+			log_err("item %lld may have been delivered: a stopped dexsyncd kept answers in %s.answers; "
+				"start dexsyncd to record them (a %s now could %s)",
+				ids[i], x->path, retry ? "retry" : "cancel",
+				retry ? "send it twice" : "drop one Dexra has");
 			goto out;
 		}
 		if (strcmp(state, from) && strcmp(state, "sending")) {

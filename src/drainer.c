@@ -149,7 +149,7 @@ struct drainer *drainer_start(const struct conf *c, const char *key, int wake_fd
 	}
 	api_set_cancel(d->api, &d->cancel);
 	if (!(d->db = db_open(d->c.database, DB_DAEMON)) || !(d->ob = outbox_open(d->db, d->api, &d->c)) ||
-	    (recover && outbox_recover(d->ob, &recovered) != DX_OK))
+	    outbox_recover(d->ob, recover, &recovered) != DX_OK)
 		goto fail;
 	/* Signals are the main thread's: it sleeps in poll() for them. */
 	sigfillset(&all);
@@ -228,8 +228,9 @@ enum dx_result drainer_stop(struct drainer *d, int final, volatile sig_atomic_t 
 	drainer_poke(d);
 	if (!drainer_wait(d, atomic_load(&d->stop_at) + DRAINER_GRACE_S, NULL)) {
 		log_notice(
-			"outbox: still busy %d s after the stop: a request in flight is abandoned "
-			"(its item goes again later, with the same Idempotency-Key)",
+			"outbox: still busy %d s after the stop (a request in flight, or answers the "
+			"database refuses): a request in flight is abandoned (its item goes again later, "
+			"with the same Idempotency-Key)",
 			DRAINER_GRACE_S);
 		atomic_store(&d->cancel, 1);
 		drainer_wait(d, 0, NULL);

@@ -10,9 +10,10 @@
 
 struct drainer;
 
-/* Open a connection to c->database and a client with key, with recover
- * put the items a crash left in 'sending' back to pending (only the holder
- * of the daemon's lock may), and start a thread that drains
+/* Open a connection to c->database and a client with key, take the
+ * answers a stop kept (outbox_recover), with recover put the items a crash
+ * left in 'sending' back to pending (only the holder of the daemon's lock
+ * may), and start a thread that drains
  * the outbox now and then every poll-interval (sooner when a retry falls
  * due).  After a drain that sent or failed anything it writes a byte to
  * wake_fd, for the caller's STATUS=.  The strings of c must outlive the

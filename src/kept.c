@@ -156,7 +156,8 @@ static int parse(json_t *e, struct kept *k)
 	return 0;
 }
 
-enum dx_result kept_load(const char *path, enum dx_result (*take)(const struct kept *k, void *arg), void *arg)
+enum dx_result kept_load(const char *path, enum dx_result (*take)(const struct kept *k, void *arg), void *arg,
+			 int *entries)
 {
 	json_error_t err;
 	json_t *all, *e;
@@ -169,6 +170,7 @@ enum dx_result kept_load(const char *path, enum dx_result (*take)(const struct k
 
 	/* Not through a link, and not a FIFO or a device: only the file
 	 * kept_save wrote is read. */
+	*entries = -1;
 	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)) < 0 && errno == ENOENT)
 		return DX_OK;
 	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
@@ -193,6 +195,7 @@ enum dx_result kept_load(const char *path, enum dx_result (*take)(const struct k
 		json_decref(all);
 		return DX_OK;
 	}
+	*entries = (int)json_array_size(all);
 	json_array_foreach(all, i, e) {
 		if (parse(e, &k) < 0)
 			log_err("outbox: %s: entry %zu is not an answer; left out (its item is sent again)",

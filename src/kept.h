@@ -40,13 +40,15 @@ int kept_waiting(const char *database);
  * DX_SYSTEM after logging. */
 enum dx_result kept_save(const char *path, const struct kept *v, size_t n);
 
-/* Call take(k, arg) for each answer in path; a missing file holds none.  A
- * file that cannot be read as answers is moved to path.bad, logged (its
- * items are sent again), and holds none; an entry that is not an answer is
- * logged and left out.  Returns DX_OK, or the first result of take that is
- * not DX_OK (the file stays). */
-enum dx_result kept_load(const char *path, enum dx_result (*take)(const struct kept *k, void *arg),
-			 void *arg);
+/* Call take(k, arg) for each answer in path; *entries gets how many the
+ * file held (taken or left out), -1 when there is no file to remove: none,
+ * or one that is not a regular file (logged, left as it is: its items are
+ * sent again), or one that cannot be read as answers (moved to path.bad,
+ * logged; likewise).  An entry that is not an answer is logged and left
+ * out.  Returns DX_OK, or the first result of take that is not DX_OK (the
+ * file stays). */
+enum dx_result kept_load(const char *path, enum dx_result (*take)(const struct kept *k, void *arg), void *arg,
+			 int *entries);
 
 /* Remove path once its answers are recorded.  DX_OK, or DX_SYSTEM after
  * logging. */

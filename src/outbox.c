@@ -62,11 +62,12 @@ enum {
 /* The due lookups name their index: the plan must never sort the items
  * that wait (tests/unit/test_outbox.c checks it). */
 static const char *const sql[S_COUNT] = {
+	/* ?1: the ids of the answers kept (a JSON array), which stay. */
 	[S_RECOVER] =
 		"UPDATE outbox\n"
 		"SET state = 'pending', next_attempt_at = coalesce(next_attempt_at, " NOW_UTC
 		")\n"
-		"WHERE state = 'sending'",
+		"WHERE state = 'sending' AND id NOT IN (SELECT value FROM json_each(?1))",
 	/* The item of an answer kept at the last stop, as S_DUE loads items,
 	 * while it still waits for that answer. */
 	[S_KEPT] =
@@ -483,12 +484,23 @@ static int resolve_reference(struct outbox *ob, const struct item *it, char **bo
 	return rc;
 }
 
+/* The id an answer names, or NULL: none, or one holding a NUL, which a C
+ * string would cut into another id (a message to "outbox:N" would go to
+ * that other conversation). */
+static const char *answer_id(json_t *resp)
+{
+	json_t *id = json_object_get(resp, "id");
+	const char *s = json_string_value(id);
+
+	return s && strlen(s) == json_string_length(id) ? s : NULL;
+}
+
 /* Update the mirror tables with what the server says it created. */
 static enum dx_result mirror_result(struct outbox *ob, const struct item *it, const char *body, json_t *resp,
 				    const char *raw)
 {
 	json_t *req = json_loads(body, 0, NULL);
-	const char *created = json_string_value(json_object_get(resp, "id"));
+	const char *created = answer_id(resp);
 	enum dx_result rc = DX_OK;
 	sqlite3_stmt *st;
 	int which;
@@ -496,7 +508,7 @@ static enum dx_result mirror_result(struct outbox *ob, const struct item *it, co
 	if (!strcmp(it->kind, "message")) {
 		which = S_MSG;
 		st = ob->st[which];
-		db_bind_text(st, 1, json_string_value(json_object_get(resp, "id")));
+		db_bind_text(st, 1, answer_id(resp));
 		db_bind_text(st, 2, json_string_value(json_object_get(req, "conversation_id")));
 		db_bind_text(st, 3, json_string_value(json_object_get(req, "content")));
 		db_bind_text(st, 4, json_string_value(json_object_get(req, "type")) ?: "text");
@@ -515,7 +527,7 @@ static enum dx_result mirror_result(struct outbox *ob, const struct item *it, co
 	} else {
 		which = S_CONV;
 		st = ob->st[which];
-		db_bind_text(st, 1, json_string_value(json_object_get(resp, "id")));
+		db_bind_text(st, 1, answer_id(resp));
 		db_bind_text(st, 2, json_string_value(json_object_get(resp, "status")));
 		db_bind_text(st, 3, json_string_value(json_object_get(req, "subject")));
 		db_bind_text(st, 4, json_string_value(json_object_get(resp, "created_at")));
@@ -534,10 +546,10 @@ static enum dx_result mirror_result(struct outbox *ob, const struct item *it, co
 		st = ob->st[which == S_MSG ? S_MSG_EVENT : S_CONV_EVENT];
 		if (which == S_MSG) {
 			db_bind_text(st, 1, json_string_value(json_object_get(req, "conversation_id")));
-			db_bind_text(st, 2, json_string_value(json_object_get(resp, "id")));
+			db_bind_text(st, 2, answer_id(resp));
 			sqlite3_bind_int64(st, 3, it->id);
 		} else {
-			db_bind_text(st, 1, json_string_value(json_object_get(resp, "id")));
+			db_bind_text(st, 1, answer_id(resp));
 			sqlite3_bind_int64(st, 2, it->id);
 		}
 		rc = step_done(ob, which == S_MSG ? S_MSG_EVENT : S_CONV_EVENT);
@@ -553,7 +565,7 @@ static enum dx_result item_sent(struct outbox *ob, struct item *it, const char *
 {
 	sqlite3_stmt *st = ob->st[S_SENT];
 	json_t *resp = json_loadb(r->body, r->len, JSON_ALLOW_NUL, NULL);
-	const char *remote = json_string_value(json_object_get(resp, "id"));
+	const char *remote = answer_id(resp);
 	char *raw = resp ? json_dumps(resp, JSON_COMPACT) : NULL;
 	enum dx_result rc;
 
@@ -564,7 +576,8 @@ static enum dx_result item_sent(struct outbox *ob, struct item *it, const char *
 	if ((rc = step_done(ob, S_SENT)) == DX_OK && json_is_object(resp))
 		rc = mirror_result(ob, it, body, resp, raw);
 	if (rc == DX_OK && !remote)
-		note(ob, LOG_WARNING, "outbox: %s: sent, but the answer has no id", it->label);
+		note(ob, LOG_WARNING, "outbox: %s: sent, but the answer has no id (or one holding a NUL)",
+		     it->label);
 	else if (rc == DX_OK)
 		note(ob, LOG_DEBUG, "outbox: %s sent as %s", it->label, remote);
 	free(raw);
@@ -1054,31 +1067,66 @@ static enum dx_result kept_take(const struct kept *k, void *arg)
 	return DX_OK;
 }
 
-enum dx_result outbox_recover(struct outbox *ob, int *n)
+/* Take the answers a stop kept in DATABASE.answers, if any, into memory,
+ * and remove the file: from now on they are this outbox's to record first
+ * (or to keep again at its stop); a crash before that sends their items
+ * again, as any crash.  At a start, and at each drain: a reload's outbox
+ * starts while the one it replaces still runs, which may keep answers at
+ * its end.  DX_OK, or DX_DB or DX_NOMEM when the file could not be taken
+ * (it stays), after logging. */
+static enum dx_result adopt_kept(struct outbox *ob)
 {
-	struct drain_counts c = { 0 };
 	char *path = kept_path(ob->c->database);
 	enum dx_result rc;
-	int had, kept = 0;
+	int entries;
 
-	*n = 0;
 	if (!path) {
 		log_err("outbox: out of memory");
 		return DX_NOMEM;
 	}
-	/* The answers kept at the last stop first: their items are 'sending',
-	 * and delivered ones must not go again. */
-	had = access(path, F_OK) == 0;
-	rc = kept_load(path, kept_take, ob);
-	for (struct answer *a = ob->unrecorded; a; a = a->next)
-		kept++;
-	if (rc == DX_OK && kept && (rc = flush_unrecorded(ob, &c)) == DX_OK)
-		log_notice("outbox: %d answer%s kept at the last stop recorded", kept, kept == 1 ? "" : "s");
-	if (rc == DX_OK && had)
-		kept_remove(path); /* logged; its answers are of items no longer 'sending' */
+	if ((rc = kept_load(path, kept_take, ob, &entries)) == DX_OK && entries >= 0) {
+		kept_remove(path); /* logged; its answers would be left out next time */
+		log_notice("outbox: %d answer%s kept at a stop taken from %s, to be recorded first", entries,
+			   entries == 1 ? "" : "s", path);
+	}
 	free(path);
-	if (rc != DX_OK)
-		return rc; /* the file stays, for the next start */
+	return rc;
+}
+
+/* The ids of the answers not recorded, as a JSON array (malloc'd); NULL
+ * when out of memory, logged. */
+static char *unrecorded_ids(const struct outbox *ob)
+{
+	json_t *ids = json_array();
+	char *text = NULL;
+
+	for (const struct answer *a = ob->unrecorded; ids && a; a = a->next)
+		if (json_array_append_new(ids, json_integer(a->it.id)) < 0) {
+			json_decref(ids);
+			ids = NULL;
+		}
+	if (ids)
+		text = json_dumps(ids, JSON_COMPACT);
+	json_decref(ids);
+	if (!text)
+		log_err("outbox: out of memory");
+	return text;
+}
+
+enum dx_result outbox_recover(struct outbox *ob, int sending, int *n)
+{
+	enum dx_result rc;
+	char *ids;
+
+	*n = 0;
+	if ((rc = adopt_kept(ob)) != DX_OK)
+		return rc;
+	if (!sending)
+		return DX_OK;
+	/* Every other item in 'sending' was left by a crash. */
+	if (!(ids = unrecorded_ids(ob)))
+		return DX_NOMEM;
+	sqlite3_bind_text(ob->st[S_RECOVER], 1, ids, -1, free);
 	if (step_done(ob, S_RECOVER) != DX_OK)
 		return DX_DB;
 	*n = sqlite3_changes(ob->db);
@@ -1144,7 +1192,7 @@ enum dx_result outbox_drain(struct outbox *ob, atomic_int *stop, struct drain_co
 
 	memset(n, 0, sizeof(*n));
 	n->wait = -1;
-	if (ob->unrecorded)
+	if ((rc = adopt_kept(ob)) == DX_OK && ob->unrecorded)
 		rc = flush_unrecorded(ob, n);
 	if (rc == DX_OK && time(NULL) - ob->last_sweep >= SWEEP_EVERY) {
 		if ((rc = step_done(ob, S_SWEEP)) == DX_OK && sqlite3_changes(ob->db) > 0)

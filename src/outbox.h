@@ -21,12 +21,15 @@ struct drain_counts {
 struct outbox *outbox_open(sqlite3 *db, struct api *api, const struct conf *c);
 void outbox_close(struct outbox *ob);
 
-/* Items left in 'sending' by a crash go back to 'pending' (delivery is at
- * least once; the Idempotency-Key lets the server see the repeat).  Call
- * once at start-up, and only holding the daemon's lock (lock.h): another
- * daemon's items in 'sending' are in flight.  *n gets the count; DX_OK,
- * or DX_DB after logging. */
-enum dx_result outbox_recover(struct outbox *ob, int *n);
+/* At a start, or a reload's new outbox: the answers a stop kept in
+ * DATABASE.answers (kept.h) are taken into memory (the file is removed)
+ * and recorded, or kept to be recorded first by the next drain.  Then,
+ * with sending (a start), every other item left in 'sending' by a crash
+ * goes back to 'pending' (delivery is at least once; the Idempotency-Key
+ * lets the server see the repeat): only holding the daemon's lock
+ * (lock.h), as another daemon's items in 'sending' are in flight.  *n
+ * gets the count; DX_OK, or DX_DB or DX_NOMEM after logging. */
+enum dx_result outbox_recover(struct outbox *ob, int sending, int *n);
 
 /* Send every item that is due now, oldest first within each target; a
  * target whose head waits for a retry holds back its later items.  Finding

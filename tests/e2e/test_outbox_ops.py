@@ -314,13 +314,48 @@ class OutboxOpsTest(OutboxTest):
         self.assertIn("start dexsyncd to record them", st.stdout)
         ck = subprocess.run([DEXSYNC, "-d", self.db, "check"], capture_output=True, text=True, timeout=60)
         self.assertIn("records the answers kept in %s.answers first" % self.db, ck.stdout + ck.stderr)
+        for verb in ("retry", "cancel"):
+            r = self.dexsync(verb, "1")
+            self.assertEqual(r.returncode, 1, r.stdout)
+            self.assertIn("start dexsyncd to record them", r.stderr)
         p = self.once()
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertIn("1 answer kept at the last stop recorded", p.stderr)
+        self.assertIn("1 answer kept at a stop taken from %s.answers" % self.db, p.stderr)
+        self.assertIn("its answer is recorded now", p.stderr)
         self.assertEqual(self.scalar("SELECT state FROM outbox"), "sent")
         self.assertIsNotNone(self.scalar("SELECT remote_id FROM outbox"))
         self.assertEqual(len(self.srv.messages), 1, "sent once")
         self.assertFalse(os.path.exists(self.db + ".answers"))
+
+    def test_a_reload_keeps_the_answers_the_database_refuses(self):
+        # A refusal that is not the lock (a trigger stands in for a full
+        # disk), then SIGHUP: the reload's new outbox takes the answers the
+        # old one kept, and records them once the database lets it; nothing
+        # is sent twice, no file is left.
+        self.execute("CREATE TRIGGER block_sent BEFORE UPDATE OF state ON outbox "
+                     "WHEN NEW.state = 'sent' AND EXISTS (SELECT 1 FROM users WHERE id = 'BLOCK') "
+                     "BEGIN SELECT RAISE(ABORT, 'emulated refusal'); END")
+        self.execute("INSERT INTO users(id, raw, updated_at) VALUES ('BLOCK', '{}', '2026-01-01T00:00:00Z')")
+        for i in range(5):
+            self.dexsync("send", "conv_%07d" % (i + 1), "refused %d" % i)
+        proc = self.service()
+        deadline = time.time() + 20
+        while time.time() < deadline and "refused to record" not in self.log_of(proc):
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 40
+        while time.time() < deadline and "configuration reloaded" not in self.log_of(proc):
+            time.sleep(0.2)
+        self.assertIn("are kept in", self._log.decode(errors="replace"))
+        self.dexsync("send", "conv_0000009", "after the reload")
+        self.execute("DELETE FROM users WHERE id = 'BLOCK'")
+        self.wait_for(lambda: self.sent_count() == 6, 60, "all recorded")
+        err = self.stop(proc)
+        self.assertFalse(os.path.exists(self.db + ".answers"), err)
+        keys = [m["key"] for m in self.srv.messages]
+        self.assertEqual(len(keys), 6, err)
+        self.assertEqual(len(set(keys)), 6, "each sent once")
+        self.assertNotIn("sends it again", err)
 
     def test_a_file_of_kept_answers_that_is_not_one(self):
         # A damaged file is moved aside and said so; its items go again
@@ -482,6 +517,21 @@ class OutboxOpsTest(OutboxTest):
         self.assertIn("bad token " + "*" * (len(KEY) + 8), errors[1])
         self.assertIn("*" * len(KEY), p.stderr)
         # tearDown checks that the key is in no output and no database file.
+
+    def test_an_id_with_a_nul_is_not_cut_into_another(self):
+        # A created conversation's id holding a NUL would read, cut, as an
+        # existing conversation: the message to outbox:N must not go there.
+        p = self.dexsync("new-conversation", "u_1", "--subject", "s")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        ref = p.stdout.strip()
+        self.assertEqual(self.dexsync("send", ref, "to the new one").returncode, 0)
+        self.srv.fault("malformed", prefix="/conversations", method="POST",
+                       body='{"id": "conv_0000003\\u0000evil", "status": "open"}')
+        self.drain_until_done()
+        self.assertEqual(self.sql("SELECT kind, state, remote_id FROM outbox ORDER BY id"),
+                         [("conversation", "sent", None), ("message", "failed", None)])
+        self.assertIn("answer has no id (or one holding a NUL)", "".join(self.outputs))
+        self.assertEqual(self.srv.messages, [])
 
     def test_a_key_with_a_nul_is_refused(self):
         con = sqlite3.connect(self.db, timeout=10)

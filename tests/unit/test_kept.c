@@ -78,13 +78,15 @@ static void test_saved_answers_read_back_the_same(void **state)
 		{ .id = 19, .key = "k-19", .asked = 0, .outcome = DX_OK, .retry_after = -1, .error = "" },
 	};
 	struct seen s = { .n = 0 };
+	int entries;
 	struct stat st;
 
 	(void)state;
 	assert_int_equal(kept_save(path, v, 3), DX_OK);
 	assert_int_equal(stat(path, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0600);
-	assert_int_equal(kept_load(path, take, &s), DX_OK);
+	assert_int_equal(kept_load(path, take, &s, &entries), DX_OK);
+	assert_int_equal(entries, 3);
 	assert_int_equal(s.n, 3);
 	assert_int_equal(s.k[0].id, 17);
 	assert_int_equal(s.k[0].asked, 1);
@@ -102,13 +104,15 @@ static void test_saved_answers_read_back_the_same(void **state)
 	assert_int_equal(access(path, F_OK), -1);
 	/* No file: no answer, no error. */
 	s.n = 0;
-	assert_int_equal(kept_load(path, take, &s), DX_OK);
+	assert_int_equal(kept_load(path, take, &s, &entries), DX_OK);
+	assert_int_equal(entries, -1);
 	assert_int_equal(s.n, 0);
 }
 
 static void test_entries_that_are_not_answers_are_left_out(void **state)
 {
 	struct seen s = { .n = 0 };
+	int entries;
 
 	(void)state;
 	write_text("[{\"id\": 1, \"key\": \"k\", \"asked\": true, \"status\": 201, \"outcome\": \"maybe\","
@@ -116,7 +120,7 @@ static void test_entries_that_are_not_answers_are_left_out(void **state)
 		   " {\"id\": \"2\"}, 3,"
 		   " {\"id\": 4, \"key\": \"k4\", \"asked\": true, \"status\": 409, \"outcome\": \"permanent\","
 		   " \"retry_after\": -1, \"error\": \"HTTP 409\", \"body\": null, \"response\": null}]");
-	assert_int_equal(kept_load(path, take, &s), DX_OK);
+	assert_int_equal(kept_load(path, take, &s, &entries), DX_OK);
 	assert_int_equal(s.n, 1);
 	assert_int_equal(s.k[0].id, 4);
 	assert_int_equal(s.k[0].outcome, DX_PERMANENT);
@@ -126,16 +130,18 @@ static void test_entries_that_are_not_answers_are_left_out(void **state)
 static void test_a_file_that_is_not_a_list_is_moved_aside(void **state)
 {
 	struct seen s = { .n = 0 };
+	int entries;
 
 	(void)state;
 	write_text("[{\"id\": 1, \"key\": \"trunc");
-	assert_int_equal(kept_load(path, take, &s), DX_OK);
+	assert_int_equal(kept_load(path, take, &s, &entries), DX_OK);
+	assert_int_equal(entries, -1);
 	assert_int_equal(s.n, 0);
 	assert_int_equal(access(path, F_OK), -1);
 	assert_int_equal(access(bad, F_OK), 0);
 	unlink(bad);
 	write_text("{\"id\": 1}");
-	assert_int_equal(kept_load(path, take, &s), DX_OK);
+	assert_int_equal(kept_load(path, take, &s, &entries), DX_OK);
 	assert_int_equal(s.n, 0);
 	assert_int_equal(access(bad, F_OK), 0);
 }
@@ -153,11 +159,11 @@ static void test_a_refusal_stops_the_load_and_keeps_the_file(void **state)
 		{ .id = 1, .key = "a", .asked = 1, .status = 201, .outcome = DX_OK, .retry_after = -1, .error = "" },
 		{ .id = 2, .key = "b", .asked = 1, .status = 201, .outcome = DX_OK, .retry_after = -1, .error = "" },
 	};
-	int calls = 0;
+	int calls = 0, entries;
 
 	(void)state;
 	assert_int_equal(kept_save(path, v, 2), DX_OK);
-	assert_int_equal(kept_load(path, refuse, &calls), DX_DB);
+	assert_int_equal(kept_load(path, refuse, &calls, &entries), DX_DB);
 	assert_int_equal(calls, 1);
 	assert_int_equal(access(path, F_OK), 0);
 	unlink(path);
@@ -172,6 +178,7 @@ static void test_links_are_not_followed(void **state)
 	};
 	char victim[sizeof(path) + 8], tmp[sizeof(path) + 4], text[32] = "";
 	struct seen s = { .n = 0 };
+	int entries;
 	FILE *f;
 
 	(void)state;
@@ -190,7 +197,7 @@ static void test_links_are_not_followed(void **state)
 	unlink(path);
 	assert_int_equal(kept_save(victim, v, 1), DX_OK); /* a file of answers elsewhere */
 	assert_int_equal(symlink(victim, path), 0);
-	assert_int_equal(kept_load(path, take, &s), DX_OK);
+	assert_int_equal(kept_load(path, take, &s, &entries), DX_OK);
 	assert_int_equal(s.n, 0);
 	unlink(path);
 	unlink(tmp);
