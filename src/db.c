@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "db.h"
+#include "lock.h"
 #include "log.h"
 
 struct migration {
@@ -398,6 +399,19 @@ fail:
 	return rc;
 }
 
+/* A file that is no mirror yet while a dexsyncd serves it is one that
+ * daemon is making at its first start: say so, rather than that it is not
+ * one.  1 when it said so. */
+static int being_made(const char *path)
+{
+	long pid = lock_holder(path);
+
+	if (pid < 0)
+		return 0;
+	log_err("database %s: dexsyncd (pid %ld) is making it; try again in a moment", path, pid);
+	return 1;
+}
+
 /* Is the read-only db a dexsync mirror of this program's schema?  DX_OK,
  * or DX_SCHEMA after logging what it is instead (DX_DB when it cannot be
  * read).  Reads, never writes. */
@@ -417,7 +431,8 @@ static enum dx_result check_schema(sqlite3 *db, const char *path)
 	rc = rc > 0 && !strcmp(ours, "1");
 	sqlite3_free(ours);
 	if (!rc || have < 1) {
-		log_err("database %s: not a dexsync mirror (left untouched)", path);
+		if (have != 0 || !being_made(path))
+			log_err("database %s: not a dexsync mirror (left untouched)", path);
 		return DX_SCHEMA;
 	}
 	if (have < db_schema_version()) {
@@ -523,6 +538,8 @@ static enum dx_result header_check(const char *path)
 	}
 	n = read(fd, h, sizeof(h));
 	close(fd);
+	if (n == 0 && being_made(path))
+		return DX_SCHEMA;
 	if (n != (ssize_t)sizeof(h) || memcmp(h, "SQLite format 3", 16)) {
 		log_err("database %s: not a dexsync mirror (%s; left untouched)", path,
 			n < 0  ? strerror(errno) :
@@ -534,7 +551,8 @@ static enum dx_result header_check(const char *path)
 	free(wal);
 	version = (long)h[60] << 24 | (long)h[61] << 16 | (long)h[62] << 8 | h[63];
 	if (!pending && version == 0) {
-		log_err("database %s: not a dexsync mirror (left untouched)", path);
+		if (!being_made(path))
+			log_err("database %s: not a dexsync mirror (left untouched)", path);
 		return DX_SCHEMA;
 	}
 	if (!pending && version > db_schema_version()) {

@@ -130,6 +130,25 @@ class CliTest(OutboxTest):
         p = subprocess.run([DEXSYNC], capture_output=True, text=True, timeout=10)
         self.assertEqual(p.returncode, 2)
 
+    def test_a_database_dexsyncd_is_making_is_said_so(self):
+        # The first start's migration is not committed yet: the file is
+        # empty, or holds no schema, while the daemon's lock is held.
+        import fcntl
+        db = os.path.join(self.dir, "new.db")
+        open(db, "w").close()
+        with open(db + ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            lock.write("4242\n")
+            lock.flush()
+            for args in (["send", "conv_0000001", "x"], ["status"]):
+                p = subprocess.run([DEXSYNC, "-d", db] + args, capture_output=True, text=True, timeout=30)
+                self.assertNotEqual(p.returncode, 0)
+                self.assertEqual(p.stderr.strip().splitlines(),
+                                 ["dexsync: error: database %s: dexsyncd (pid 4242) is making it; "
+                                  "try again in a moment" % db], p.stderr)
+        p = subprocess.run([DEXSYNC, "-d", db, "status"], capture_output=True, text=True, timeout=30)
+        self.assertIn("not a dexsync mirror", p.stderr)
+
     def test_queue_from_sql(self):
         n = self.queue("message", None, {"conversation_id": "conv_0000001", "content": "from SQL"})
         row = self.sql("SELECT kind, target, state, attempts, next_attempt_at, created_at, idempotency_key"
