@@ -1043,6 +1043,13 @@ static enum dx_result kept_take(const struct kept *k, void *arg)
 			k->id);
 		return DX_OK;
 	}
+	for (a = ob->unrecorded; a && a->it.id != k->id; a = a->next)
+		;
+	if (a) {
+		db_reset(st);
+		log_notice("outbox: item %lld: a second answer kept for it is left out", k->id);
+		return DX_OK;
+	}
 	if (!(a = calloc(1, sizeof(*a))) || item_load(st, &a->it) != DX_OK ||
 	    !(a->response = malloc(k->response_len + 1)) || (k->body && !(a->body = strdup(k->body)))) {
 		db_reset(st);

@@ -371,6 +371,24 @@ class OutboxOpsTest(OutboxTest):
         self.assertEqual(self.scalar("SELECT state FROM outbox"), "sent")
         self.assertEqual(len(self.srv.messages), 1)
 
+    def test_a_kept_answer_is_recorded_once_and_not_sent_again(self):
+        # As a stop leaves it: the item 'sending', its answer in the file
+        # (here twice, as a hand-made file might): recorded once, not sent.
+        self.dexsync("send", "conv_0000001", "answered before the stop")
+        self.execute("UPDATE outbox SET state = 'sending'")
+        key = self.scalar("SELECT idempotency_key FROM outbox")
+        entry = {"id": 1, "key": key, "asked": True, "status": 201, "outcome": "ok", "retry_after": -1,
+                 "error": "", "body": None, "response": '{"id": "msg_kept", "timestamp": 1698228000}'}
+        with open(self.db + ".answers", "w") as f:
+            json.dump([entry, entry], f)
+        p = self.once()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("a second answer kept for it is left out", p.stderr)
+        self.assertEqual(self.sql("SELECT state, remote_id FROM outbox"), [("sent", "msg_kept")])
+        self.assertEqual(self.scalar("SELECT count(*) FROM conversation_events WHERE new_value = 'msg_kept'"), 1)
+        self.assertEqual(self.srv.messages, [], "not sent again")
+        self.assertFalse(os.path.exists(self.db + ".answers"))
+
     def test_a_kept_answer_of_an_item_retried_by_hand_is_left_out(self):
         self.dexsync("send", "conv_0000001", "retried by hand")
         key = self.scalar("SELECT idempotency_key FROM outbox")
