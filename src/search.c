@@ -5,7 +5,15 @@
  * matches by bm25 rank, narrowed by status, date and gone_at: a window of
  * the best ranked matches is looked at first, and widened only when too
  * few of them pass (SEARCH_WINDOW); a conversation found in both keeps its
- * better rank, and the merged list is cut to the limit.  Snippets are made last, for the rows shown only: a
+ * better rank, and the merged list is cut to the limit.
+ *
+ * FTS5 computes bm25 for every match before the best come out: a word in
+ * most of a million rows takes a second, ten at ten million.  So when more
+ * than SEARCH_CANDIDATES entries of a table match, the ones mirrored last
+ * (the highest rowids, found in a few milliseconds by walking the matches
+ * backwards) are the ones ranked, and a notice says so.  Only the order
+ * depends on it, never whether a match is found: when too few of those
+ * pass the filters, every match is ranked.  Snippets are made last, for the rows shown only: a
  * snippet costs more than a rank.
  *
  * The match is marked in the snippet with two Unicode noncharacters
@@ -31,40 +39,47 @@
 #define MAX_QUERY      4096
 /* The window looked at first: this many times the limit. */
 #define SEARCH_WINDOW 4
+/* At most this many matches of a table are ranked (or the window, when
+ * larger): bm25 costs about 2.5 us a match, so 5,000 rank in about 12 ms. */
+#define SEARCH_CANDIDATES 5000
 
 /* The best matches of one table in a window of the best ranked, best
  * first, each with whether its conversation passes the filters: ?1 query,
- * ?2 status or NULL, ?3 since or NULL, ?4 all (gone too), ?5 the window.
+ * ?2 status or NULL, ?3 since or NULL, ?4 all (gone too), ?5 the window,
+ * ?6 the lowest rowid ranked (the candidates).
  * Columns: the conversation's rowid, the rank, the rowid in the FTS table,
  * and 1 when the row passes.  The filters are looked at for the window's
  * rows only, not for every match: a common word matches most of the
  * mirror, and a row lookup per match costs more than the ranking. */
 static const char conv_window_sql[] =
-	"SELECT c.rowid, f.rank, f.rowid,\n"
+	"SELECT c.rowid, f.score, f.rowid,\n"
 	"	c.rowid IS NOT NULL AND (?2 IS NULL OR c.status = ?2)\n"
 	"	AND (?3 IS NULL OR c.created_at >= ?3) AND (?4 OR c.gone_at IS NULL)\n"
-	"FROM (SELECT rowid, rank FROM conversations_fts\n"
-	"	WHERE conversations_fts MATCH ?1 ORDER BY rank LIMIT ?5) AS f\n"
+	"FROM (SELECT rowid, bm25(conversations_fts) AS score FROM conversations_fts\n"
+	"	WHERE conversations_fts MATCH ?1 AND rowid >= ?6 ORDER BY score LIMIT ?5) AS f\n"
 	"LEFT JOIN conversations AS c ON c.rowid = f.rowid\n"
-	"ORDER BY f.rank";
+	"ORDER BY f.score";
 
 static const char msg_window_sql[] =
-	"SELECT c.rowid, f.rank, f.rowid,\n"
+	"SELECT c.rowid, f.score, f.rowid,\n"
 	"	c.rowid IS NOT NULL AND (?2 IS NULL OR c.status = ?2)\n"
 	"	AND (?3 IS NULL OR c.created_at >= ?3) AND (?4 OR c.gone_at IS NULL)\n"
-	"FROM (SELECT rowid, rank FROM messages_fts\n"
-	"	WHERE messages_fts MATCH ?1 ORDER BY rank LIMIT ?5) AS f\n"
+	"FROM (SELECT rowid, bm25(messages_fts) AS score FROM messages_fts\n"
+	"	WHERE messages_fts MATCH ?1 AND rowid >= ?6 ORDER BY score LIMIT ?5) AS f\n"
 	"LEFT JOIN messages AS m ON m.rowid = f.rowid\n"
 	"LEFT JOIN conversations AS c ON c.id = m.conversation_id\n"
-	"ORDER BY f.rank";
+	"ORDER BY f.score";
 
 /* The same over every match, narrowed first: when too few in the window
- * pass.  ?5 is the limit; every row passes. */
+ * pass.  ?5 is the limit; every row passes.  The rank column is bm25 (the
+ * default, which dexsync never changes): bm25() cannot be aggregated, and
+ * the windows call it rather than ORDER BY rank, whose sorted cursor costs
+ * a third more. */
 static const char conv_all_sql[] =
 	"SELECT c.rowid, f.rank, f.rowid, 1\n"
 	"FROM conversations_fts AS f\n"
 	"JOIN conversations AS c ON c.rowid = f.rowid\n"
-	"WHERE conversations_fts MATCH ?1\n"
+	"WHERE conversations_fts MATCH ?1 AND f.rowid >= ?6\n"
 	"	AND (?2 IS NULL OR c.status = ?2)\n"
 	"	AND (?3 IS NULL OR c.created_at >= ?3)\n"
 	"	AND (?4 OR c.gone_at IS NULL)\n"
@@ -78,7 +93,7 @@ static const char msg_all_sql[] =
 	"FROM messages_fts AS f\n"
 	"JOIN messages AS m ON m.rowid = f.rowid\n"
 	"JOIN conversations AS c ON c.id = m.conversation_id\n"
-	"WHERE messages_fts MATCH ?1\n"
+	"WHERE messages_fts MATCH ?1 AND f.rowid >= ?6\n"
 	"	AND (?2 IS NULL OR c.status = ?2)\n"
 	"	AND (?3 IS NULL OR c.created_at >= ?3)\n"
 	"	AND (?4 OR c.gone_at IS NULL)\n"
@@ -86,10 +101,19 @@ static const char msg_all_sql[] =
 	"ORDER BY 2\n"
 	"LIMIT ?5";
 
-/* Each table's statements: its window, then all. */
-static const char *const table_sql[2][2] = {
-	{ conv_window_sql, conv_all_sql },
-	{ msg_window_sql, msg_all_sql },
+/* The lowest rowid of a table's candidates: ?1 the query, ?2 their
+ * number less one.  No row when all its matches are candidates. */
+static const char conv_bound_sql[] =
+	"SELECT rowid FROM conversations_fts WHERE conversations_fts MATCH ?1\n"
+	"ORDER BY rowid DESC LIMIT 1 OFFSET ?2";
+static const char msg_bound_sql[] =
+	"SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?1\n"
+	"ORDER BY rowid DESC LIMIT 1 OFFSET ?2";
+
+/* Each table's statements: its candidates' bound, its window, all. */
+static const char *const table_sql[2][3] = {
+	{ conv_bound_sql, conv_window_sql, conv_all_sql },
+	{ msg_bound_sql, msg_window_sql, msg_all_sql },
 };
 
 /* One shown row: ?1 the conversation's rowid. */
@@ -321,14 +345,16 @@ static int hit_cmp(const void *a, const void *b)
 	return x->conv < y->conv ? -1 : x->conv > y->conv;
 }
 
-/* Bind the query's parameters, with window as ?5. */
-static void bind_query(sqlite3_stmt *st, const struct search_query *q, sqlite3_int64 window)
+/* Bind the query's parameters, with window as ?5 and bound as ?6. */
+static void bind_query(sqlite3_stmt *st, const struct search_query *q, sqlite3_int64 window,
+		       sqlite3_int64 bound)
 {
 	sqlite3_bind_text(st, 1, q->text, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, q->status, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 3, q->since, -1, SQLITE_STATIC);
 	sqlite3_bind_int(st, 4, q->all != 0);
 	sqlite3_bind_int64(st, 5, window);
+	sqlite3_bind_int64(st, 6, bound);
 }
 
 /* Has t the conversation conv?  t holds at most the limit. */
@@ -344,11 +370,11 @@ static int hits_have(const struct hits *t, sqlite3_int64 conv)
  * first match is a conversation's best).  The number of matches the window
  * held, or -1 with rc (an SQLite code) set. */
 static sqlite3_int64 collect_window(sqlite3_stmt *st, const struct search_query *q, sqlite3_int64 window,
-				    int in_messages, struct hits *t, int *rc)
+				    sqlite3_int64 bound, int in_messages, struct hits *t, int *rc)
 {
 	sqlite3_int64 seen = 0, conv;
 
-	bind_query(st, q, window);
+	bind_query(st, q, window, bound);
 	while (t->n < (size_t)q->limit && (*rc = sqlite3_step(st)) == SQLITE_ROW) {
 		seen++;
 		conv = sqlite3_column_int64(st, 0);
@@ -366,29 +392,62 @@ static sqlite3_int64 collect_window(sqlite3_stmt *st, const struct search_query 
 	return *rc == SQLITE_DONE ? seen : -1;
 }
 
+/* The lowest rowid of the candidates of the query in st (a bound
+ * statement), or INT64_MIN when every match is one; -1 with rc set on an
+ * error. */
+static int candidates_bound(sqlite3_stmt *st, const struct search_query *q, sqlite3_int64 candidates,
+			    sqlite3_int64 *bound, int *rc)
+{
+	sqlite3_bind_text(st, 1, q->text, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, candidates - 1);
+	*bound = INT64_MIN;
+	if ((*rc = sqlite3_step(st)) == SQLITE_ROW) {
+		*bound = sqlite3_column_int64(st, 0);
+		*rc = SQLITE_DONE;
+	}
+	sqlite3_reset(st);
+	return *rc == SQLITE_DONE ? 0 : -1;
+}
+
 /* The matches of table (0 conversations_fts, 1 messages_fts) into h: a
- * window of SEARCH_WINDOW x the limit best ranked, then all matches when
- * too few in the window pass the filters and more are left.  0; 1 when
- * FTS5 refused the query (*err gets SQLite's message, malloc'd); -1 after
- * logging another error. */
-static int collect(sqlite3 *db, int table, const struct search_query *q, struct hits *h, char **err)
+ * window of SEARCH_WINDOW x the limit best ranked among the candidates,
+ * then all candidates when too few in the window pass the filters and
+ * more are left, then every match when still too few pass and not every
+ * match was a candidate.  *ranked gets the number of candidates when the
+ * rows come from the candidates of more matches.  0; 1 when FTS5 refused the query (*err gets
+ * SQLite's message, malloc'd); -1 after logging another error. */
+static int collect(sqlite3 *db, int table, const struct search_query *q, struct hits *h, char **err,
+		   sqlite3_int64 *ranked)
 {
 	struct hits t = { NULL, 0, 0 };
 	sqlite3_stmt *st = NULL;
-	sqlite3_int64 window = SEARCH_WINDOW * q->limit, seen = -1;
+	sqlite3_int64 window = SEARCH_WINDOW * q->limit, seen = -1, bound = INT64_MIN;
+	sqlite3_int64 candidates = window > SEARCH_CANDIDATES ? window : SEARCH_CANDIDATES;
 	int rc = SQLITE_OK;
 
-	for (int all = 0; all < 2; all++) {
+	for (int stage = 0; stage < 4; stage++) {
 		hits_free(&t);
 		sqlite3_finalize(st);
-		if (sqlite3_prepare_v2(db, table_sql[table][all], -1, &st, NULL) != SQLITE_OK) {
+		if (sqlite3_prepare_v2(db, table_sql[table][stage < 3 ? stage : 2], -1, &st, NULL) !=
+		    SQLITE_OK) {
 			log_err("search: %s", sqlite3_errmsg(db));
 			return -1;
 		}
-		seen = collect_window(st, q, all ? q->limit : window, table, &t, &rc);
-		if (seen < 0 || t.n == (size_t)q->limit || seen < window)
+		if (stage == 0) {
+			seen = candidates_bound(st, q, candidates, &bound, &rc);
+			if (seen < 0)
+				break;
+			continue;
+		}
+		if (stage == 3)
+			bound = INT64_MIN;
+		seen = collect_window(st, q, stage == 1 ? window : q->limit, bound, table, &t, &rc);
+		if (seen < 0 || t.n == (size_t)q->limit || (stage == 1 && seen < window) ||
+		    (stage == 2 && bound == INT64_MIN))
 			break;
 	}
+	if (seen >= 0 && bound != INT64_MIN)
+		*ranked = candidates;
 	for (size_t i = 0; seen >= 0 && i < t.n; i++)
 		if (hits_add(h, t.v[i].conv, t.v[i].rank, t.v[i].entry, table) < 0) {
 			rc = SQLITE_NOMEM;
@@ -757,6 +816,7 @@ long search_run(sqlite3 *db, const struct search_query *q, enum search_format fm
 	char *err[2] = { NULL, NULL };
 	const char *problem;
 	long rc = -1;
+	sqlite3_int64 ranked = 0;
 	int c, m;
 	size_t n;
 
@@ -766,8 +826,8 @@ long search_run(sqlite3 *db, const struct search_query *q, enum search_format fm
 	}
 	/* A column filter names a column of one table: the other one, which
 	 * has no such column, simply finds nothing. */
-	c = collect(db, 0, q, &h, &err[0]);
-	m = c < 0 ? -1 : collect(db, 1, q, &h, &err[1]);
+	c = collect(db, 0, q, &h, &err[0], &ranked);
+	m = c < 0 ? -1 : collect(db, 1, q, &h, &err[1], &ranked);
 	if (c < 0 || m < 0)
 		goto out;
 	if (c > 0 && m > 0) {
@@ -780,6 +840,11 @@ long search_run(sqlite3 *db, const struct search_query *q, enum search_format fm
 		query_error(q, c > 0 ? err[0] : err[1]);
 		goto out;
 	}
+	if (ranked)
+		log_notice(
+			"search: more than %lld subjects, last messages or messages match; the %lld "
+			"mirrored last of each are ranked (more words narrow the query)",
+			(long long)ranked, (long long)ranked);
 	if (h.n)
 		qsort(h.v, h.n, sizeof(h.v[0]), hit_cmp);
 	n = h.n < (size_t)q->limit ? h.n : (size_t)q->limit;

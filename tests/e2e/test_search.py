@@ -171,6 +171,49 @@ class SearchTest(OutboxTest):
         for limit in (1, 3, 13):
             self.assertEqual(first(limit), every[:limit])
 
+    def test_a_word_in_more_rows_than_are_ranked(self):
+        """More than 5,000 matches of a table: the 5,000 mirrored last are
+        ranked (a notice says so), so a common word answers in milliseconds
+        at a million rows; a filter that none of those pass still finds the
+        older matches, ranked; a message table of few matches is ranked
+        whole."""
+        con = sqlite3.connect(self.db)
+        with con:
+            # Mirrored first (lowest rowids): the best match of all, and
+            # the only closed ones.
+            con.execute("INSERT INTO conversations(id, status, subject, raw, first_seen_at, changed_at)"
+                        " VALUES ('conv_best', 'open', 'Quokka quokka quokka', '{}', 'x', 'x')")
+            con.executemany("INSERT INTO conversations(id, status, subject, raw, first_seen_at, changed_at)"
+                            " VALUES (?, 'closed', ?, '{}', 'x', 'x')",
+                            [("conv_oldc%d" % i, "quokka " + "filler " * i) for i in range(3)])
+            con.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5100)"
+                        " INSERT INTO conversations(id, status, subject, last_message_text, raw,"
+                        " first_seen_at, changed_at)"
+                        " SELECT 'conv_q' || i, 'open', 'About a quokka and the ' || i || ' others',"
+                        " 'one quokka', '{}', 'x', 'x' FROM n")
+            con.execute("INSERT INTO messages(id, conversation_id, text, origin, raw)"
+                        " VALUES ('m_q', 'conv_q7', 'quokka quokka', 'listed', '{}')")
+        con.close()
+        p = self.search("quokka", "--format", "json", "--limit", "10")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        rows = json.loads(p.stdout)
+        self.assertEqual(len(rows), 10)
+        ranks = [r["rank"] for r in rows]
+        self.assertEqual(ranks, sorted(ranks))
+        self.assertNotIn("conv_best", [r["id"] for r in rows], "the oldest match is not ranked")
+        self.assertIn("conv_q7", [r["id"] for r in rows], "the message's match is ranked")
+        self.assertRegex(p.stderr, r"^dexsync: notice: search: more than 5000 .* the 5000 mirrored last"
+                         r" of each are ranked .*\n$")
+        # None of the candidates is closed: every match is ranked then.
+        p = self.search("quokka", "--status", "closed", "--format", "json")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual([r["id"] for r in json.loads(p.stdout)], ["conv_oldc0", "conv_oldc1", "conv_oldc2"])
+        self.assertEqual(p.stderr, "", "every match was ranked: no notice")
+        # A rarer word: all its matches ranked, no notice.
+        p = self.search("quokka AND 4242", "--format", "json")
+        self.assertEqual((p.returncode, p.stderr), (0, ""))
+        self.assertEqual([r["id"] for r in json.loads(p.stdout)], ["conv_q4242"])
+
     # ---- errors --------------------------------------------------------
     def test_malformed_queries_get_one_line_naming_the_problem(self):
         cases = {
