@@ -7,6 +7,8 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -481,7 +483,7 @@ static enum dx_result setup_writer(sqlite3 *db, const char *path, enum db_mode m
 
 	if (mode == DB_DAEMON)
 		sqlite3_file_control(db, "main", SQLITE_FCNTL_PERSIST_WAL, &persist);
-	sqlite3_busy_timeout(db, mode == DB_DAEMON ? DB_BUSY_TIMEOUT_MS : DB_CLIENT_BUSY_TIMEOUT_MS);
+	db_busy_timeout(db, mode == DB_DAEMON ? DB_BUSY_TIMEOUT_MS : DB_CLIENT_BUSY_TIMEOUT_MS);
 	/* The command line queues into a mirror the daemon made and keeps
 	 * current; it never migrates, nor adopts another file. */
 	if (mode == DB_CLIENT) {
@@ -564,12 +566,62 @@ static enum dx_result header_check(const char *path)
 	return DX_OK;
 }
 
+/* The last time (ms, CLOCK_MONOTONIC) a thread of this process waited for
+ * a lock, and which thread's wait that was (its own stamp). */
+static atomic_llong last_wait_ms;
+static _Thread_local long long my_wait_ms = -1;
+
+#define WRITE_GAP_MS  2	   /* the lock left free after a walk's commit */
+#define WRITE_TURN_MS 1000 /* the longest it waits for another thread */
+
+static long long mono_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* SQLite calls it while a lock is held elsewhere, count the calls before
+ * this one: go on waiting (1) until arg's milliseconds have passed. */
+static int busy_wait(void *arg, int count)
+{
+	if (count >= (int)(intptr_t)arg)
+		return 0;
+	my_wait_ms = mono_ms();
+	atomic_store(&last_wait_ms, my_wait_ms);
+	usleep(1000);
+	return 1;
+}
+
+void db_busy_timeout(sqlite3 *db, int ms)
+{
+	sqlite3_busy_handler(db, busy_wait, (void *)(intptr_t)ms);
+}
+
+int db_write_wanted(void)
+{
+	long long last = atomic_load(&last_wait_ms);
+
+	/* A waiter stamps every millisecond or so. */
+	return last != my_wait_ms && mono_ms() - last <= 3;
+}
+
+void db_write_turn(void)
+{
+	long long start = mono_ms();
+
+	usleep(WRITE_GAP_MS * 1000);
+	while (db_write_wanted() && mono_ms() - start < WRITE_TURN_MS)
+		usleep(1000);
+}
+
 /* A read-only connection: nothing it runs can write (query_only), and it
  * waits only a moment for a lock (in WAL mode a reader never waits for a
  * writer). */
 static enum dx_result setup_reader(sqlite3 *db, const char *path)
 {
-	sqlite3_busy_timeout(db, 1000);
+	db_busy_timeout(db, 1000);
 	if (db_exec(db, "PRAGMA query_only = 1") != DX_OK || db_exec(db, "PRAGMA temp_store = FILE") != DX_OK)
 		return DX_DB;
 	return check_schema(db, path);

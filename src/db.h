@@ -101,4 +101,20 @@ void db_now(char *buf, size_t size);
 #define DB_BUSY_TIMEOUT_MS	  10000
 #define DB_CLIENT_BUSY_TIMEOUT_MS 60000
 
+/* Wait up to ms for a lock, trying every millisecond.  SQLite's own busy
+ * handler tries every 100 ms once it has waited a while, and so never sees
+ * the lock free between two of a walk's transactions, which follow one
+ * another within microseconds; a walk leaves it free a few milliseconds
+ * after each (db_write_turn).  A wait of this process's other thread is
+ * also seen by db_write_wanted. */
+void db_busy_timeout(sqlite3 *db, int ms);
+
+/* Is another thread of this process waiting for the write lock now? */
+int db_write_wanted(void);
+
+/* After a commit: leave the write lock free to whoever waits for it, for a
+ * few milliseconds, or until this process's other thread waiting for it
+ * has it (at most a second). */
+void db_write_turn(void);
+
 #endif

@@ -803,11 +803,11 @@ int outbox_settle(struct outbox *ob, long until)
 		if (now.tv_sec >= until)
 			break;
 		/* Each try waits for the lock no longer than what is left. */
-		sqlite3_busy_timeout(ob->db, (int)(until - now.tv_sec) * 1000);
+		db_busy_timeout(ob->db, (int)(until - now.tv_sec) * 1000);
 		if (flush_unrecorded(ob, &n) != DX_OK && !ob->busy)
 			sleep(1); /* another error (a full disk): try again in a moment */
 	}
-	sqlite3_busy_timeout(ob->db, DB_BUSY_TIMEOUT_MS);
+	db_busy_timeout(ob->db, DB_BUSY_TIMEOUT_MS);
 	for (struct answer *a = ob->unrecorded; a; a = a->next)
 		left++;
 	return left;

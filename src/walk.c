@@ -338,10 +338,14 @@ static enum dx_result walk_status(struct walk *w, const char *status)
 			break;
 		}
 		/* No lock held while the next page is on its way (beyond a moment:
-		 * the lister is often just behind), nor for long. */
-		if (w->in_tx && (ms_since(&w->tx_start) >= WALK_TX_MS || !lister_ready(l, WALK_LINGER_MS)) &&
-		    (rc = walk_commit(w, key)) != DX_OK)
-			break;
+		 * the lister is often just behind), nor for long, nor while the
+		 * outbox waits for it; then a turn for whoever waits. */
+		if (w->in_tx && (ms_since(&w->tx_start) >= WALK_TX_MS || db_write_wanted() ||
+				 !lister_ready(l, WALK_LINGER_MS))) {
+			if ((rc = walk_commit(w, key)) != DX_OK)
+				break;
+			db_write_turn();
+		}
 		if ((rc = lister_next(l, &p, &page)) != DX_OK) {
 			walk_fail(w, rc, "%s", lister_error(l));
 			break;
