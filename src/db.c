@@ -77,7 +77,9 @@ enum dx_result db_exec(sqlite3 *db, const char *sql)
 enum dx_result db_begin(sqlite3 *db)
 {
 	assert(sqlite3_get_autocommit(db)); /* transactions do not nest */
-	return db_exec(db, "BEGIN IMMEDIATE");
+	if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+		return db_error_at("cannot start a write transaction", db, NULL, NULL);
+	return DX_OK;
 }
 
 enum dx_result db_commit(sqlite3 *db)
@@ -569,7 +571,7 @@ static enum dx_result header_check(const char *path)
 /* The last time (ms, CLOCK_MONOTONIC) a thread of this process waited for
  * a lock, and which thread's wait that was (its own stamp). */
 static atomic_llong last_wait_ms;
-static _Thread_local long long my_wait_ms = -1;
+static _Thread_local long long my_wait_ms = -1, wait_started_ms;
 
 #define WRITE_GAP_MS  2	   /* the lock left free after a walk's commit */
 #define WRITE_TURN_MS 1000 /* the longest it waits for another thread */
@@ -583,12 +585,17 @@ static long long mono_ms(void)
 }
 
 /* SQLite calls it while a lock is held elsewhere, count the calls before
- * this one: go on waiting (1) until arg's milliseconds have passed. */
+ * this one: go on waiting (1) until arg's milliseconds have passed since
+ * the first call, measured (a busy machine sleeps longer than asked). */
 static int busy_wait(void *arg, int count)
 {
-	if (count >= (int)(intptr_t)arg)
+	long long now = mono_ms();
+
+	if (count == 0)
+		wait_started_ms = now;
+	if (now - wait_started_ms >= (intptr_t)arg)
 		return 0;
-	my_wait_ms = mono_ms();
+	my_wait_ms = now;
 	atomic_store(&last_wait_ms, my_wait_ms);
 	usleep(1000);
 	return 1;

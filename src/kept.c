@@ -4,7 +4,13 @@
  *   {"id": 17, "key": "...", "asked": true, "status": 201, "outcome": "ok",
  *    "retry_after": -1, "error": "", "body": null, "response": "{...}"}
  * Written whole to a temporary file and renamed into place, so that a
- * crash while writing leaves the old file or none, never half of one. */
+ * crash while writing leaves the old file or none, never half of one.
+ *
+ * A full disk is the likeliest reason why the database refuses answers,
+ * and then a new file cannot be written either: DATABASE.answers-reserve,
+ * KEPT_RESERVE bytes written at each start, is then renamed to the
+ * temporary file and written over, which needs no new block on a file
+ * system that writes in place (ext4, XFS, tmpfs; not btrfs or ZFS). */
 #include "config.h"
 
 #include <errno.h>
@@ -20,7 +26,9 @@
 #include "kept.h"
 #include "log.h"
 
-#define KEPT_SUFFIX ".answers"
+#define KEPT_SUFFIX    ".answers"
+#define RESERVE_SUFFIX "-reserve"
+#define KEPT_RESERVE   (1 << 20) /* about 2,000 answers of 500 bytes */
 
 /* How outcomes are named in the file: stable across versions, unlike the
  * enum's values. */
@@ -80,38 +88,142 @@ static json_t *entry(const struct kept *k)
 			 text(k->response, k->response_len));
 }
 
-/* Write all to a new file tmp and sync it; 0, or -1 with errno.  Never
+/* Write the len bytes of text at the start of fd; 0, or -1 with errno. */
+static int write_all(int fd, const char *text, size_t len)
+{
+	size_t done = 0;
+	ssize_t n;
+
+	while (done < len) {
+		n = pwrite(fd, text + done, len - done, (off_t)done);
+		if (n == 0)
+			errno = ENOSPC;
+		if (n <= 0 && errno != EINTR)
+			return -1;
+		if (n > 0)
+			done += (size_t)n;
+	}
+	return 0;
+}
+
+/* Close fd, keeping the first error; 0, or -1 with errno. */
+static int close_keep(int fd, int rc)
+{
+	int e = errno;
+
+	if (close(fd) < 0 && rc == 0)
+		return -1;
+	errno = e;
+	return rc;
+}
+
+/* Write text to a new file tmp and sync it; 0, or -1 with errno.  Never
  * through a link someone put there: the directory may be writable by the
  * group that queues. */
-static int write_file(const char *tmp, const json_t *all)
+static int write_file(const char *tmp, const char *text, size_t len)
 {
-	int fd, rc;
+	int fd;
 
 	if (unlink(tmp) < 0 && errno != ENOENT)
 		return -1;
 	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0)
 		return -1;
-	rc = json_dumpfd(all, fd, JSON_COMPACT) || fsync(fd) ? -1 : 0;
-	if (close(fd) < 0)
-		rc = -1;
+	return close_keep(fd, write_all(fd, text, len) < 0 || fsync(fd) < 0 ? -1 : 0);
+}
+
+/* The reserve of path (malloc'd), or NULL. */
+static char *reserve_path(const char *path)
+{
+	size_t size = strlen(path) + sizeof(RESERVE_SUFFIX);
+	char *p = malloc(size);
+
+	if (p)
+		snprintf(p, size, "%s" RESERVE_SUFFIX, path);
+	return p;
+}
+
+/* Write text over the reserve, renamed to tmp first, and cut it to len;
+ * 0, or -1 with errno (ENOSPC when there is no reserve, or it is too
+ * small).  The reserve is used up. */
+static int write_reserve(const char *path, const char *tmp, const char *text, size_t len)
+{
+	char *reserve = reserve_path(path);
+	struct stat st;
+	int fd, rc;
+
+	if (!reserve || len > KEPT_RESERVE || rename(reserve, tmp) < 0) {
+		free(reserve);
+		errno = !reserve ? ENOMEM : ENOSPC;
+		return -1;
+	}
+	free(reserve);
+	if ((fd = open(tmp, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)) < 0)
+		return -1;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1 || st.st_size < (off_t)len) {
+		errno = ENOSPC; /* not the reserve this daemon wrote */
+		return close_keep(fd, -1);
+	}
+	rc = write_all(fd, text, len) < 0 || ftruncate(fd, (off_t)len) < 0 || fsync(fd) < 0 ? -1 : 0;
+	return close_keep(fd, rc);
+}
+
+enum dx_result kept_reserve(const char *database)
+{
+	char *path = kept_path(database), *reserve = path ? reserve_path(path) : NULL;
+	char *tmp = reserve ? malloc(strlen(reserve) + 5) : NULL, *zeros = calloc(1, KEPT_RESERVE);
+	struct stat st;
+	enum dx_result rc = DX_OK;
+
+	if (!tmp || !zeros) {
+		log_err("outbox: out of memory");
+		rc = DX_NOMEM;
+		goto out;
+	}
+	if (lstat(reserve, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == KEPT_RESERVE)
+		goto out;
+	/* Zeros written, not a hole nor fallocate's unwritten extents: writing
+	 * over them later allocates nothing. */
+	snprintf(tmp, strlen(reserve) + 5, "%s.tmp", reserve);
+	if (write_file(tmp, zeros, KEPT_RESERVE) < 0 || rename(tmp, reserve) < 0 ||
+	    durable_sync_dir(reserve) < 0) {
+		log_warning(
+			"outbox: %s: %s: without it, answers refused by a full disk at a stop are lost "
+			"(their items are sent again)",
+			reserve, strerror(errno));
+		unlink(tmp);
+		rc = DX_SYSTEM;
+	}
+out:
+	free(zeros);
+	free(tmp);
+	free(reserve);
+	free(path);
 	return rc;
 }
 
 enum dx_result kept_save(const char *path, const struct kept *v, size_t n)
 {
 	json_t *all = json_array(), *e;
-	size_t len = strlen(path);
-	char *tmp = malloc(len + 5);
+	size_t len = strlen(path), text_len;
+	char *tmp = malloc(len + 5), *text = NULL;
 	enum dx_result rc = DX_NOMEM;
+	int written;
 
 	for (size_t i = 0; all && i < n; i++)
 		if (!(e = entry(&v[i])) || json_array_append_new(all, e) < 0)
 			goto out;
-	if (!all || !tmp)
+	if (!all || !tmp || !(text = json_dumps(all, JSON_COMPACT)))
 		goto out;
 	snprintf(tmp, len + 5, "%s.tmp", path);
+	text_len = strlen(text);
 	rc = DX_OK;
-	if (write_file(tmp, all) < 0 || rename(tmp, path) < 0 || durable_sync_dir(path) < 0) {
+	written = write_file(tmp, text, text_len);
+	if (written < 0 && (errno == ENOSPC || errno == EDQUOT)) {
+		unlink(tmp); /* gives back what it took, before the reserve is used */
+		if ((written = write_reserve(path, tmp, text, text_len)) == 0)
+			log_notice("outbox: %s: the disk is full: written over the reserve", path);
+	}
+	if (written < 0 || rename(tmp, path) < 0 || durable_sync_dir(path) < 0) {
 		log_err("outbox: %s: %s", path, strerror(errno));
 		unlink(tmp);
 		rc = DX_SYSTEM;
@@ -120,6 +232,7 @@ out:
 	if (rc == DX_NOMEM)
 		log_err("outbox: %s: out of memory", path);
 	json_decref(all);
+	free(text);
 	free(tmp);
 	return rc;
 }

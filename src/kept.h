@@ -35,9 +35,15 @@ char *kept_path(const char *database);
  * 'sending' then wait for the next dexsyncd, not for a retry by hand. */
 int kept_waiting(const char *database);
 
+/* Make sure the reserve kept_save writes over when the disk is full is
+ * there (DATABASE.answers-reserve, 1 MiB of zeros).  DX_OK, or DX_NOMEM or
+ * DX_SYSTEM after logging (the outbox goes on without it). */
+enum dx_result kept_reserve(const char *database);
+
 /* Write n answers to path, durably (a temporary file, fsync, rename, fsync
- * of the directory), readable by the owner only.  DX_OK, or DX_NOMEM or
- * DX_SYSTEM after logging. */
+ * of the directory), readable by the owner only; over the reserve when
+ * the disk is full and they fit in it.  DX_OK, or DX_NOMEM or DX_SYSTEM
+ * after logging. */
 enum dx_result kept_save(const char *path, const struct kept *v, size_t n);
 
 /* Call take(k, arg) for each answer in path; *entries gets how many the

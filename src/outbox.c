@@ -1128,6 +1128,7 @@ enum dx_result outbox_recover(struct outbox *ob, int sending, int *n)
 	*n = 0;
 	if ((rc = adopt_kept(ob)) != DX_OK)
 		return rc;
+	kept_reserve(ob->c->database); /* logged; the outbox goes on without it */
 	if (!sending)
 		return DX_OK;
 	/* Every other item in 'sending' was left by a crash. */

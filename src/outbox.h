@@ -23,7 +23,8 @@ void outbox_close(struct outbox *ob);
 
 /* At a start, or a reload's new outbox: the answers a stop kept in
  * DATABASE.answers (kept.h) are taken into memory (the file is removed)
- * and recorded, or kept to be recorded first by the next drain.  Then,
+ * and recorded, or kept to be recorded first by the next drain, and the
+ * reserve kept_save writes over on a full disk is made.  Then,
  * with sending (a start), every other item left in 'sending' by a crash
  * goes back to 'pending' (delivery is at least once; the Idempotency-Key
  * lets the server see the repeat): only holding the daemon's lock

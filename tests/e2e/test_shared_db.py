@@ -105,7 +105,7 @@ class SharedDbTest(OutboxTest):
     def test_full_disk(self):
         small = os.path.join(self.dir, "small")
         os.mkdir(small)
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2048k", "tmpfs", small],
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3072k", "tmpfs", small],
                           capture_output=True).returncode != 0:
             self.skipTest("cannot mount a small tmpfs here")
         try:
@@ -130,6 +130,53 @@ class SharedDbTest(OutboxTest):
             self.assertEqual(self.scalar("SELECT count(*) FROM conversations"), 300 + 600)
             self.assertEqual(self.scalar("SELECT state FROM outbox"), "sent")
             self.assertEqual(len(self.srv.messages), 1)
+        finally:
+            self.db = os.path.join(self.dir, "mirror.db")
+            subprocess.run(["umount", "-l", small])
+
+    @unittest.skipIf(SANITIZED, "20 s of the stop's grace: the plain suite runs it")
+    def test_a_full_disk_at_the_stop_keeps_the_answers_in_the_reserve(self):
+        """The disk fills while a message is on its way: its answer cannot
+        be recorded, nor a new file of kept answers written.  The reserve
+        made at the start is written over instead, and the next start
+        records the answer rather than sending the message again."""
+        small = os.path.join(self.dir, "small")
+        os.mkdir(small)
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", small],
+                          capture_output=True).returncode != 0:
+            self.skipTest("cannot mount a small tmpfs here")
+        filler = os.path.join(small, "filler")
+
+        def fill(server, headers):
+            with open(filler, "ab") as f:
+                try:
+                    while True:
+                        f.write(b"x" * 65536)
+                        f.flush()
+                except OSError:
+                    pass
+        try:
+            self.db = os.path.join(small, "mirror.db")
+            reserve = self.db + ".answers-reserve"
+            conf = self.write_conf("small.conf")
+            self.assertEqual(self.once(conf=conf).returncode, 0)
+            self.assertEqual(os.path.getsize(reserve), 1 << 20)
+            self.assertEqual(self.dexsync("send", "conv_0000001", "the disk fills").returncode, 0)
+            self.srv.on_write = fill
+            p = self.once(conf=conf, timeout=90)
+            self.srv.on_write = None
+            self.assertEqual(len(self.srv.messages), 1)
+            self.assertIn("written over the reserve", p.stderr)
+            self.assertIn("kept in", p.stderr)
+            self.assertFalse(os.path.exists(reserve))
+            self.assertTrue(os.path.exists(self.db + ".answers"))
+            os.unlink(filler)
+            p = self.once(conf=conf)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertEqual(self.scalar("SELECT state FROM outbox"), "sent")
+            self.assertEqual(len(self.srv.messages), 1, "sent again: " + p.stderr)
+            self.assertFalse(os.path.exists(self.db + ".answers"))
+            self.assertEqual(os.path.getsize(reserve), 1 << 20, "made again")
         finally:
             self.db = os.path.join(self.dir, "mirror.db")
             subprocess.run(["umount", "-l", small])

@@ -71,10 +71,25 @@ static void test_saved_answers_read_back_the_same(void **state)
 {
 	static const char nul_answer[] = "{\"id\":\"m\\u0000\"}\0tail";
 	struct kept v[3] = {
-		{ .id = 17, .key = "k-17", .asked = 1, .status = 201, .outcome = DX_OK, .retry_after = -1, .error = "",
-		  .body = "{\"conversation_id\":\"c_1\"}", .response = nul_answer, .response_len = sizeof(nul_answer) - 1 },
-		{ .id = 18, .key = "k-18", .asked = 1, .status = 503, .outcome = DX_TRANSIENT, .retry_after = 30,
-		  .error = "HTTP 503", .response = "\xff\xfe not UTF-8", .response_len = 13 },
+		{ .id = 17,
+		  .key = "k-17",
+		  .asked = 1,
+		  .status = 201,
+		  .outcome = DX_OK,
+		  .retry_after = -1,
+		  .error = "",
+		  .body = "{\"conversation_id\":\"c_1\"}",
+		  .response = nul_answer,
+		  .response_len = sizeof(nul_answer) - 1 },
+		{ .id = 18,
+		  .key = "k-18",
+		  .asked = 1,
+		  .status = 503,
+		  .outcome = DX_TRANSIENT,
+		  .retry_after = 30,
+		  .error = "HTTP 503",
+		  .response = "\xff\xfe not UTF-8",
+		  .response_len = 13 },
 		{ .id = 19, .key = "k-19", .asked = 0, .outcome = DX_OK, .retry_after = -1, .error = "" },
 	};
 	struct seen s = { .n = 0 };
@@ -115,11 +130,12 @@ static void test_entries_that_are_not_answers_are_left_out(void **state)
 	int entries;
 
 	(void)state;
-	write_text("[{\"id\": 1, \"key\": \"k\", \"asked\": true, \"status\": 201, \"outcome\": \"maybe\","
-		   " \"retry_after\": -1, \"error\": \"\", \"body\": null, \"response\": \"\"},"
-		   " {\"id\": \"2\"}, 3,"
-		   " {\"id\": 4, \"key\": \"k4\", \"asked\": true, \"status\": 409, \"outcome\": \"permanent\","
-		   " \"retry_after\": -1, \"error\": \"HTTP 409\", \"body\": null, \"response\": null}]");
+	write_text(
+		"[{\"id\": 1, \"key\": \"k\", \"asked\": true, \"status\": 201, \"outcome\": \"maybe\","
+		" \"retry_after\": -1, \"error\": \"\", \"body\": null, \"response\": \"\"},"
+		" {\"id\": \"2\"}, 3,"
+		" {\"id\": 4, \"key\": \"k4\", \"asked\": true, \"status\": 409, \"outcome\": \"permanent\","
+		" \"retry_after\": -1, \"error\": \"HTTP 409\", \"body\": null, \"response\": null}]");
 	assert_int_equal(kept_load(path, take, &s, &entries), DX_OK);
 	assert_int_equal(s.n, 1);
 	assert_int_equal(s.k[0].id, 4);
@@ -156,8 +172,20 @@ static enum dx_result refuse(const struct kept *k, void *arg)
 static void test_a_refusal_stops_the_load_and_keeps_the_file(void **state)
 {
 	struct kept v[2] = {
-		{ .id = 1, .key = "a", .asked = 1, .status = 201, .outcome = DX_OK, .retry_after = -1, .error = "" },
-		{ .id = 2, .key = "b", .asked = 1, .status = 201, .outcome = DX_OK, .retry_after = -1, .error = "" },
+		{ .id = 1,
+		  .key = "a",
+		  .asked = 1,
+		  .status = 201,
+		  .outcome = DX_OK,
+		  .retry_after = -1,
+		  .error = "" },
+		{ .id = 2,
+		  .key = "b",
+		  .asked = 1,
+		  .status = 201,
+		  .outcome = DX_OK,
+		  .retry_after = -1,
+		  .error = "" },
 	};
 	int calls = 0, entries;
 
@@ -174,7 +202,13 @@ static void test_a_refusal_stops_the_load_and_keeps_the_file(void **state)
 static void test_links_are_not_followed(void **state)
 {
 	struct kept v[1] = {
-		{ .id = 1, .key = "a", .asked = 1, .status = 201, .outcome = DX_OK, .retry_after = -1, .error = "" },
+		{ .id = 1,
+		  .key = "a",
+		  .asked = 1,
+		  .status = 201,
+		  .outcome = DX_OK,
+		  .retry_after = -1,
+		  .error = "" },
 	};
 	char victim[sizeof(path) + 8], tmp[sizeof(path) + 4], text[32] = "";
 	struct seen s = { .n = 0 };
@@ -204,6 +238,42 @@ static void test_links_are_not_followed(void **state)
 	unlink(victim);
 }
 
+static void test_the_reserve_is_made_once_and_never_through_a_link(void **state)
+{
+	char db[sizeof(path)], reserve[sizeof(path) + 16], victim[sizeof(path) + 8], text[32] = "";
+	struct stat st, again;
+	FILE *f;
+
+	(void)state;
+	snprintf(db, sizeof(db), "%s/m.db", dir);
+	snprintf(reserve, sizeof(reserve), "%s.answers-reserve", db);
+	snprintf(victim, sizeof(victim), "%s/victim", dir);
+	assert_int_equal(kept_reserve(db), DX_OK);
+	assert_int_equal(lstat(reserve, &st), 0);
+	assert_true(S_ISREG(st.st_mode));
+	assert_int_equal(st.st_mode & 0777, 0600);
+	assert_int_equal(st.st_size, 1 << 20);
+	assert_true(st.st_blocks * 512 >= st.st_size); /* written, not a hole */
+	assert_int_equal(kept_reserve(db), DX_OK);     /* there: left as it is */
+	assert_int_equal(lstat(reserve, &again), 0);
+	assert_int_equal(again.st_ino, st.st_ino);
+	unlink(reserve);
+	f = fopen(victim, "w");
+	assert_non_null(f);
+	fputs("precious", f);
+	fclose(f);
+	assert_int_equal(symlink(victim, reserve), 0);
+	assert_int_equal(kept_reserve(db), DX_OK); /* the link is replaced */
+	assert_int_equal(lstat(reserve, &st), 0);
+	assert_true(S_ISREG(st.st_mode));
+	f = fopen(victim, "r");
+	assert_non_null(fgets(text, sizeof(text), f));
+	fclose(f);
+	assert_string_equal(text, "precious");
+	unlink(reserve);
+	unlink(victim);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -212,6 +282,7 @@ int main(void)
 		cmocka_unit_test(test_a_file_that_is_not_a_list_is_moved_aside),
 		cmocka_unit_test(test_a_refusal_stops_the_load_and_keeps_the_file),
 		cmocka_unit_test(test_links_are_not_followed),
+		cmocka_unit_test(test_the_reserve_is_made_once_and_never_through_a_link),
 	};
 
 	log_open("test_kept", LOG_USER, 0, 0);
