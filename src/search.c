@@ -119,10 +119,21 @@ static const char *const table_sql[2][3] = {
 /* One shown row: ?1 the conversation's rowid. */
 static const char row_sql[] = "SELECT id, status, created_at, subject FROM conversations WHERE rowid = ?1";
 
-/* The snippet of an entry (?2 its rowid) matched by ?1; then 1 when the
- * subject holds a match.  Unmarked when the text holds a mark itself. */
+/* The snippets of the entries of one table whose rowids are listed in ?2
+ * (a JSON array) matched by ?1, in one pass over its matches from ?3 to ?4
+ * (their lowest and highest rowid): a prefix query merges the lists of all
+ * its words once a statement, a second or so at a million rows, so one
+ * statement serves all the rows shown, not one a row.  Columns: the rowid,
+ * 1 when listed; for those, the snippet (unmarked when the text holds a
+ * mark itself), 1 when the subject holds a match, the message's id. */
+#define LISTED "rowid IN (SELECT value FROM json_each(?2))"
+
 static const char conv_snippet_sql[] =
-	"SELECT CASE WHEN instr(coalesce(subject, '') || coalesce(last_message_text, ''), '" MARK_OPEN
+	"SELECT rowid, " LISTED
+	",\n"
+	"	CASE WHEN NOT " LISTED
+	" THEN NULL\n"
+	"	WHEN instr(coalesce(subject, '') || coalesce(last_message_text, ''), '" MARK_OPEN
 	"')\n"
 	"		OR instr(coalesce(subject, '') || coalesce(last_message_text, ''), '" MARK_CLOSE
 	"')\n"
@@ -130,25 +141,31 @@ static const char conv_snippet_sql[] =
 	")\n"
 	"	ELSE snippet(conversations_fts, -1, '" MARK_OPEN "', '" MARK_CLOSE "', '…', " SNIPPET_TOKENS
 	") END,\n"
-	"	instr(highlight(conversations_fts, 0, '" MARK_OPEN "', ''), '" MARK_OPEN
-	"') > 0,\n"
+	"	CASE WHEN " LISTED " THEN instr(highlight(conversations_fts, 0, '" MARK_OPEN
+	"', ''), '" MARK_OPEN
+	"') > 0 END,\n"
 	"	NULL\n"
 	"FROM conversations_fts\n"
-	"WHERE conversations_fts MATCH ?1 AND rowid = ?2";
+	"WHERE conversations_fts MATCH ?1 AND rowid BETWEEN ?3 AND ?4";
 
 static const char msg_snippet_sql[] =
-	"SELECT CASE WHEN instr(coalesce(text, ''), '" MARK_OPEN
-	"')\n"
-	"		OR instr(coalesce(text, ''), '" MARK_CLOSE
+	"SELECT rowid, " LISTED
+	",\n"
+	"	CASE WHEN NOT " LISTED
+	" THEN NULL\n"
+	"	WHEN instr(coalesce(text, ''), '" MARK_OPEN "') OR instr(coalesce(text, ''), '" MARK_CLOSE
 	"')\n"
 	"	THEN snippet(messages_fts, 0, '', '', '…', " SNIPPET_TOKENS
 	")\n"
 	"	ELSE snippet(messages_fts, 0, '" MARK_OPEN "', '" MARK_CLOSE "', '…', " SNIPPET_TOKENS
 	") END,\n"
 	"	0,\n"
-	"	(SELECT id FROM messages WHERE rowid = ?2)\n"
+	"	CASE WHEN " LISTED
+	" THEN (SELECT id FROM messages AS m WHERE m.rowid = messages_fts.rowid) END\n"
 	"FROM messages_fts\n"
-	"WHERE messages_fts MATCH ?1 AND rowid = ?2";
+	"WHERE messages_fts MATCH ?1 AND rowid BETWEEN ?3 AND ?4";
+
+static const char *const snippet_sql[2] = { conv_snippet_sql, msg_snippet_sql };
 
 /* Text as read from a column: its bytes (a NUL among them) and length;
  * text is NULL for SQL NULL. */
@@ -472,21 +489,18 @@ static int collect(sqlite3 *db, int table, const struct search_query *q, struct 
 }
 
 /* Step st (bound) for one row and copy its columns into the texts in t
- * (ncols of them; NULL pointers skip a column); *flag gets column flag_col
- * as an int when flag is not NULL.  1 with a row, 0 without, -1 on error. */
-static int one_row(sqlite3 *db, sqlite3_stmt *st, struct text **t, int ncols, int *flag, int flag_col)
+ * (ncols of them).  1 with a row, 0 without, -1 on error. */
+static int one_row(sqlite3 *db, sqlite3_stmt *st, struct text **t, int ncols)
 {
 	int rc = sqlite3_step(st);
 
 	if (rc == SQLITE_ROW) {
 		for (int i = 0; i < ncols; i++)
-			if (t[i] && text_get(st, i, t[i]) < 0) {
+			if (text_get(st, i, t[i]) < 0) {
 				log_err("search: out of memory");
 				rc = -1;
 				goto out;
 			}
-		if (flag)
-			*flag = sqlite3_column_int(st, flag_col);
 		rc = 1;
 	} else if (rc == SQLITE_DONE) {
 		rc = 0;
@@ -500,38 +514,96 @@ out:
 	return rc;
 }
 
+/* The hit among the first n whose entry in table is entry, or NULL.  At
+ * most the limit are shown: a linear look is enough. */
+static struct hit *hit_of_entry(struct hits *h, size_t n, int table, sqlite3_int64 entry)
+{
+	for (size_t i = 0; i < n; i++)
+		if (h->v[i].in_messages == table && h->v[i].entry == entry)
+			return &h->v[i];
+	return NULL;
+}
+
+/* The snippets of the first n hits found in table, with one statement.  0,
+ * or -1 after logging. */
+static int fill_snippets(sqlite3 *db, const struct search_query *q, struct hits *h, size_t n, int table)
+{
+	sqlite3_int64 lo = INT64_MAX, hi = INT64_MIN;
+	json_t *ids = json_array();
+	sqlite3_stmt *st = NULL;
+	char *list = NULL;
+	struct hit *x;
+	int rc = -1, step;
+
+	for (size_t i = 0; ids && i < n; i++) {
+		if (h->v[i].in_messages != table)
+			continue;
+		lo = h->v[i].entry < lo ? h->v[i].entry : lo;
+		hi = h->v[i].entry > hi ? h->v[i].entry : hi;
+		if (json_array_append_new(ids, json_integer(h->v[i].entry)) < 0)
+			goto out;
+	}
+	if (!ids || !(list = json_dumps(ids, JSON_COMPACT))) {
+		log_err("search: out of memory");
+		goto out;
+	}
+	if (json_array_size(ids) == 0) {
+		rc = 0;
+		goto out;
+	}
+	if (sqlite3_prepare_v2(db, snippet_sql[table], -1, &st, NULL) != SQLITE_OK) {
+		log_err("search: %s", sqlite3_errmsg(db));
+		goto out;
+	}
+	sqlite3_bind_text(st, 1, q->text, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, list, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, lo);
+	sqlite3_bind_int64(st, 4, hi);
+	while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+		if (!sqlite3_column_int(st, 1) ||
+		    !(x = hit_of_entry(h, n, table, sqlite3_column_int64(st, 0))))
+			continue;
+		if (text_get(st, 2, &x->snippet) < 0 || text_get(st, 4, &x->message_id) < 0) {
+			log_err("search: out of memory");
+			goto out;
+		}
+		x->in_subject = sqlite3_column_int(st, 3);
+	}
+	if (step != SQLITE_DONE)
+		log_err("search: %s", sqlite3_errmsg(db));
+	else
+		rc = 0;
+out:
+	sqlite3_finalize(st);
+	free(list);
+	json_decref(ids);
+	return rc;
+}
+
 /* The columns shown of the first n hits: the conversation and the
  * snippet of the entry that matched.  0, or -1 after logging. */
 static int fill(sqlite3 *db, const struct search_query *q, struct hits *h, size_t n)
 {
-	sqlite3_stmt *row = NULL, *snip[2] = { NULL, NULL };
+	sqlite3_stmt *row = NULL;
 	int rc = -1;
 
-	if (sqlite3_prepare_v2(db, row_sql, -1, &row, NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(db, conv_snippet_sql, -1, &snip[0], NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(db, msg_snippet_sql, -1, &snip[1], NULL) != SQLITE_OK) {
+	if (sqlite3_prepare_v2(db, row_sql, -1, &row, NULL) != SQLITE_OK) {
 		log_err("search: %s", sqlite3_errmsg(db));
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++) {
 		struct hit *x = &h->v[i];
 		struct text *conv[] = { &x->id, &x->status, &x->created_at, &x->subject };
-		struct text *entry[] = { &x->snippet, NULL, &x->message_id };
-		sqlite3_stmt *st = snip[x->in_messages];
 
 		sqlite3_bind_int64(row, 1, x->conv);
-		if (one_row(db, row, conv, 4, NULL, 0) < 0)
-			goto out;
-		sqlite3_bind_text(st, 1, q->text, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 2, x->entry);
-		if (one_row(db, st, entry, 3, &x->in_subject, 1) < 0)
+		if (one_row(db, row, conv, 4) < 0)
 			goto out;
 	}
+	if (fill_snippets(db, q, h, n, 0) < 0 || fill_snippets(db, q, h, n, 1) < 0)
+		goto out;
 	rc = 0;
 out:
 	sqlite3_finalize(row);
-	sqlite3_finalize(snip[0]);
-	sqlite3_finalize(snip[1]);
 	return rc;
 }
 

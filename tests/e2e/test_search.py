@@ -209,6 +209,14 @@ class SearchTest(OutboxTest):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual([r["id"] for r in json.loads(p.stdout)], ["conv_oldc0", "conv_oldc1", "conv_oldc2"])
         self.assertEqual(p.stderr, "", "every match was ranked: no notice")
+        # A prefix: each shown row of both tables gets its marked snippet
+        # (made in one pass a table, not one query a row).
+        p = self.search("quok*", "--format", "csv", "--limit", "50")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        rows = list(csv.DictReader(io.StringIO(p.stdout)))
+        self.assertEqual(len(rows), 50)
+        self.assertTrue(all("[quokka]" in r["snippet"].lower() for r in rows), rows)
+        self.assertIn("message", [r["matched"] for r in rows])
         # A rarer word: all its matches ranked, no notice.
         p = self.search("quokka AND 4242", "--format", "json")
         self.assertEqual((p.returncode, p.stderr), (0, ""))
