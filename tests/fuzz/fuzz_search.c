@@ -19,8 +19,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static sqlite3 *db;
 static FILE *sink;
 
-/* A mirror of a few rows with text in several scripts, then opened
- * read-only as dexsync search opens it. */
+/* A mirror of a few rows with text in several scripts, and many with one
+ * word, then opened read-only as dexsync search opens it. */
 static void setup(void)
 {
 	static char path[] = "/tmp/dexsync-fuzz-search-XXXXXX";
@@ -40,7 +40,13 @@ static void setup(void)
 		       "('c3', 'snoozed', 'Refund [order] \"quoted\"', 'line\nbreak\ttab', '{}', 'x', 'x', '2026-03-01');"
 		       "INSERT INTO messages(id, conversation_id, text, origin, raw) VALUES "
 		       "('m1', 'c1', 'exports fail since Monday', 'listed', '{}'),"
-		       "('m2', 'c2', 'café crème', 'outbox', '{}')") < 0)
+		       "('m2', 'c2', 'café crème', 'outbox', '{}');"
+		       /* More rows with "common" than a table's matches ranked
+			* (search.c's candidates), and a filter that few pass. */
+		       "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5100) "
+		       "INSERT INTO conversations(id, status, subject, last_message_text, raw, first_seen_at, "
+		       "changed_at, created_at) SELECT 'k' || i, CASE WHEN i % 1000 THEN 'closed' ELSE 'open' END, "
+		       "'Common thread ' || i, 'common words', '{}', 'x', 'x', '2025-12-01' FROM n") < 0)
 		abort();
 	db_close(w);
 	if (!(db = db_open(file, DB_READONLY)) || !(sink = fopen("/dev/null", "w")))
