@@ -744,19 +744,15 @@ static void batch_keep(struct outbox *ob)
 	batch_free(ob);
 }
 
-/* Free the kept answers before *from, which are recorded now. */
-static void unrecorded_drop(struct outbox *ob, struct answer *from)
+/* Take the kept answer *pp, recorded now, off its list and free it. */
+static void answer_done(struct answer **pp)
 {
-	while (ob->unrecorded != from) {
-		struct answer *a = ob->unrecorded;
+	struct answer *a = *pp;
 
-		if (a->asked)
-			log_notice("outbox: %s: its answer is recorded now", a->it.label);
-		ob->unrecorded = a->next;
-		answer_free(a);
-	}
-	if (!from)
-		ob->unrecorded_end = &ob->unrecorded;
+	if (a->asked)
+		log_notice("outbox: %s: its answer is recorded now", a->it.label);
+	*pp = a->next;
+	answer_free(a);
 }
 
 /* Record the answers kept by batch_keep, oldest first: all in one
@@ -765,27 +761,20 @@ static void unrecorded_drop(struct outbox *ob, struct answer *from)
  * Returns DX_OK when none is left, DX_DB when the database still refuses. */
 static enum dx_result flush_unrecorded(struct outbox *ob, struct drain_counts *n)
 {
-	struct answer **pp;
 	enum dx_result rc = answers_record(ob, ob->unrecorded, -1, n);
+	int each = rc != DX_OK;
+	struct answer **pp;
 
-	if (rc == DX_OK || ob->busy) {
-		if (rc == DX_OK)
-			unrecorded_drop(ob, NULL);
+	if (rc != DX_OK && ob->busy)
 		return rc;
-	}
 	rc = DX_OK;
 	for (pp = &ob->unrecorded; *pp;) {
-		struct answer *a = *pp;
-
-		if (answers_record(ob, a, 1, n) != DX_OK) {
-			rc = DX_DB;
-			pp = &a->next;
+		if (!each || answers_record(ob, *pp, 1, n) == DX_OK) {
+			answer_done(pp);
 			continue;
 		}
-		if (a->asked)
-			log_notice("outbox: %s: its answer is recorded now", a->it.label);
-		*pp = a->next;
-		answer_free(a);
+		rc = DX_DB;
+		pp = &(*pp)->next;
 	}
 	ob->unrecorded_end = pp;
 	return rc;
