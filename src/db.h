@@ -81,16 +81,29 @@ void db_bind_len(sqlite3_stmt *st, int i, const char *s, size_t len);
 enum dx_result db_indexes_defer(sqlite3 *db, int *initial);
 enum dx_result db_indexes_restore(sqlite3 *db);
 
-/* Building an index sorts in memory as large as the page cache (SQLite's
- * PMA size, 1 MiB at the least), and a walk ends with such sorts (the
- * deferred indexes, the set of rows it saw) while the cache it filled is
- * still held.  db_cache_small empties the cache, gives its memory back to
- * the system and keeps it small, so that the sort takes its place instead
- * of adding to it (building an index writes in order and needs little
- * cache); *old gets the size db_cache_restore puts back (and frees).
- * DX_OK, or DX_DB after logging. */
+/* The daemon's page cache (db_open, DB_DAEMON), and the smaller one
+ * db_cache_small sets (SQLite's cache_size: negative is KiB). */
+#define DB_DAEMON_CACHE "-1000"
+#define DB_SMALL_CACHE	"-500"
+
+/* Building an index sorts in memory as large as the page cache (at the
+ * least SQLite's PMA size, which db_sort_small lowers), and a walk ends with
+ * such sorts (the deferred indexes, the set of rows it saw) while the cache
+ * it filled is still held.  db_cache_small empties the cache, gives its
+ * memory back to the system and keeps it small, so that the sort takes its
+ * place instead of adding to it (building an index writes in order and
+ * needs little cache); *old gets the size db_cache_restore puts back (and
+ * frees).  DX_OK, or DX_DB after logging. */
 enum dx_result db_cache_small(sqlite3 *db, char **old);
 enum dx_result db_cache_restore(sqlite3 *db, char *old);
+
+/* Lower the memory a sort may take before it spills to a temporary file
+ * (SQLite's minimum PMA size, 1 MiB by default) to DB_SORT_PAGES pages, for
+ * the whole process: the index builds at the end of an initial mirror then
+ * fit in DB_SMALL_CACHE.  Only before SQLite is first used (a connection
+ * opened); DX_OK, or DX_DB if SQLite refused. */
+#define DB_SORT_PAGES 64
+enum dx_result db_sort_small(void);
 
 /* Current UTC time as YYYY-MM-DDTHH:MM:SSZ into buf (at least 21 bytes). */
 void db_now(char *buf, size_t size);

@@ -16,6 +16,7 @@
 
 #include "api.h"
 #include "conf.h"
+#include "db.h"
 #include "lock.h"
 #include "log.h"
 #include "service.h"
@@ -125,6 +126,20 @@ static void keep_heap(void)
 #endif
 }
 
+/* glibc gives each thread that allocates while another holds the heap an
+ * arena of its own, and a walk's lister thread (lister.c) has one: about
+ * 1 MiB of its pages' memory there, beside the free memory the main heap
+ * keeps (keep_heap) and could have served them from.  One arena for the
+ * process: the lister's pages come from the main heap, and an initial
+ * mirror of 100,000 conversations peaked 0.6 MiB lower (issue 17: peak
+ * RSS, 16 MiB at most), in as much CPU time as the noise of the runs. */
+static void one_arena(void)
+{
+#if defined(HAVE_MALLOPT) && defined(M_ARENA_MAX)
+	mallopt(M_ARENA_MAX, 1);
+#endif
+}
+
 int main(int argc, char **argv)
 {
 	struct options o = { 0 };
@@ -136,8 +151,11 @@ int main(int argc, char **argv)
 	if (rc >= 0)
 		return rc;
 	keep_heap();
+	one_arena();
 	/* Until the config names a facility, errors go to daemon. */
 	log_open("dexsyncd", LOG_DAEMON, 1, !o.check);
+	if (db_sort_small() != DX_OK)
+		log_warning("cannot lower SQLite's sort memory; an initial mirror's end takes more");
 	if (conf_load(o.conf_path, &c) < 0)
 		return 1;
 	log_close();
