@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""report_backlog and report_backlog_daily count ranges of an index
+(src/sql/0008-backlog-ranges.sql): the same rows as the definitions they
+replaced (0002's and 0006's, computed here from the source), over a mirror
+with conversations of every status, ages near each bucket edge, gone ones,
+and created_at values that are not a time in dexsync's form."""
+import datetime
+import json
+import os
+import random
+import re
+import sqlite3
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import tap  # noqa: E402
+from harness import OutboxTest  # noqa: E402
+
+SRCDIR = os.environ.get("DEXSYNC_SRCDIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+EDGES = (1, 3, 7, 30)
+
+
+def iso(t):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def day(offset):
+    return (datetime.datetime.now(datetime.timezone.utc).date() + datetime.timedelta(days=offset)).isoformat()
+
+
+def old_view(migration, name, temp_name):
+    """The definition of view name in migration (a file of src/sql), as a
+    TEMP view temp_name."""
+    with open(os.path.join(SRCDIR, "src", "sql", migration), encoding="utf-8") as f:
+        text = f.read()
+    view = re.search(r"^CREATE VIEW %s AS\n.*?;$" % name, text, re.S | re.M).group(0)
+    return view.replace("CREATE VIEW " + name, "CREATE TEMP VIEW " + temp_name, 1)
+
+
+# Values a person (or an API) may leave in created_at: other forms of a
+# time, offsets, fractions, dates that do not exist, no time at all.
+def odd_values(now):
+    t = lambda days, fmt="%Y-%m-%dT%H:%M:%SZ": time.strftime(fmt, time.gmtime(now - days * 86400))  # noqa: E731
+    return [
+        t(0.5, "%Y-%m-%d %H:%M:%S"), t(2, "%Y-%m-%dT%H:%M:%S"), t(5, "%Y-%m-%dT%H:%M"), t(10, "%Y-%m-%d"),
+        t(40, "%Y-%m-%dT%H:%M:%S.123Z"), t(2.5, "%Y-%m-%dT%H:%M:%S+05:00"), t(6.9, "%Y-%m-%dT%H:%M:%S-08:00"),
+        t(0.99, "%Y-%m-%dT%H:%M:%S-23:00"), t(29.9, "%Y-%m-%dT%H:%M:%S+02:30"),
+        t(1, "%Y-%m-%dT%H:%M:%S.999Z"), t(3, "%Y-%m-%dT%H:%M:%S.000Z"),
+        "2026-02-30T10:00:00Z", "2026-13-01T00:00:00Z", "2026-01-01T24:00:00Z", "2026-01-01T23:60:00Z",
+        t(2, "%Y-%m-%dt%H:%M:%Sz"), "now", "NOW", " now", "garbage", "", "2460000.5", "12345", "-1",
+        "9999-12-31T23:59:59Z", "0000-01-01T00:00:00Z", t(4) + " ", " " + t(4), t(8) + "\n",
+        "２０２６-01-01T00:00:00Z", t(0.1)[:10] + "T00:00:00ZZ",
+    ]
+
+
+class RangesTest(OutboxTest):
+    conversations = 60
+
+    def setUp(self):
+        super().setUp()
+        now = time.time()
+        rng = random.Random(17)
+        # Through the API: ages in every bucket, and near each edge, of
+        # every status; some of them then gone.
+        n = 0
+        ages = [0.01, 0.5, 2, 5, 10, 20, 45, 400]
+        for edge in EDGES:
+            ages += [edge + s / 86400.0 for s in (-600, -90, -30, -5, -1, 0, 1, 5, 30, 90, 600)]
+        for age in ages:
+            for status in ("open", "snoozed", "closed", None):
+                n += 1
+                self.srv.add({"id": "conv_r%04d" % n, "status": status, "subject": "s", "user_id": "u_1",
+                              "created_at": iso(now - age * 86400 + rng.choice((0, 0.4))),
+                              "last_message": {"id": "m_r%04d" % n, "text": "t"}})
+        p = self.once()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        for cid in sorted(self.srv.convs)[::7]:
+            self.srv.delete(cid)
+        p = self.once()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertGreater(self.scalar("SELECT count(*) FROM conversations WHERE gone_at IS NOT NULL"), 10)
+
+    def add_by_hand(self, values, gone_every=5):
+        """Conversations with these created_at values, open and snoozed, some
+        of them gone, as a person with sqlite3 would add them."""
+        with sqlite3.connect(self.db) as con:
+            for i, v in enumerate(values):
+                for status in ("open", "snoozed"):
+                    con.execute("INSERT INTO conversations(id, status, created_at, raw, first_seen_at, changed_at, "
+                                "gone_at) VALUES (?, ?, ?, '{}', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', ?)",
+                                ("conv_h%03d_%s" % (i, status), status, v,
+                                 "2026-01-02T00:00:00Z" if (i + len(status)) % gone_every == 0 else None))
+
+    def both(self, view, old_sql, old_name):
+        """The view's rows and the old definition's, read in one statement
+        (one 'now' for both)."""
+        con = sqlite3.connect(self.db, timeout=10)
+        try:
+            con.execute(old_sql)
+            new, old = con.execute(
+                "SELECT (SELECT json_group_array(json_array(%s)) FROM (SELECT * FROM %s)), "
+                "(SELECT json_group_array(json_array(%s)) FROM (SELECT * FROM %s))"
+                % (self.columns(con, view), view, self.columns(con, view), old_name)).fetchone()
+            return json.loads(new), json.loads(old)
+        finally:
+            con.close()
+
+    @staticmethod
+    def columns(con, view):
+        return ", ".join('"%s"' % r[1] for r in con.execute("PRAGMA table_info(%s)" % view))
+
+    def assert_backlog_as_before(self, msg=None):
+        new, old = self.both("report_backlog", old_view("0002-reports.sql", "report_backlog", "old_backlog"),
+                             "old_backlog")
+        self.assertEqual(new, old, msg)
+        self.assertEqual(len(new), 5)
+        return new
+
+    def assert_backlog_daily_as_before(self, msg=None):
+        new, old = self.both("report_backlog_daily",
+                             old_view("0006-history-reports.sql", "report_backlog_daily", "old_backlog_daily"),
+                             "old_backlog_daily")
+        self.assertEqual(new, old, msg)
+        self.assertTrue(new)
+        return new
+
+    def test_backlog_as_before(self):
+        got = self.assert_backlog_as_before("from the API")
+        self.assertTrue(all(r[1] > 0 and r[2] > 0 for r in got), got)
+        # The command prints the same rows.
+        p = self.dexsync("report", "backlog", "--format", "json")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(sum(r["open"] + r["snoozed"] for r in json.loads(p.stdout)),
+                         sum(r[1] + r[2] for r in got))
+
+    def test_backlog_as_before_with_odd_created_at(self):
+        now = time.time()
+        self.add_by_hand(odd_values(now))
+        with sqlite3.connect(self.db) as con:
+            con.execute("INSERT INTO conversations(id, status, created_at, raw, first_seen_at, changed_at) "
+                        "VALUES ('conv_blob', 'open', CAST(? AS BLOB), '{}', 'x', 'x'), "
+                        "('conv_null', 'snoozed', NULL, '{}', 'x', 'x'), "
+                        "('conv_zzz', 'open', 'zzz', '{}', 'x', 'x')", (iso(now - 86400 * 2),))
+            odd = con.execute("SELECT count(*) FROM conversations INDEXED BY conversations_odd_created "
+                              "WHERE gone_at IS NULL AND status IN ('open', 'snoozed') AND created_at IS NOT NULL "
+                              "AND CASE WHEN created_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T"
+                              "[0-9][0-9]:[0-9][0-9]:[0-9][0-9]Z' THEN created_at IS NOT "
+                              "strftime('%Y-%m-%dT%H:%M:%SZ', created_at) ELSE 1 END").fetchone()[0]
+        self.assertGreater(odd, 40)
+        self.assert_backlog_as_before("odd created_at")
+        # Every row changed to an odd one and back: the index follows.
+        with sqlite3.connect(self.db) as con:
+            con.execute("UPDATE conversations SET created_at = created_at || ' ' WHERE id GLOB 'conv_r*'")
+        self.assert_backlog_as_before("all odd")
+        with sqlite3.connect(self.db) as con:
+            con.execute("UPDATE conversations SET created_at = rtrim(created_at, ' ') WHERE id GLOB 'conv_r*'")
+            con.execute("UPDATE conversations SET gone_at = NULL WHERE id GLOB 'conv_h*'")
+        self.assert_backlog_as_before("odd ones back from gone")
+
+    def test_backlog_reads_ranges_not_rows(self):
+        """Every read of conversations is a search of an index: no scan of
+        the live rows (0002 computed the age of each)."""
+        with sqlite3.connect(self.db) as con:
+            plan = [r[3] for r in con.execute("EXPLAIN QUERY PLAN SELECT * FROM report_backlog")]
+            daily = [r[3] for r in con.execute("EXPLAIN QUERY PLAN SELECT * FROM report_backlog_daily")]
+        reads = [p for p in plan if "conversations" in p]
+        self.assertTrue(reads, plan)
+        for p in reads:
+            self.assertRegex(p, r"^SEARCH (c|conversations) USING (COVERING )?INDEX "
+                                r"conversations_(live_status|odd_created) \(", plan)
+        self.assertIn("conversations_odd_created", " ".join(reads))
+        # Its live part: a range per day and status (a since that is not a
+        # day, set by hand, is read through conversations_live_day).
+        self.assertEqual([p for p in daily if p.startswith("SCAN conversations")], [], daily)
+        self.assertIn("SEARCH conversations USING INDEX conversations_live_status "
+                      "(status=? AND created_at>? AND created_at<?)", daily)
+
+    def test_backlog_daily_as_before(self):
+        x = min(cid for cid, v in self.srv.convs.items() if v["status"] == "open")
+        self.srv.change(x, status="closed")
+        time.sleep(1.05)
+        p = self.once()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.add_by_hand(odd_values(time.time()) + [day(-2) + "T00:00:00Z", day(-2), day(-3) + "x",
+                                                    day(-9) + "T23:59:59Z", day(1) + "T00:00:00Z"])
+        for since in (None, day(-12) + "T08:00:00Z", day(-3) + "T00:00:00Z", day(-400), day(-2)[:9] + "9",
+                      day(0), "2026-1-5", "abc", "", "2026-02-30", day(-5)[:10] + "\u00e9x"):
+            with sqlite3.connect(self.db) as con:
+                if since is None:
+                    con.execute("DELETE FROM sync_state WHERE key = 'history:since'")
+                else:
+                    con.execute("INSERT INTO sync_state(key, value) VALUES ('history:since', ?) "
+                                "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (since,))
+            rows = self.assert_backlog_daily_as_before("since %r" % since)
+            if since and since[:10] == day(-12):
+                self.assertEqual(len(rows), 13)
+
+    def test_views_answer_without_the_indexes(self):
+        """While an initial mirror runs its report indexes are missing: the
+        views answer, with the same rows."""
+        self.add_by_hand(odd_values(time.time()))
+        with sqlite3.connect(self.db) as con:
+            for name in ("conversations_live_status", "conversations_live_day", "conversations_odd_created"):
+                con.execute("DROP INDEX " + name)
+        self.assert_backlog_as_before("no indexes")
+        self.assert_backlog_daily_as_before("no indexes")
+
+
+if __name__ == "__main__":
+    tap.main()
