@@ -196,6 +196,19 @@ class RangesTest(OutboxTest):
             if since and since[:10] == day(-12):
                 self.assertEqual(len(rows), 13)
 
+    def test_status_counts_live_and_gone(self):
+        """dexsync status: all conversations less the gone ones, as the rows
+        say, with rows gone and back by hand."""
+        self.add_by_hand(odd_values(time.time()), gone_every=3)
+        for _ in range(2):
+            live, gone = self.sql("SELECT sum(gone_at IS NULL), sum(gone_at IS NOT NULL) FROM conversations")[0]
+            self.assertGreater(gone, 20)
+            p = self.dexsync("status")
+            self.assertIn("conversations: %d live, %d gone\n" % (live, gone), p.stdout)
+            with sqlite3.connect(self.db) as con:
+                con.execute("UPDATE conversations SET gone_at = CASE WHEN gone_at IS NULL THEN 'x' END "
+                            "WHERE id GLOB 'conv_h*'")
+
     def test_views_answer_without_the_indexes(self):
         """While an initial mirror runs its report indexes are missing: the
         views answer, with the same rows."""
