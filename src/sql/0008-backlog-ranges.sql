@@ -54,8 +54,18 @@ WITH buckets(position, age) AS (
 		strftime('%Y-%m-%dT%H:%M:%SZ', jnow - 30 - 2 / 86400.0) AS lo30,
 		strftime('%Y-%m-%dT%H:%M:%SZ', jnow - 30 + 2 / 86400.0) AS hi30
 	FROM now
+), flag AS MATERIALIZED (
+	-- 1 when both indexes are there; else (an initial mirror running,
+	-- an index dropped by hand) 0002's one pass over the table, not a
+	-- scan of it per range.
+	SELECT count(*) = 2 AS ranges
+	FROM sqlite_schema
+	WHERE type = 'index' AND tbl_name = 'conversations'
+		AND name IN ('conversations_live_status', 'conversations_odd_created')
 ), statuses(status) AS (
-	VALUES ('open'), ('snoozed')
+	SELECT 'open' FROM flag WHERE flag.ranges
+	UNION ALL
+	SELECT 'snoozed' FROM flag WHERE flag.ranges
 ), ranged(status, position, n) AS (
 	SELECT s.status, 1, (SELECT count(*) FROM conversations
 			     WHERE status = s.status AND gone_at IS NULL
@@ -82,20 +92,20 @@ WITH buckets(position, age) AS (
 				AND created_at < (SELECT lo30 FROM edges))
 	FROM statuses AS s
 ), windowed(status, created_at) AS (
-	SELECT status, created_at FROM conversations
-	WHERE status IN ('open', 'snoozed') AND gone_at IS NULL
+	SELECT status, created_at FROM flag CROSS JOIN conversations
+	WHERE flag.ranges AND status IN ('open', 'snoozed') AND gone_at IS NULL
 		AND created_at BETWEEN (SELECT lo1 FROM edges) AND (SELECT hi1 FROM edges)
 	UNION ALL
-	SELECT status, created_at FROM conversations
-	WHERE status IN ('open', 'snoozed') AND gone_at IS NULL
+	SELECT status, created_at FROM flag CROSS JOIN conversations
+	WHERE flag.ranges AND status IN ('open', 'snoozed') AND gone_at IS NULL
 		AND created_at BETWEEN (SELECT lo3 FROM edges) AND (SELECT hi3 FROM edges)
 	UNION ALL
-	SELECT status, created_at FROM conversations
-	WHERE status IN ('open', 'snoozed') AND gone_at IS NULL
+	SELECT status, created_at FROM flag CROSS JOIN conversations
+	WHERE flag.ranges AND status IN ('open', 'snoozed') AND gone_at IS NULL
 		AND created_at BETWEEN (SELECT lo7 FROM edges) AND (SELECT hi7 FROM edges)
 	UNION ALL
-	SELECT status, created_at FROM conversations
-	WHERE status IN ('open', 'snoozed') AND gone_at IS NULL
+	SELECT status, created_at FROM flag CROSS JOIN conversations
+	WHERE flag.ranges AND status IN ('open', 'snoozed') AND gone_at IS NULL
 		AND created_at BETWEEN (SELECT lo30 FROM edges) AND (SELECT hi30 FROM edges)
 ), odd(status, class, created_at) AS (
 	SELECT c.status,
@@ -105,8 +115,8 @@ WITH buckets(position, age) AS (
 		     WHEN c.created_at > e.hi30 THEN 4 WHEN c.created_at >= e.lo30 THEN 0
 		     ELSE 5 END,
 		c.created_at
-	FROM conversations AS c, edges AS e
-	WHERE c.gone_at IS NULL AND c.status IN ('open', 'snoozed') AND c.created_at IS NOT NULL
+	FROM flag CROSS JOIN edges AS e CROSS JOIN conversations AS c
+	WHERE flag.ranges AND c.gone_at IS NULL AND c.status IN ('open', 'snoozed') AND c.created_at IS NOT NULL
 		AND CASE WHEN c.created_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]Z'
 			THEN c.created_at IS NOT strftime('%Y-%m-%dT%H:%M:%SZ', c.created_at) ELSE 1 END
 ), exact(status, sign, created_at) AS (
@@ -114,6 +124,10 @@ WITH buckets(position, age) AS (
 	SELECT status, 1, created_at FROM windowed
 	UNION ALL
 	SELECT status, 1, created_at FROM odd WHERE class <> 0
+	UNION ALL
+	-- Without the indexes: every row.
+	SELECT status, 1, created_at FROM flag CROSS JOIN conversations
+	WHERE NOT flag.ranges AND gone_at IS NULL AND status IN ('open', 'snoozed')
 ), aged AS (
 	SELECT status, sign, (SELECT jnow FROM edges) - julianday(created_at) AS days
 	FROM exact
@@ -144,8 +158,9 @@ ORDER BY b.position;
 -- substr(created_at, 1, 10) < D for exactly the text before D.  No odd
 -- text here: these hold for any text.  A value that is not text (a blob;
 -- numbers become text in this TEXT column) is never equal to a day; one
--- sorting before all text, a number, is still compared as 0006 did.  A
--- history:since that is not such a day (set by hand) is read as 0006 did.
+-- sorting before all text, a number, is still compared as 0006 did.
+-- Without conversations_live_status, or with a history:since that is not
+-- such a day (set by hand), the view reads the table once, as 0006 did.
 DROP VIEW IF EXISTS report_backlog_daily;
 CREATE VIEW report_backlog_daily AS
 WITH RECURSIVE since(day) AS (
@@ -155,26 +170,28 @@ WITH RECURSIVE since(day) AS (
 	SELECT day FROM since
 	UNION ALL
 	SELECT date(day, '+1 day') FROM days WHERE day < date('now')
-), ranges AS (
-	SELECT day, day IS date(day) AS plain, substr(day, 1, 9) || char(unicode(substr(day, 10)) + 1) AS next
-	FROM days
+), mode AS MATERIALIZED (
+	-- 1: ranges; 0 (conversations_live_status missing: an initial mirror
+	-- running, or dropped by hand; or since not a day) 0006's one pass.
+	SELECT EXISTS (SELECT 1 FROM sqlite_schema
+		       WHERE type = 'index' AND tbl_name = 'conversations'
+			AND name = 'conversations_live_status')
+		AND (SELECT day IS date(day) FROM since) AS ranges
 ), live AS (
-	SELECT r.day,
-		CASE WHEN r.plain THEN
-			(SELECT count(*) FROM conversations
-			 WHERE status = 'open' AND gone_at IS NULL AND created_at >= r.day AND created_at < r.next)
-		ELSE
-			(SELECT count(*) FROM conversations
-			 WHERE status = 'open' AND gone_at IS NULL AND substr(created_at, 1, 10) = r.day)
-		END AS open,
-		CASE WHEN r.plain THEN
-			(SELECT count(*) FROM conversations
-			 WHERE status = 'snoozed' AND gone_at IS NULL AND created_at >= r.day AND created_at < r.next)
-		ELSE
-			(SELECT count(*) FROM conversations
-			 WHERE status = 'snoozed' AND gone_at IS NULL AND substr(created_at, 1, 10) = r.day)
-		END AS snoozed
-	FROM ranges AS r
+	SELECT d.day,
+		(SELECT count(*) FROM conversations
+		 WHERE status = 'open' AND gone_at IS NULL AND created_at >= d.day
+			AND created_at < substr(d.day, 1, 9) || char(unicode(substr(d.day, 10)) + 1)) AS open,
+		(SELECT count(*) FROM conversations
+		 WHERE status = 'snoozed' AND gone_at IS NULL AND created_at >= d.day
+			AND created_at < substr(d.day, 1, 9) || char(unicode(substr(d.day, 10)) + 1)) AS snoozed
+	FROM mode CROSS JOIN days AS d
+	WHERE mode.ranges
+	UNION ALL
+	SELECT substr(created_at, 1, 10), sum(status = 'open'), sum(status = 'snoozed')
+	FROM mode CROSS JOIN conversations
+	WHERE NOT mode.ranges AND gone_at IS NULL AND status IN ('open', 'snoozed')
+	GROUP BY substr(created_at, 1, 10)
 ), parts AS (
 	SELECT substr(seen_at, 1, 10) AS seen,
 		min(substr(conversation_created_at, 1, 10), substr(seen_at, 1, 10)) AS created,
@@ -191,8 +208,8 @@ WITH RECURSIVE since(day) AS (
 	SELECT max(seen, (SELECT day FROM since)) AS day, sum(open) AS open, sum(snoozed) AS snoozed
 	FROM parts GROUP BY 1
 ), base AS (
-	-- The text before since, by range, and what sorts before text.
-	SELECT CASE WHEN (SELECT day IS date(day) FROM since) THEN
+	-- With ranges: the text before since, and what sorts before text.
+	SELECT CASE WHEN (SELECT ranges FROM mode) THEN
 			(SELECT count(*) FROM conversations
 			 WHERE status = 'open' AND gone_at IS NULL
 				AND created_at >= '' AND created_at < (SELECT day FROM since))
@@ -200,11 +217,9 @@ WITH RECURSIVE since(day) AS (
 			   WHERE status = 'open' AND gone_at IS NULL
 				AND created_at < '' AND substr(created_at, 1, 10) < (SELECT day FROM since))
 		ELSE
-			(SELECT count(*) FROM conversations
-			 WHERE status = 'open' AND gone_at IS NULL
-				AND substr(created_at, 1, 10) < (SELECT day FROM since))
+			(SELECT sum(open) FROM live WHERE day < (SELECT day FROM since))
 		END AS open,
-		CASE WHEN (SELECT day IS date(day) FROM since) THEN
+		CASE WHEN (SELECT ranges FROM mode) THEN
 			(SELECT count(*) FROM conversations
 			 WHERE status = 'snoozed' AND gone_at IS NULL
 				AND created_at >= '' AND created_at < (SELECT day FROM since))
@@ -212,9 +227,7 @@ WITH RECURSIVE since(day) AS (
 			   WHERE status = 'snoozed' AND gone_at IS NULL
 				AND created_at < '' AND substr(created_at, 1, 10) < (SELECT day FROM since))
 		ELSE
-			(SELECT count(*) FROM conversations
-			 WHERE status = 'snoozed' AND gone_at IS NULL
-				AND substr(created_at, 1, 10) < (SELECT day FROM since))
+			(SELECT sum(snoozed) FROM live WHERE day < (SELECT day FROM since))
 		END AS snoozed
 ), per_day AS (
 	SELECT d.day,
