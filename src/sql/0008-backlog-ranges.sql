@@ -7,9 +7,9 @@
 -- grouped through a sort.  Here both count ranges of
 -- conversations_live_status (status, created_at) instead: the entries of a
 -- range are counted, not read into expressions.  At 10,000,000 (warm, one
--- core): report_backlog 4.7-5.8 s -> 0.48-0.50 s, report_backlog_daily
--- 3.3-4.1 s -> 0.50-0.65 s (history since that day; since four months
--- before, 5.6 s -> 0.8 s).
+-- core, two mirrors, four runs each): report_backlog 4.6-6.8 s -> 0.45-0.50
+-- s, report_backlog_daily 3.0-4.1 s -> 0.45-0.65 s (history since that
+-- day; since four months before, 3.0-5.6 s -> 0.45-0.83 s).
 --
 -- A range of created_at text stands for a range of times only when the
 -- text is a valid time in the form dexsync writes, YYYY-MM-DDTHH:MM:SSZ
