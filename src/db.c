@@ -223,7 +223,8 @@ static enum dx_result run_each(sqlite3 *db, const char *query, int *n)
 	"WHERE type = 'index' AND sql IS NOT NULL\n"                                               \
 	"	AND tbl_name IN ('conversations', 'messages', 'participants')\n"                         \
 	"	AND name IN ('conversations_detail_needed', 'conversations_live_status',\n"              \
-	"		'conversations_live_day', 'conversations_gone', 'messages_conversation_id',\n"          \
+	"		'conversations_live_day', 'conversations_gone', 'conversations_odd_created',\n"         \
+	"		'messages_conversation_id',\n"                                                          \
 	"		'participants_user_id')\n"                                                              \
 	"LIMIT 1"
 

@@ -26,10 +26,14 @@ static const char last_walk_sql[] =
 	"ORDER BY id DESC\n"
 	"LIMIT 1";
 
+/* The live conversations are all of them less the gone ones: a count(*)
+ * without a WHERE counts the pages of the smallest index (the ids'), the
+ * gone ones are few (conversations_gone); counting the live ones themselves
+ * read an entry each, most of the time status took at 10,000,000. */
 static const char counts_sql[] =
-	"SELECT (SELECT count(*) FROM conversations WHERE gone_at IS NULL),\n"
-	"	(SELECT count(*) FROM conversations WHERE gone_at IS NOT NULL),\n"
-	"	(SELECT count(*) FROM users), (SELECT count(*) FROM messages)";
+	"SELECT (SELECT count(*) FROM conversations) - gone, gone,\n"
+	"	(SELECT count(*) FROM users), (SELECT count(*) FROM messages)\n"
+	"FROM (SELECT count(*) AS gone FROM conversations WHERE gone_at IS NOT NULL)";
 
 static const char outbox_sql[] =
 	"SELECT s.state, (SELECT count(*) FROM outbox WHERE state = s.state)\n"

@@ -14,7 +14,7 @@ from harness import KEY, DexTest  # noqa: E402
 COLUMNS = "id, status, subject, created_at, last_message_id, last_message_text, user_id"
 # The secondary indexes an initial mirror builds at its end.
 MIRROR_INDEXES = {"conversations_detail_needed", "conversations_live_status", "conversations_live_day",
-                  "conversations_gone",
+                  "conversations_gone", "conversations_odd_created",
                   "messages_conversation_id", "participants_user_id"}
 
 
