@@ -153,7 +153,10 @@ static const char *const sql[S_COUNT] = {
 		"	" NOW_UTC
 		", 'outbox', c.created_at\n"
 		"FROM (SELECT 1) LEFT JOIN conversations AS c ON c.id = ?1",
-	/* A conversation the outbox created: its status from nothing. */
+	/* A conversation the outbox created: its status from nothing, unless
+	 * a walk has seen its status change already (a walk that listed it
+	 * between our request and this answer has seen no change: the
+	 * conversation is still ours). */
 	[S_CONV_EVENT] =
 		"INSERT INTO conversation_events(conversation_id, field, old_value, new_value,\n"
 		"	after, seen_at, origin, conversation_created_at)\n"
@@ -161,7 +164,8 @@ static const char *const sql[S_COUNT] = {
 		"	coalesce((SELECT sending_at FROM outbox WHERE id = ?2), first_seen_at),\n"
 		"	first_seen_at, 'outbox', created_at\n"
 		"FROM conversations\n"
-		"WHERE id = ?1",
+		"WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM conversation_events\n"
+		"	WHERE conversation_id = ?1 AND field = 'status')",
 	/* The safety net under migration 0003's triggers: a queue's head that
 	 * has no time, or one that is not a time, by an edit the triggers do
 	 * not see (next_attempt_at set to NULL or to text by hand), gets one;
@@ -540,9 +544,8 @@ static enum dx_result mirror_result(struct outbox *ob, const struct item *it, co
 		rc = step_done(ob, which);
 	else
 		db_reset(st);
-	/* The change it made, in the history, in the same transaction; a
-	 * conversation already listed by a walk is not created by us. */
-	if (rc == DX_OK && created && which != S_USER && (which == S_MSG || sqlite3_changes(ob->db) > 0)) {
+	/* The change it made, in the history, in the same transaction. */
+	if (rc == DX_OK && created && which != S_USER) {
 		st = ob->st[which == S_MSG ? S_MSG_EVENT : S_CONV_EVENT];
 		if (which == S_MSG) {
 			db_bind_text(st, 1, json_string_value(json_object_get(req, "conversation_id")));

@@ -466,6 +466,31 @@ class HistoryTest(TimeToCloseMixin, OutboxTest):
         self.assert_ttc_as_before()
         self.assert_folded()
 
+    def test_a_conversation_a_walk_lists_before_its_answer_is_recorded_is_still_ours(self):
+        """The walk beside the outbox can list a conversation we created
+        before the outbox records the answer that created it: its status
+        event from nothing is still the outbox's (once), as when the
+        outbox records first."""
+        self.srv.create_status = "closed"
+
+        def listed_first(server, headers):
+            # As a walk would store it, between our request and its answer.
+            cid = "conv_new_%d" % server.next_id
+            con = sqlite3.connect(self.db, timeout=10)
+            with con:
+                con.execute("INSERT INTO conversations(id, status, subject, raw, first_seen_at, changed_at)"
+                            " VALUES (?, 'closed', 'Listed first', '{}', ?, ?)",
+                            (cid, "2026-11-01T00:00:00Z", "2026-11-01T00:00:00Z"))
+            con.close()
+        self.srv.on_write = listed_first
+        self.dexsync("new-conversation", "u_7", "--subject", "Listed first")
+        self.drain_until_done()
+        self.srv.on_write = None
+        cid = self.srv.created[0]["id"]
+        self.assertEqual(self.sql("SELECT origin, old_value, new_value, seen_at FROM conversation_events "
+                                  "WHERE conversation_id = ?", cid),
+                         [("outbox", None, "closed", "2026-11-01T00:00:00Z")])
+
     def test_time_to_close_migration_folds_the_events_there(self):
         """A mirror of schema 6 with closes: 0007 folds them once."""
         c = self.srv.convs
