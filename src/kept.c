@@ -142,6 +142,14 @@ static char *reserve_path(const char *path)
 	return p;
 }
 
+/* Is st a file this daemon wrote: regular, its own, for its eyes only,
+ * linked once? */
+static int ours(const struct stat *st)
+{
+	return S_ISREG(st->st_mode) && st->st_uid == geteuid() && (st->st_mode & 07777) == 0600 &&
+	       st->st_nlink == 1;
+}
+
 /* Write text over the reserve, renamed to tmp first, and cut it to len;
  * 0, or -1 with errno (ENOSPC when there is no reserve, or it is too
  * small).  The reserve is used up. */
@@ -159,8 +167,8 @@ static int write_reserve(const char *path, const char *tmp, const char *text, si
 	free(reserve);
 	if ((fd = open(tmp, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)) < 0)
 		return -1;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1 || st.st_size < (off_t)len) {
-		errno = ENOSPC; /* not the reserve this daemon wrote */
+	if (fstat(fd, &st) < 0 || !ours(&st) || st.st_size < (off_t)len) {
+		errno = ENOSPC; /* not a reserve this daemon wrote, or too small */
 		return close_keep(fd, -1);
 	}
 	rc = write_all(fd, text, len) < 0 || ftruncate(fd, (off_t)len) < 0 || fsync(fd) < 0 ? -1 : 0;
@@ -179,7 +187,7 @@ enum dx_result kept_reserve(const char *database)
 		rc = DX_NOMEM;
 		goto out;
 	}
-	if (lstat(reserve, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == KEPT_RESERVE)
+	if (lstat(reserve, &st) == 0 && ours(&st) && st.st_size == KEPT_RESERVE)
 		goto out;
 	/* Zeros written, not a hole nor fallocate's unwritten extents: writing
 	 * over them later allocates nothing. */
@@ -187,8 +195,8 @@ enum dx_result kept_reserve(const char *database)
 	if (write_file(tmp, zeros, KEPT_RESERVE) < 0 || rename(tmp, reserve) < 0 ||
 	    durable_sync_dir(reserve) < 0) {
 		log_warning(
-			"outbox: %s: %s: without it, answers refused by a full disk at a stop are lost "
-			"(their items are sent again)",
+			"outbox: %s: %s: answers refused by a full disk at a stop may not fit in what is "
+			"there of it (their items would be sent again)",
 			reserve, strerror(errno));
 		unlink(tmp);
 		rc = DX_SYSTEM;
@@ -322,9 +330,20 @@ enum dx_result kept_load(const char *path, enum dx_result (*take)(const struct k
 
 enum dx_result kept_remove(const char *path)
 {
-	if ((unlink(path) < 0 && errno != ENOENT) || durable_sync_dir(path) < 0) {
+	char *reserve = reserve_path(path);
+	int rc;
+
+	/* The disk may still be full: the file's blocks become the reserve
+	 * (kept_reserve makes it whole again when it can), so that answers
+	 * taken now can be kept again at the stop. */
+	rc = reserve ? rename(path, reserve) : -1;
+	if (rc < 0)
+		rc = unlink(path) < 0 && errno != ENOENT ? -1 : 0;
+	if (rc < 0 || durable_sync_dir(path) < 0) {
 		log_err("outbox: %s: %s", path, strerror(errno));
+		free(reserve);
 		return DX_SYSTEM;
 	}
+	free(reserve);
 	return DX_OK;
 }

@@ -56,8 +56,9 @@ enum dx_result kept_save(const char *path, const struct kept *v, size_t n);
 enum dx_result kept_load(const char *path, enum dx_result (*take)(const struct kept *k, void *arg), void *arg,
 			 int *entries);
 
-/* Remove path once its answers are recorded.  DX_OK, or DX_SYSTEM after
- * logging. */
+/* Remove path once its answers are taken: it becomes the reserve, whose
+ * blocks a stop on a still full disk writes them over again.  DX_OK, or
+ * DX_SYSTEM after logging. */
 enum dx_result kept_remove(const char *path);
 
 #endif

@@ -270,8 +270,41 @@ static void test_the_reserve_is_made_once_and_never_through_a_link(void **state)
 	assert_non_null(fgets(text, sizeof(text), f));
 	fclose(f);
 	assert_string_equal(text, "precious");
+	/* Another mode (or owner) than its own: made again. */
+	assert_int_equal(lstat(reserve, &st), 0);
+	assert_int_equal(chmod(reserve, 0644), 0);
+	assert_int_equal(kept_reserve(db), DX_OK);
+	assert_int_equal(lstat(reserve, &again), 0);
+	assert_int_equal(again.st_mode & 0777, 0600);
+	assert_true(again.st_ino != st.st_ino);
 	unlink(reserve);
 	unlink(victim);
+}
+
+static void test_answers_taken_become_the_reserve(void **state)
+{
+	struct kept v[1] = {
+		{ .id = 1,
+		  .key = "a",
+		  .asked = 1,
+		  .status = 201,
+		  .outcome = DX_OK,
+		  .retry_after = -1,
+		  .error = "" },
+	};
+	char reserve[sizeof(path) + 16];
+	struct stat answers, st;
+
+	(void)state;
+	snprintf(reserve, sizeof(reserve), "%s-reserve", path);
+	assert_int_equal(kept_save(path, v, 1), DX_OK);
+	assert_int_equal(stat(path, &answers), 0);
+	assert_int_equal(kept_remove(path), DX_OK);
+	assert_int_equal(access(path, F_OK), -1);
+	/* Its blocks are kept for the stop: the disk may still be full. */
+	assert_int_equal(lstat(reserve, &st), 0);
+	assert_int_equal(st.st_ino, answers.st_ino);
+	unlink(reserve);
 }
 
 int main(void)
@@ -283,6 +316,7 @@ int main(void)
 		cmocka_unit_test(test_a_refusal_stops_the_load_and_keeps_the_file),
 		cmocka_unit_test(test_links_are_not_followed),
 		cmocka_unit_test(test_the_reserve_is_made_once_and_never_through_a_link),
+		cmocka_unit_test(test_answers_taken_become_the_reserve),
 	};
 
 	log_open("test_kept", LOG_USER, 0, 0);
