@@ -1,11 +1,13 @@
 /* log.c - syslog(3) with an optional copy on stderr */
 #include "config.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "escape.h"
 #include "log.h"
@@ -14,6 +16,16 @@ static atomic_int log_level = LOG_INFO; /* set by a reload while the outbox logs
 static int log_to_stderr;
 static int log_to_syslog;
 static const char *log_ident = PACKAGE;
+
+/* An error or warning logged again and again (a full disk refuses every
+ * try) is written once a minute, then how many times it came meanwhile:
+ * the last one written, its priority and when, and the repeats since. */
+#define REPEAT_S 60
+static pthread_mutex_t repeat_mu = PTHREAD_MUTEX_INITIALIZER;
+static char *repeat_line;
+static int repeat_prio;
+static time_t repeat_at;
+static long repeats;
 
 static const struct {
 	const char *name;
@@ -55,8 +67,15 @@ static int stderr_is_journal(void)
 	       (unsigned long long)st.st_ino == ino;
 }
 
+static void write_line(int prio, const char *line);
+
 void log_open(const char *ident, int facility, int to_stderr, int use_syslog)
 {
+	static int at_exit;
+
+	/* The repeats of the last error are said at the end too. */
+	if (!at_exit)
+		at_exit = atexit(log_close) == 0;
 	log_ident = ident;
 	log_to_stderr = to_stderr && !(use_syslog && stderr_is_journal());
 	log_to_syslog = use_syslog;
@@ -64,8 +83,27 @@ void log_open(const char *ident, int facility, int to_stderr, int use_syslog)
 		openlog(ident, LOG_PID | LOG_NDELAY, facility);
 }
 
+/* Say how many times the last error or warning came since it was written
+ * (repeat_mu held). */
+static void repeats_flush(void)
+{
+	char note[96];
+
+	if (repeats > 0) {
+		snprintf(note, sizeof(note), "(the %s above came %ld more time%s)",
+			 repeat_prio == LOG_ERR ? "error" : "warning", repeats, repeats == 1 ? "" : "s");
+		write_line(repeat_prio, note);
+	}
+	repeats = 0;
+}
+
 void log_close(void)
 {
+	pthread_mutex_lock(&repeat_mu);
+	repeats_flush();
+	free(repeat_line);
+	repeat_line = NULL;
+	pthread_mutex_unlock(&repeat_mu);
 	if (log_to_syslog)
 		closelog();
 	log_to_syslog = 0;
@@ -105,6 +143,29 @@ int log_facility_from_name(const char *name)
 	return -1;
 }
 
+/* Is line (of priority prio, an error or a warning) the last one written,
+ * less than REPEAT_S ago?  Then it is counted, not written; else what
+ * came meanwhile is said, and line becomes the last one. */
+static int repeated(int prio, const char *line)
+{
+	time_t now = time(NULL);
+	int yes;
+
+	pthread_mutex_lock(&repeat_mu);
+	yes = repeat_line && prio == repeat_prio && !strcmp(line, repeat_line) && now - repeat_at < REPEAT_S;
+	if (yes) {
+		repeats++;
+	} else {
+		repeats_flush();
+		free(repeat_line);
+		repeat_line = strdup(line); /* NULL out of memory: nothing is held back */
+		repeat_prio = prio;
+		repeat_at = now;
+	}
+	pthread_mutex_unlock(&repeat_mu);
+	return yes;
+}
+
 static const char *level_name(int prio)
 {
 	for (size_t i = 0; i < sizeof(levels) / sizeof(levels[0]); i++)
@@ -116,6 +177,19 @@ static const char *level_name(int prio)
 /* Format, escape (see escape.h: a message that quotes a server's error, a
  * row or an argument can neither start a line of its own nor drive the
  * terminal), then write to stderr and syslog. */
+/* One line to standard error and syslog, as configured. */
+static void write_line(int prio, const char *line)
+{
+	if (log_to_stderr) {
+		flockfile(stderr); /* one line, whichever thread logs */
+		fprintf(stderr, "%s: %s: %s\n", log_ident, prio == LOG_ERR ? "error" : level_name(prio),
+			line);
+		funlockfile(stderr);
+	}
+	if (log_to_syslog)
+		syslog(prio, "%s", line);
+}
+
 void log_vmsg(int prio, const char *fmt, va_list ap)
 {
 	char *text = NULL, *safe = NULL;
@@ -130,14 +204,12 @@ void log_vmsg(int prio, const char *fmt, va_list ap)
 	else
 		safe = escape_text(text, (size_t)n);
 	line = safe ? safe : "(out of memory formatting a log message)";
-	if (log_to_stderr) {
-		flockfile(stderr); /* one line, whichever thread logs */
-		fprintf(stderr, "%s: %s: %s\n", log_ident, prio == LOG_ERR ? "error" : level_name(prio),
-			line);
-		funlockfile(stderr);
+	if (prio <= LOG_WARNING && repeated(prio, line)) {
+		free(safe);
+		free(text);
+		return;
 	}
-	if (log_to_syslog)
-		syslog(prio, "%s", line);
+	write_line(prio, line);
 	free(safe);
 	free(text);
 }

@@ -169,6 +169,10 @@ class SharedDbTest(OutboxTest):
             self.assertEqual(len(self.srv.messages), 1)
             self.assertIn("written over the reserve", p.stderr)
             self.assertIn("kept in", p.stderr)
+            # Each try of the stop was refused: said once, then counted.
+            full = [l for l in p.stderr.splitlines() if l.endswith("database or disk is full")]
+            self.assertLessEqual(len(full), 3, p.stderr)
+            self.assertRegex(p.stderr, r"\(the error above came \d+ more times\)")
             self.assertFalse(os.path.exists(reserve))
             self.assertTrue(os.path.exists(self.db + ".answers"))
             # A start on a disk with no room for a new reserve takes them
