@@ -58,13 +58,30 @@ static int teardown(void **state)
 	return 0;
 }
 
-static void write_text(const char *text)
+static void write_file(const char *file, const char *text)
 {
-	FILE *f = fopen(path, "w");
+	FILE *f = fopen(file, "w");
 
 	assert_non_null(f);
 	fputs(text, f);
 	fclose(f);
+}
+
+static void write_text(const char *text)
+{
+	write_file(path, text);
+}
+
+/* The victim of a link: it still holds what it held. */
+static void assert_untouched(const char *victim)
+{
+	char text[32] = "";
+	FILE *f = fopen(victim, "r");
+
+	assert_non_null(f);
+	assert_non_null(fgets(text, sizeof(text), f));
+	fclose(f);
+	assert_string_equal(text, "precious");
 }
 
 static void test_saved_answers_read_back_the_same(void **state)
@@ -210,24 +227,17 @@ static void test_links_are_not_followed(void **state)
 		  .retry_after = -1,
 		  .error = "" },
 	};
-	char victim[sizeof(path) + 8], tmp[sizeof(path) + 4], text[32] = "";
+	char victim[sizeof(path) + 8], tmp[sizeof(path) + 4];
 	struct seen s = { .n = 0 };
 	int entries;
-	FILE *f;
 
 	(void)state;
 	snprintf(victim, sizeof(victim), "%s/victim", dir);
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	f = fopen(victim, "w");
-	assert_non_null(f);
-	fputs("precious", f);
-	fclose(f);
+	write_file(victim, "precious");
 	assert_int_equal(symlink(victim, tmp), 0);
 	assert_int_equal(kept_save(path, v, 1), DX_OK);
-	f = fopen(victim, "r");
-	assert_non_null(fgets(text, sizeof(text), f));
-	fclose(f);
-	assert_string_equal(text, "precious");
+	assert_untouched(victim);
 	unlink(path);
 	assert_int_equal(kept_save(victim, v, 1), DX_OK); /* a file of answers elsewhere */
 	assert_int_equal(symlink(victim, path), 0);
@@ -240,9 +250,8 @@ static void test_links_are_not_followed(void **state)
 
 static void test_the_reserve_is_made_once_and_never_through_a_link(void **state)
 {
-	char db[sizeof(path)], reserve[sizeof(path) + 16], victim[sizeof(path) + 8], text[32] = "";
+	char db[sizeof(path)], reserve[sizeof(path) + 16], victim[sizeof(path) + 8];
 	struct stat st, again;
-	FILE *f;
 
 	(void)state;
 	snprintf(db, sizeof(db), "%s/m.db", dir);
@@ -258,18 +267,12 @@ static void test_the_reserve_is_made_once_and_never_through_a_link(void **state)
 	assert_int_equal(lstat(reserve, &again), 0);
 	assert_int_equal(again.st_ino, st.st_ino);
 	unlink(reserve);
-	f = fopen(victim, "w");
-	assert_non_null(f);
-	fputs("precious", f);
-	fclose(f);
+	write_file(victim, "precious");
 	assert_int_equal(symlink(victim, reserve), 0);
 	assert_int_equal(kept_reserve(db), DX_OK); /* the link is replaced */
 	assert_int_equal(lstat(reserve, &st), 0);
 	assert_true(S_ISREG(st.st_mode));
-	f = fopen(victim, "r");
-	assert_non_null(fgets(text, sizeof(text), f));
-	fclose(f);
-	assert_string_equal(text, "precious");
+	assert_untouched(victim);
 	/* Another mode (or owner) than its own: made again. */
 	assert_int_equal(lstat(reserve, &st), 0);
 	assert_int_equal(chmod(reserve, 0644), 0);
