@@ -44,14 +44,17 @@ static const struct {
 
 #define N_OUTCOMES (sizeof(outcomes) / sizeof(outcomes[0]))
 
+/* path with suffix after it (malloc'd), or NULL out of memory. */
+static char *suffixed(const char *path, const char *suffix)
+{
+	char *p;
+
+	return asprintf(&p, "%s%s", path, suffix) < 0 ? NULL : p;
+}
+
 char *kept_path(const char *database)
 {
-	size_t size = strlen(database) + sizeof(KEPT_SUFFIX);
-	char *p = malloc(size);
-
-	if (p)
-		snprintf(p, size, "%s" KEPT_SUFFIX, database);
-	return p;
+	return suffixed(database, KEPT_SUFFIX);
 }
 
 int kept_waiting(const char *database)
@@ -134,12 +137,7 @@ static int write_file(const char *tmp, const char *text, size_t len)
 /* The reserve of path (malloc'd), or NULL. */
 static char *reserve_path(const char *path)
 {
-	size_t size = strlen(path) + sizeof(RESERVE_SUFFIX);
-	char *p = malloc(size);
-
-	if (p)
-		snprintf(p, size, "%s" RESERVE_SUFFIX, path);
-	return p;
+	return suffixed(path, RESERVE_SUFFIX);
 }
 
 /* Is st a file this daemon wrote: regular, its own, for its eyes only,
@@ -178,7 +176,7 @@ static int write_reserve(const char *path, const char *tmp, const char *text, si
 enum dx_result kept_reserve(const char *database)
 {
 	char *path = kept_path(database), *reserve = path ? reserve_path(path) : NULL;
-	char *tmp = reserve ? malloc(strlen(reserve) + 5) : NULL, *zeros = calloc(1, KEPT_RESERVE);
+	char *tmp = reserve ? suffixed(reserve, ".tmp") : NULL, *zeros = calloc(1, KEPT_RESERVE);
 	struct stat st;
 	enum dx_result rc = DX_OK;
 
@@ -191,7 +189,6 @@ enum dx_result kept_reserve(const char *database)
 		goto out;
 	/* Zeros written, not a hole nor fallocate's unwritten extents: writing
 	 * over them later allocates nothing. */
-	snprintf(tmp, strlen(reserve) + 5, "%s.tmp", reserve);
 	if (write_file(tmp, zeros, KEPT_RESERVE) < 0 || rename(tmp, reserve) < 0 ||
 	    durable_sync_dir(reserve) < 0) {
 		log_warning(
@@ -212,8 +209,8 @@ out:
 enum dx_result kept_save(const char *path, const struct kept *v, size_t n)
 {
 	json_t *all = json_array(), *e;
-	size_t len = strlen(path), text_len;
-	char *tmp = malloc(len + 5), *text = NULL;
+	char *tmp = suffixed(path, ".tmp"), *text = NULL;
+	size_t text_len;
 	enum dx_result rc = DX_NOMEM;
 	int written;
 
@@ -222,7 +219,6 @@ enum dx_result kept_save(const char *path, const struct kept *v, size_t n)
 			goto out;
 	if (!all || !tmp || !(text = json_dumps(all, JSON_COMPACT)))
 		goto out;
-	snprintf(tmp, len + 5, "%s.tmp", path);
 	text_len = strlen(text);
 	rc = DX_OK;
 	written = write_file(tmp, text, text_len);
@@ -305,8 +301,7 @@ enum dx_result kept_load(const char *path, enum dx_result (*take)(const struct k
 	all = json_loadfd(fd, JSON_ALLOW_NUL, &err);
 	close(fd);
 	if (!json_is_array(all)) {
-		if ((bad = malloc(strlen(path) + 5)))
-			snprintf(bad, strlen(path) + 5, "%s.bad", path);
+		bad = suffixed(path, ".bad");
 		log_err("outbox: %s: %s; moved to %s.bad: the items it holds answers for are sent again",
 			path, all ? "not a list of answers" : err.text, path);
 		if (!bad || rename(path, bad) < 0)
