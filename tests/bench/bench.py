@@ -77,13 +77,16 @@ def sh(cmd, **kw):
     return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
 
 
-def timed(cmd, **kw):
-    """Wall seconds, peak RSS KiB and bytes written (rusage) of cmd."""
+def timed(cmd, log=None, **kw):
+    """Wall seconds, peak RSS KiB and bytes written (rusage) of cmd; its
+    stderr appended to the list log, if given."""
     t = time.time()
     p = subprocess.run(["/usr/bin/time", "-f", "@@ %M %O"] + cmd, capture_output=True, text=True, **kw)
     wall = time.time() - t
     if p.returncode:
         sys.exit("failed: %s\n%s" % (" ".join(cmd), p.stderr[-2000:]))
+    if log is not None:
+        log.append(p.stderr)
     rss, out = p.stderr.rsplit("@@ ", 1)[1].split()[:2]
     return wall, int(rss), int(out) * 512
 
@@ -173,6 +176,8 @@ def main():
                     help="10 %% changed walks before the history reports are timed")
     ap.add_argument("--work", default="/tmp/dexsync-bench")
     ap.add_argument("--port", type=int, default=18089)
+    ap.add_argument("--ten-million", action="store_true",
+                    help="then one run at 10,000,000 (3.8 GB of pages, about an hour)")
     a = ap.parse_args()
     build = os.path.abspath(a.build)
     dexsyncd = os.path.join(build, "dexsyncd")
@@ -185,11 +190,13 @@ def main():
         f.write(NGINX_CONF % {"work": work, "port": a.port})
     nginx = subprocess.Popen(["nginx", "-c", os.path.join(work, "nginx.conf"), "-p", work])
     time.sleep(0.5)
-    rows = []
+    rows, a.walks = [], {}
     try:
         for n in [int(s) for s in a.sizes.split(",")]:
             rows += bench_size(a, n, work, dexsyncd, floor_bin)
         rows += bench_drain(a, work, dexsyncd)
+        if a.ten_million:
+            rows += bench_ten_million(a, work, dexsyncd, floor_bin)
     finally:
         nginx.terminate()
         nginx.wait()
@@ -199,7 +206,9 @@ def main():
         print("%-44s %12s %14s %10s" % r)
 
 
-def bench_size(a, n, work, dexsyncd, floor_bin):
+def pages_of(a, n, work):
+    """The pages of n conversations (made once), their MB, the API's base
+    URL and a curl config fetching them all."""
     pages_dir = os.path.join(work, "pages-%d" % n)
     pages = (n + 99) // 100
     if not os.path.exists(os.path.join(pages_dir, "p%d.json" % (pages - 1))):
@@ -212,6 +221,11 @@ def bench_size(a, n, work, dexsyncd, floor_bin):
         for p in range(pages):
             f.write('url = "%s/conversations?limit=100%s"\noutput = "/dev/null"\n'
                     % (base, "&cursor=p%d" % p if p else ""))
+    return pages_dir, pages, mb, base, curl_cfg
+
+
+def bench_size(a, n, work, dexsyncd, floor_bin):
+    pages_dir, pages, mb, base, curl_cfg = pages_of(a, n, work)
     db = os.path.join(work, "bench.db")
     res = {k: [] for k in ("fetch", "store", "parse", "ref", "ref2", "d1", "d2", "rss1", "rss2", "bytes2")}
     for run in range(a.runs):
@@ -238,6 +252,7 @@ def bench_size(a, n, work, dexsyncd, floor_bin):
         con.close()
         assert count == n and last[0] == 0 and last[1] == 0 and last[2] == n, (count, last)
     m = {k: statistics.median(v) for k, v in res.items()}
+    a.walks[n] = (m["d1"], m["d2"])
     fmt = lambda s: "%.2f s" % s  # noqa: E731
     rate = lambda s: "%.0f conv/s" % (n / s)  # noqa: E731
     rows = [
@@ -255,12 +270,12 @@ def bench_size(a, n, work, dexsyncd, floor_bin):
     ]
     rows += bench_changed(a, n, work, dexsyncd, db, m["d2"])
     alone, _, _ = initial_with(dexsyncd, work, base, db)
-    busy, (sent, rate), _ = initial_with(dexsyncd, work, base, db, messages=20000)
+    busy, (sent, msg_rate), _ = initial_with(dexsyncd, work, base, db, messages=20000)
     _, _, longest = initial_with(dexsyncd, work, base, db, probe=True)
     rows += [
         ("  initial walk alone (its log line)", fmt(alone), rate(alone), ""),
         ("  initial walk, 20,000 messages beside it", fmt(busy), rate(busy), ""),
-        ("    messages sent by its end (to the second)", "%d" % sent, "%.0f msg/s" % rate, ""),
+        ("    messages sent by its end (to the second)", "%d" % sent, "%.0f msg/s" % msg_rate, ""),
         ("    / alone", "%.2f x" % (busy / alone), "", ""),
         ("  longest wait for the write lock (probe)", "%.2f s" % longest, "", ""),
     ]
@@ -313,6 +328,64 @@ def bench_search(a, work, dexsyncd, base, db, store):
         ("  dexsync search, common word (warm)", "%.0f ms" % (statistics.median(common) * 1000), "", ""),
         ("  dexsync search, rare word (warm)", "%.0f ms" % (statistics.median(rare) * 1000), "", ""),
     ]
+
+
+def bench_ten_million(a, work, dexsyncd, floor_bin):
+    """One run at 10,000,000: the floors, the initial mirror (its full-text
+    builds from the log) and the unchanged re-walk with their peak RSS and
+    their ratio to the 1,000,000 figures of this run, the database's bytes
+    per conversation, and status, every built-in report and a search,
+    warm."""
+    n = 10000000
+    pages_dir, pages, mb, base, curl_cfg = pages_of(a, n, work)
+    db = os.path.join(work, "bench.db")
+    print("N=%d ..." % n, flush=True)
+    fetch = timed(["curl", "-s", "--http1.1", "-K", curl_cfg])[0]
+    fresh(db)
+    store = timed([floor_bin, db, pages_dir, str(pages)])[0]
+    parse = timed([floor_bin, "--parse-only", db, pages_dir, str(pages)])[0]
+    fresh(db)
+    c = conf(work, base, db)
+    log = []
+    d1, rss1, _ = timed([dexsyncd, "-f", c, "-1", "-l", "info"], log=log)
+    built = re.findall(r"built the deferred full-text index (\w+) in ([0-9.]+) s", log[0])
+    d2, rss2, _ = timed([dexsyncd, "-f", c, "-1"])
+    con = sqlite3.connect(db, isolation_level=None)
+    last = con.execute("SELECT inserted, changed, unchanged FROM sync_runs ORDER BY id DESC LIMIT 1").fetchone()
+    assert last == (0, 0, n), last
+    con.execute("UPDATE conversations SET subject = subject || ' zeppelin' "
+                "WHERE rowid IN (SELECT rowid FROM conversations ORDER BY rowid LIMIT 10)")
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    size = os.path.getsize(db)
+    fmt = lambda s: "%.2f s" % s  # noqa: E731
+    ratio = lambda t, i: "%.1f x the 1,000,000" % (t / a.walks[1000000][i]) if 1000000 in a.walks else ""  # noqa: E731
+    rows = [
+        ("N=%d (%.0f MB of pages, one run)" % (n, mb), "", "", ""),
+        ("  fetch floor (curl, keep-alive)", fmt(fetch), "", ""),
+        ("  store floor (Jansson + 1 INSERT, 1 txn)", fmt(store), "", ""),
+        ("    of which parsing", fmt(parse), "", ""),
+        ("  dexsyncd -1, empty db", fmt(d1), ratio(d1, 0), "%.1f MiB" % (rss1 / 1024)),
+        ("    / store floor", "%.2f x" % (d1 / store), "", ""),
+        ("    mirror ready (less the full-text builds) / store floor",
+         "%.2f x" % ((d1 - sum(float(secs) for _, secs in built)) / store), "", ""),
+    ] + [("    full-text build, %s" % name, "%s s" % secs, "", "") for name, secs in built] + [
+        ("  dexsyncd -1, unchanged (0 rows written)", fmt(d2), ratio(d2, 1), "%.1f MiB" % (rss2 / 1024)),
+        ("    / (fetch + parse)", "%.2f x" % (d2 / (fetch + parse)), "", ""),
+        ("  database", "%.2f GB" % (size / 1e9), "%.0f B/conv" % (size / n), ""),
+    ]
+    dexsync = os.path.join(os.path.dirname(dexsyncd), "dexsync")
+    names = ["by-status", "daily", "backlog", "backlog-daily", "time-to-close", "reopened", "changes",
+             "outbox", "sync-history"]
+    for what, cmd in ([("status", ["status"])] +
+                      [("report " + r, ["report", r, "--format", "csv"]) for r in names] +
+                      [("search, rare word", ["search", "zeppelin"]),
+                       ("search, common word", ["search", "refund"])]):
+        cmd = [dexsync, "-d", db] + cmd
+        sh(cmd)     # warm
+        times = [timed(cmd)[0] for run in range(3)]
+        rows.append(("  dexsync %s (warm)" % what, "%.2f s" % statistics.median(times), "", ""))
+    return rows
 
 
 def bench_changed(a, n, work, dexsyncd, db, unchanged):
