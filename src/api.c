@@ -49,6 +49,7 @@ struct api {
 	unsigned long requests;
 	volatile sig_atomic_t *stop; /* abort in-flight requests when set */
 	atomic_int *cancel;	     /* ... or when this is set */
+	atomic_int performing;	     /* a request is in curl (api_performing) */
 	char curl_err[CURL_ERROR_SIZE];
 };
 
@@ -124,6 +125,11 @@ void api_set_stop(struct api *api, volatile sig_atomic_t *stop)
 void api_set_cancel(struct api *api, atomic_int *cancel)
 {
 	api->cancel = cancel;
+}
+
+int api_performing(struct api *api)
+{
+	return atomic_load(&api->performing);
 }
 
 /* libcurl's memory is wiped when freed: its request buffers hold the
@@ -502,7 +508,9 @@ enum dx_result api_request(struct api *api, const char *method, const char *path
 
 	pace(api);
 	api->requests++;
+	atomic_store(&api->performing, 1);
 	cc = curl_easy_perform(h);
+	atomic_store(&api->performing, 0);
 	if (cc == CURLE_OK)
 		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
 	redact_key(api);

@@ -61,6 +61,8 @@ enum dx_result api_get(struct api *api, const char *path, struct api_response *r
 void api_set_stop(struct api *api, volatile sig_atomic_t *stop);
 /* The same for a flag set by another thread; NULL: none. */
 void api_set_cancel(struct api *api, atomic_int *cancel);
+/* Is a request in flight?  May be asked from another thread. */
+int api_performing(struct api *api);
 
 /* When the server's last Retry-After ends (time(NULL)'s scale), 0 when it
  * never sent one: a walk it stopped is not tried again before. */

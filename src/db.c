@@ -62,12 +62,24 @@ enum dx_result db_error_in(sqlite3 *db, const char *what)
 	return DX_DB;
 }
 
+/* An error naming the statement by its first line ("UPDATE outbox",
+ * "COMMIT"): SQLite's message alone ("database or disk is full") does not
+ * say which step of the daemon failed.  msg NULL: the connection's. */
+static void error_in_sql(sqlite3 *db, const char *sql, const char *msg)
+{
+	char *line = sqlite3_mprintf("%s (in %.*s)", msg ? msg : sqlite3_errmsg(db),
+				     sql ? (int)strcspn(sql, "\n") : 0, sql ? sql : "");
+
+	db_error_at(NULL, db, NULL, line);
+	sqlite3_free(line);
+}
+
 enum dx_result db_exec(sqlite3 *db, const char *sql)
 {
 	char *msg = NULL;
 
 	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-		db_error_at(NULL, db, NULL, msg);
+		error_in_sql(db, sql, msg);
 		sqlite3_free(msg);
 		return DX_DB;
 	}
@@ -118,8 +130,10 @@ enum dx_result db_step(sqlite3_stmt *st, const char *who, int *row)
 	*row = rc == SQLITE_ROW;
 	if (rc == SQLITE_ROW)
 		return DX_OK;
-	if (rc != SQLITE_DONE)
+	if (rc != SQLITE_DONE && who)
 		db_error_at(who, sqlite3_db_handle(st), NULL, NULL);
+	else if (rc != SQLITE_DONE)
+		error_in_sql(sqlite3_db_handle(st), sqlite3_sql(st), NULL);
 	db_reset(st);
 	return rc == SQLITE_DONE ? DX_OK : DX_DB;
 }

@@ -227,11 +227,16 @@ enum dx_result drainer_stop(struct drainer *d, int final, volatile sig_atomic_t 
 	atomic_store(&d->stop, 1);
 	drainer_poke(d);
 	if (!drainer_wait(d, atomic_load(&d->stop_at) + DRAINER_GRACE_S, NULL)) {
-		log_notice(
-			"outbox: still busy %d s after the stop (a request in flight, or answers the "
-			"database refuses): a request in flight is abandoned (its item goes again later, "
-			"with the same Idempotency-Key)",
-			DRAINER_GRACE_S);
+		if (api_performing(d->api))
+			log_notice(
+				"outbox: a request still in flight %d s after the stop is abandoned "
+				"(its item goes again later, with the same Idempotency-Key)",
+				DRAINER_GRACE_S);
+		else
+			log_notice(
+				"outbox: still busy %d s after the stop: the database refuses the "
+				"answers (see above)",
+				DRAINER_GRACE_S);
 		atomic_store(&d->cancel, 1);
 		drainer_wait(d, 0, NULL);
 	}

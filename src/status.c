@@ -123,8 +123,11 @@ static void put_col(FILE *out, const char *label, sqlite3_stmt *st, int i, const
 	fputs(tail, out);
 }
 
-/* The last walk's line; a failed or stale walk is a problem. */
-static int show_last_walk(sqlite3 *db, const struct conf *c, FILE *out, struct health *h)
+/* The last walk's line; a failed or stale walk is a problem, and so is
+ * one still 'running' when no dexsyncd runs: its daemon died, or could not
+ * record its end (the next walk marks it interrupted).  daemon is
+ * lock_holder's answer. */
+static int show_last_walk(sqlite3 *db, const struct conf *c, long daemon, FILE *out, struct health *h)
 {
 	sqlite3_stmt *st = NULL;
 
@@ -132,9 +135,13 @@ static int show_last_walk(sqlite3 *db, const struct conf *c, FILE *out, struct h
 		return -1;
 	if (sqlite3_step(st) == SQLITE_ROW) {
 		long long age = sqlite3_column_int64(st, 8);
+		int orphan = daemon == -1 && !strcmp(col(st, 1), "running");
 
 		put_col(out, "last walk:     ", st, 0, ", ");
-		put_col(out, "", st, 1, "");
+		if (orphan)
+			fputs("not ended (recorded as running, but no dexsyncd runs)", out);
+		else
+			put_col(out, "", st, 1, "");
 		fprintf(out, ", %lld s: %lld pages, %lld seen, %lld inserted, %lld changed, %lld gone",
 			sqlite3_column_int64(st, 7), sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3),
 			sqlite3_column_int64(st, 4), sqlite3_column_int64(st, 5),
@@ -142,6 +149,9 @@ static int show_last_walk(sqlite3 *db, const struct conf *c, FILE *out, struct h
 		put_col(out, *col(st, 9) ? ": " : "", st, 9, "\n");
 		if (!strcmp(col(st, 1), "failed"))
 			problem(h, 2, "the last walk failed");
+		else if (orphan)
+			problem(h, 2,
+				"the last walk did not end: its dexsyncd stopped before it could record the end");
 		else if (age > 3 * c->sync_interval)
 			problem(h, 2, "the last walk ended %lld s ago, over 3 intervals of %ld s", age,
 				c->sync_interval);
@@ -222,7 +232,7 @@ int status_run(sqlite3 *db, const char *database, const struct conf *c, FILE *ou
 	long daemon = lock_holder(database);
 	int rc = -1;
 
-	if (show_last_walk(db, c, out, &h) < 0)
+	if (show_last_walk(db, c, daemon, out, &h) < 0)
 		goto out;
 	if (query(db, counts_sql, &st) < 0)
 		goto out;

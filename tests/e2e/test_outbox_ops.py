@@ -257,6 +257,27 @@ class OutboxOpsTest(OutboxTest):
         self.assertEqual(self.once().returncode, 0)
         self.assertEqual(len(self.srv.messages), 1)
 
+    @unittest.skipIf(SANITIZED, "a 10 s grace: once, in the plain run, is enough")
+    def test_a_request_in_flight_past_the_grace_is_abandoned(self):
+        # The server answers after the stop's 10 s of grace: the request is
+        # abandoned, the line says so (not the database), and the item
+        # goes again, with its key, at the next start.
+        self.srv.write_delay = 25
+        self.dexsync("send", "conv_0000001", "slow answer")
+        proc = self.service()
+        self.wait_for(lambda: self.scalar("SELECT state FROM outbox") == "sending", 10, "the request")
+        t = time.time()
+        err = self.stop(proc)
+        self.assertLess(time.time() - t, 20)
+        self.assertIn("a request still in flight 10 s after the stop is abandoned", err)
+        self.assertNotIn("the database refuses", err)
+        self.assertEqual(self.scalar("SELECT state FROM outbox"), "pending")
+        self.srv.write_delay = 0
+        self.drain_until_done()
+        keys = {m["key"] for m in self.srv.messages}
+        self.assertEqual(keys, {self.scalar("SELECT idempotency_key FROM outbox")})
+        self.assertEqual(self.scalar("SELECT state FROM outbox"), "sent")
+
     def test_sigterm_records_a_kept_answer_once_the_lock_goes(self):
         self.srv.write_delay = 2
         self.dexsync("send", "conv_0000001", "answered while locked")
@@ -306,6 +327,8 @@ class OutboxOpsTest(OutboxTest):
         holder.kill()
         holder.wait(10)
         self.assertLess(took, 25, "stop took %.1f s" % took)
+        self.assertIn("still busy 10 s after the stop: the database refuses the answers", err)
+        self.assertNotIn("in flight", err)
         self.assertIn("kept in %s.answers" % self.db, err)
         self.assertNotIn("sends it again", err)
         self.assertEqual(self.scalar("SELECT state FROM outbox"), "sending")

@@ -4,12 +4,13 @@ import email.utils
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import tap  # noqa: E402
-from harness import KEY, DexTest  # noqa: E402
+from harness import DEXSYNC, KEY, DexTest  # noqa: E402
 
 COLUMNS = "id, status, subject, created_at, last_message_id, last_message_text, user_id"
 # The secondary indexes an initial mirror builds at its end.
@@ -250,6 +251,11 @@ class WalkTest(DexTest):
         stored = self.count_or_zero()
         self.assertLess(stored, 2500)
         self.assertEqual(self.scalar("PRAGMA integrity_check"), "ok")
+        # Its row still says 'running': status says it did not end.
+        st = subprocess.run([DEXSYNC, "-f", self.conf, "status"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(st.returncode, 2, st.stdout + st.stderr)
+        self.assertIn("not ended (recorded as running, but no dexsyncd runs)", st.stdout)
+        self.assertIn("health:        the last walk did not end", st.stdout)
         self.srv.on_page = None
         self.srv.requests.clear()
         self.walk_ok()
