@@ -506,17 +506,17 @@ static enum dx_result adoptable(sqlite3 *db, const char *path)
 	return rc == 0 ? DX_OK : rc > 0 ? DX_SCHEMA : DX_DB;
 }
 
-/* The pragmas of a connection that may write, then the migrations.  The
- * daemon's connections keep the -wal and -shm files when they close: a
- * reader who may not write the directory (the dexsync-read group) can open
- * a WAL database read-only only while they exist. */
+/* The pragmas of a connection that may write, then the migrations.  Our
+ * connections keep the -wal and -shm files when they close (the daemon's,
+ * and dexsync's that queue: the last to close would remove them): a reader
+ * who may not write the directory (the dexsync-read group) can open a WAL
+ * database read-only only while they exist. */
 static enum dx_result setup_writer(sqlite3 *db, const char *path, enum db_mode mode)
 {
 	enum dx_result rc;
 	int persist = 1;
 
-	if (mode == DB_DAEMON)
-		sqlite3_file_control(db, "main", SQLITE_FCNTL_PERSIST_WAL, &persist);
+	sqlite3_file_control(db, "main", SQLITE_FCNTL_PERSIST_WAL, &persist);
 	db_busy_timeout(db, mode == DB_DAEMON ? DB_BUSY_TIMEOUT_MS : DB_CLIENT_BUSY_TIMEOUT_MS);
 	/* The command line queues into a mirror the daemon made and keeps
 	 * current; it never migrates, nor adopts another file. */

@@ -42,6 +42,8 @@ static void give_back_heap(void)
 #endif
 }
 
+#define LOCK_CHECK_WALK_S 1 /* ... and during a walk, at most this often */
+
 static volatile sig_atomic_t stop_requested, reload_requested, walk_requested;
 static int wake_pipe[2] = { -1, -1 };
 
@@ -52,6 +54,8 @@ struct runtime {
 	sqlite3 *db;	    /* the walk's and STATUS='s connection */
 	struct api *api;    /* the walk's client */
 	struct drainer *dr; /* the outbox, in a thread of its own */
+	double lock_seen;   /* when the lock file was last looked at (mono_now) */
+	int lock_lost;	    /* another dexsyncd holds it now: stop */
 };
 
 static void on_signal(int sig)
@@ -148,6 +152,30 @@ static double mono_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* Is the lock file still ours?  Someone may remove or replace it: then
+ * lock_check locks the file there again, or, when another dexsyncd holds
+ * it now, this one stops (rt->lock_lost): one daemon per database. */
+static int lock_kept(struct runtime *rt)
+{
+	rt->lock_seen = mono_now();
+	if (lock_check(&rt->lock_fd, rt->c.database) < 0) {
+		rt->lock_lost = 1;
+		stop_requested = 1;
+		return -1;
+	}
+	return 0;
+}
+
+/* A walk may take hours (an initial mirror, a detail phase): the lock file
+ * is looked at during it too, once a second at most. */
+static void walk_tick(void *arg)
+{
+	struct runtime *rt = arg;
+
+	if (mono_now() - rt->lock_seen >= LOCK_CHECK_WALK_S)
+		lock_kept(rt);
+}
+
 /* Items waiting to go, for STATUS=; -1 when the database cannot say. */
 static long outbox_depth(sqlite3 *db)
 {
@@ -188,9 +216,10 @@ int service_once(struct conf *c, int lock_fd)
 		return 1;
 	t0 = mono_now();
 	/* Stopped by a signal is not a failure: the walk resumes next time. */
-	walked = walk_run(rt.db, rt.api, &rt.c, &stop_requested, &w);
+	walked = walk_run(rt.db, rt.api, &rt.c, &stop_requested, &w,
+			  &(struct walk_tick){ .fn = walk_tick, .arg = &rt });
 	metrics_walk(walked == DX_OK ? "ok" : stop_requested ? "interrupted" : "failed", &w, mono_now() - t0);
-	rc = walked != DX_OK && !stop_requested;
+	rc = (walked != DX_OK && !stop_requested) || rt.lock_lost;
 	if (drainer_stop(rt.dr, 1, &stop_requested) != DX_OK)
 		rc = 1;
 	rt.dr = NULL;
@@ -271,7 +300,7 @@ int service_loop(struct conf *c, const char *conf_path, int level_override, int 
 	struct pollfd pfd;
 	const char *outcome = "not yet";
 	double next_walk, t0;
-	int rc = 0;
+	int rc;
 
 	if (install_signals() < 0 || runtime_open(&rt, c, lock_fd, 1) < 0)
 		return 1;
@@ -287,14 +316,14 @@ int service_loop(struct conf *c, const char *conf_path, int level_override, int 
 			reload(&rt, conf_path, level_override);
 			report_status(&rt, outcome, &w);
 		}
-		if (lock_check(&rt.lock_fd, rt.c.database) < 0) {
-			rc = 1;
+		if (lock_kept(&rt) < 0)
 			break;
-		}
 		if (walk_requested || mono_now() >= next_walk) {
 			walk_requested = 0;
 			t0 = mono_now();
-			outcome = walk_run(rt.db, rt.api, &rt.c, &stop_requested, &w) == DX_OK ? "ok" :
+			outcome = walk_run(rt.db, rt.api, &rt.c, &stop_requested, &w,
+					   &(struct walk_tick){ .fn = walk_tick, .arg = &rt }) == DX_OK ?
+					  "ok" :
 				  stop_requested ? "interrupted" :
 						   "failed";
 			metrics_walk(outcome, &w, mono_now() - t0);
@@ -315,6 +344,7 @@ int service_loop(struct conf *c, const char *conf_path, int level_override, int 
 		}
 	}
 	notify_stopping();
+	rc = rt.lock_lost;
 	if (!rc)
 		log_notice("stopping on a signal");
 	runtime_close(&rt, 0);

@@ -70,6 +70,7 @@ struct walk {
 	const struct conf *c;
 	struct mirror *m;
 	volatile sig_atomic_t *stop;
+	const struct walk_tick *tick;
 	struct walk_counts n;
 	int track_seen;		  /* this walk may set gone_at at its end */
 	int initial;		  /* into an empty mirror */
@@ -86,6 +87,12 @@ struct walk {
 	char *reached;		   /* the cursor its last page leads to */
 	char error[512];	   /* why it failed, for the log and sync_runs */
 };
+
+static void walk_tick(struct walk *w)
+{
+	if (w->tick)
+		w->tick->fn(w->tick->arg);
+}
 
 /* The walk failed with code, for the reason fmt says: kept for the log
  * line and sync_runs.  Returns code. */
@@ -360,6 +367,7 @@ static enum dx_result walk_status(struct walk *w, const char *status)
 			 (rc = walk_progress(w)) == DX_OK) {
 			listed_free(&p);
 			notify_watchdog();
+			walk_tick(w);
 			continue;
 		}
 		listed_free(&p);
@@ -475,6 +483,7 @@ static void walk_details(struct walk *w)
 		before = fails;
 		walk_detail(w, &ids[i], &fails);
 		failed += fails > before; /* a transient failure: it waits too */
+		walk_tick(w);
 	}
 	if (fails >= WALK_DETAIL_FAILS && !*w->stop)
 		log_notice(
@@ -590,9 +599,9 @@ static enum dx_result walk_all(struct walk *w)
 }
 
 enum dx_result walk_run(sqlite3 *db, struct api *api, const struct conf *c, volatile sig_atomic_t *stop,
-			struct walk_counts *counts)
+			struct walk_counts *counts, const struct walk_tick *tick)
 {
-	struct walk w = { .db = db, .api = api, .c = c, .stop = stop };
+	struct walk w = { .db = db, .api = api, .c = c, .stop = stop, .tick = tick };
 	struct timespec t0, t1;
 	unsigned long req0 = api_requests(api);
 	long long run_id;

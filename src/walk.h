@@ -10,6 +10,13 @@
 #include "mirror.h"
 #include "result.h"
 
+/* What a walk calls between pages and between details: a walk may last
+ * hours, and its caller has things to look at meanwhile (the lock file). */
+struct walk_tick {
+	void (*fn)(void *arg);
+	void *arg;
+};
+
 /* Walk every configured status to the end, then fetch details.  Resumes an
  * interrupted walk from its stored cursor; *counts gets the figures of the
  * walk (counts may be NULL).  Returns DX_OK when the walk completed, else
@@ -17,6 +24,6 @@
  * DX_TRANSIENT, DX_PERMANENT, DX_DB ... (a row in sync_runs says which,
  * and the log says why). */
 enum dx_result walk_run(sqlite3 *db, struct api *api, const struct conf *c, volatile sig_atomic_t *stop,
-			struct walk_counts *counts);
+			struct walk_counts *counts, const struct walk_tick *tick);
 
 #endif

@@ -236,6 +236,19 @@ class ReadOnlyTest(OutboxTest):
         self.assertEqual(self.dexsync("send", "conv_0000001", "queued").returncode, 0)
         daemon = sqlite3.connect(self.db)     # keeps -wal and -shm, as dexsyncd does
         daemon.execute("SELECT count(*) FROM outbox").fetchall()
+        try:
+            self.assert_readers_work_read_only()
+        finally:
+            daemon.close()
+
+    def test_works_on_a_file_it_cannot_write_after_a_send_with_no_daemon(self):
+        """The last connection to close used to take -wal and -shm with it
+        when it was dexsync's: a reader who may not write the directory
+        could then open nothing until the daemon ran again."""
+        self.assertEqual(self.dexsync("send", "conv_0000001", "queued").returncode, 0)
+        self.assert_readers_work_read_only()
+
+    def assert_readers_work_read_only(self):
         names = ["mirror.db", "mirror.db-wal", "mirror.db-shm", "mirror.db.lock"]
         for n in names[:3]:
             self.assertTrue(os.path.exists(os.path.join(self.dir, n)), n)
@@ -262,7 +275,6 @@ class ReadOnlyTest(OutboxTest):
             for n in names:
                 if os.path.exists(os.path.join(self.dir, n)):
                     os.chmod(os.path.join(self.dir, n), 0o600)
-            daemon.close()
 
     def test_refuses_what_is_not_a_mirror_untouched(self):
         other = os.path.join(self.dir, "other.db")

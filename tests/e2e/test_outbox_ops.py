@@ -483,6 +483,24 @@ class OutboxOpsTest(OutboxTest):
         self.assertIn("is served by dexsyncd (pid %d)" % first.pid, p.stderr)
         self.stop(first)
 
+    def test_a_lock_file_removed_during_a_long_walk_is_made_again(self):
+        # Pages come slowly: the walk lasts about 10 s.  Its lock file,
+        # removed meanwhile, is made again within seconds, not after the
+        # walk: a second daemon started then is refused, and sends nothing.
+        self.srv.on_page = lambda server, n: time.sleep(1)
+        first = self.service(sync="interval = 1h\npage-size = 2")
+        self.wait_for(lambda: self.scalar("SELECT count(*) FROM sync_runs WHERE outcome = 'running'") == 1,
+                      10, "the walk")
+        os.remove(self.db + ".lock")
+        self.wait_for(lambda: os.path.exists(self.db + ".lock"), 4, "the lock made again during the walk")
+        self.assertEqual(self.scalar("SELECT count(*) FROM sync_runs WHERE outcome = 'running'"), 1)
+        p = self.once()
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("is served by dexsyncd (pid %d)" % first.pid, p.stderr)
+        self.srv.on_page = None
+        err = self.stop(first)
+        self.assertIn("%s.lock was removed or replaced while dexsyncd held it" % self.db, err)
+
     def test_heads_lost_by_hand_are_found(self):
         # Edits the triggers see: the head deleted, an item moved to another target.
         self.srv.fault("status", prefix="/messages", code=503, count=1000)
