@@ -65,12 +65,12 @@ enum dx_result db_error_in(sqlite3 *db, const char *what)
 /* An error naming the statement by its first line ("UPDATE outbox",
  * "COMMIT"): SQLite's message alone ("database or disk is full") does not
  * say which step of the daemon failed.  msg NULL: the connection's. */
-static void error_in_sql(sqlite3 *db, const char *sql, const char *msg)
+static void error_in_sql(const char *who, sqlite3 *db, const char *sql, const char *msg)
 {
 	char *line = sqlite3_mprintf("%s (in %.*s)", msg ? msg : sqlite3_errmsg(db),
 				     sql ? (int)strcspn(sql, "\n") : 0, sql ? sql : "");
 
-	db_error_at(NULL, db, NULL, line);
+	db_error_at(who, db, NULL, line);
 	sqlite3_free(line);
 }
 
@@ -79,24 +79,30 @@ enum dx_result db_exec(sqlite3 *db, const char *sql)
 	char *msg = NULL;
 
 	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-		error_in_sql(db, sql, msg);
+		error_in_sql(NULL, db, sql, msg);
 		sqlite3_free(msg);
 		return DX_DB;
 	}
 	return DX_OK;
 }
 
-enum dx_result db_begin(sqlite3 *db)
+enum dx_result db_begin(sqlite3 *db, const char *who)
 {
 	assert(sqlite3_get_autocommit(db)); /* transactions do not nest */
-	if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
-		return db_error_at("cannot start a write transaction", db, NULL, NULL);
+	if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+		error_in_sql(who, db, "BEGIN IMMEDIATE", NULL);
+		return DX_DB;
+	}
 	return DX_OK;
 }
 
-enum dx_result db_commit(sqlite3 *db)
+enum dx_result db_commit(sqlite3 *db, const char *who)
 {
-	return db_exec(db, "COMMIT");
+	if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+		error_in_sql(who, db, "COMMIT", NULL);
+		return DX_DB;
+	}
+	return DX_OK;
 }
 
 void db_rollback(sqlite3 *db)
@@ -130,10 +136,8 @@ enum dx_result db_step(sqlite3_stmt *st, const char *who, int *row)
 	*row = rc == SQLITE_ROW;
 	if (rc == SQLITE_ROW)
 		return DX_OK;
-	if (rc != SQLITE_DONE && who)
-		db_error_at(who, sqlite3_db_handle(st), NULL, NULL);
-	else if (rc != SQLITE_DONE)
-		error_in_sql(sqlite3_db_handle(st), sqlite3_sql(st), NULL);
+	if (rc != SQLITE_DONE)
+		error_in_sql(who, sqlite3_db_handle(st), sqlite3_sql(st), NULL);
 	db_reset(st);
 	return rc == SQLITE_DONE ? DX_OK : DX_DB;
 }
@@ -295,13 +299,13 @@ enum dx_result db_indexes_defer(sqlite3 *db, int *initial)
 	int n = 0, nfts = 0, rc;
 
 	*initial = 0;
-	if (db_begin(db) != DX_OK)
+	if (db_begin(db, NULL) != DX_OK)
 		return DX_DB;
 	rc = first_text(db, "SELECT NOT EXISTS (SELECT 1 FROM conversations)", &empty);
 	*initial = rc > 0 && !strcmp(empty, "1");
 	sqlite3_free(empty);
 	if (rc < 0 || (*initial && run_each(db, DEFER_NEXT, &n) != DX_OK) ||
-	    (*initial && run_each(db, DEFER_FTS_NEXT, &nfts) != DX_OK) || db_commit(db) != DX_OK) {
+	    (*initial && run_each(db, DEFER_FTS_NEXT, &nfts) != DX_OK) || db_commit(db, NULL) != DX_OK) {
 		db_rollback(db);
 		*initial = 0;
 		return DX_DB;
@@ -355,14 +359,14 @@ enum dx_result db_indexes_restore(sqlite3 *db)
 
 	for (;;) {
 		clock_gettime(CLOCK_MONOTONIC, &t0);
-		if (db_begin(db) != DX_OK)
+		if (db_begin(db, NULL) != DX_OK)
 			return DX_DB;
 		rc = first_text(db, RESTORE_NAME, &name);
 		if (rc > 0 && (rc = first_text(db, RESTORE_NEXT, &stmt)) > 0)
 			rc = db_exec(db, stmt) != DX_OK ? -1 : 1;
 		sqlite3_free(stmt);
 		stmt = NULL;
-		if (rc < 0 || db_commit(db) != DX_OK) {
+		if (rc < 0 || db_commit(db, NULL) != DX_OK) {
 			sqlite3_free(name);
 			db_rollback(db);
 			return DX_DB;
@@ -395,7 +399,7 @@ static enum dx_result migrate(sqlite3 *db, const char *path)
 
 	if (user_version(db) == db_schema_version())
 		return DX_OK;
-	if (db_begin(db) != DX_OK)
+	if (db_begin(db, NULL) != DX_OK)
 		return DX_DB;
 	have = user_version(db);
 	if (have < 0) {
@@ -427,7 +431,7 @@ static enum dx_result migrate(sqlite3 *db, const char *path)
 			 (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 	}
 	snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", db_schema_version());
-	if (db_exec(db, sql) != DX_OK || db_commit(db) != DX_OK)
+	if (db_exec(db, sql) != DX_OK || db_commit(db, NULL) != DX_OK)
 		goto fail;
 	return DX_OK;
 fail:

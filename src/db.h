@@ -41,9 +41,9 @@ enum dx_result db_exec(sqlite3 *db, const char *sql);
 /* A write transaction (BEGIN IMMEDIATE: the write lock at once, waiting
  * busy_timeout for it), its commit, and its rollback, which does nothing
  * when no transaction is open (SQLite may have rolled it back itself).
- * DX_OK, or DX_DB after logging. */
-enum dx_result db_begin(sqlite3 *db);
-enum dx_result db_commit(sqlite3 *db);
+ * DX_OK, or DX_DB after logging, who (may be NULL) first. */
+enum dx_result db_begin(sqlite3 *db, const char *who);
+enum dx_result db_commit(sqlite3 *db, const char *who);
 void db_rollback(sqlite3 *db);
 
 /* Prepare a statement that lives as long as the connection (SQLITE_PREPARE_PERSISTENT);

@@ -518,7 +518,7 @@ static int change_items(struct ctx *x, const long long *ids, int n, int retry, i
 	int rc = 1;
 
 	*sending = 0;
-	if (db_begin(x->db) != DX_OK)
+	if (db_begin(x->db, NULL) != DX_OK)
 		return 1;
 	if (sqlite3_prepare_v2(x->db, "SELECT state FROM outbox WHERE id = ?1", -1, &get, NULL) ||
 	    sqlite3_prepare_v2(x->db,
@@ -565,7 +565,7 @@ static int change_items(struct ctx *x, const long long *ids, int n, int retry, i
 		}
 		sqlite3_reset(set);
 	}
-	if (db_commit(x->db) == DX_OK) {
+	if (db_commit(x->db, NULL) == DX_OK) {
 		printf("%d item%s %s\n", n, n == 1 ? "" : "s", retry ? "back to pending" : "cancelled");
 		rc = 0;
 	}

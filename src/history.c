@@ -115,11 +115,11 @@ enum dx_result history_fold_closes(sqlite3 *db, long *folded)
 	long n;
 
 	*folded = 0;
-	if (db_begin(db) != DX_OK)
+	if (db_begin(db, "history") != DX_OK)
 		return DX_DB;
 	if (db_exec(db, fold_sql) == DX_OK) {
 		n = sqlite3_changes(db);
-		if (db_exec(db, mark_sql) == DX_OK && db_commit(db) == DX_OK) {
+		if (db_exec(db, mark_sql) == DX_OK && db_commit(db, "history") == DX_OK) {
 			*folded = n;
 			return DX_OK;
 		}

@@ -185,12 +185,12 @@ void mirror_close(struct mirror *m)
 
 enum dx_result mirror_begin(struct mirror *m)
 {
-	return db_begin(m->db);
+	return db_begin(m->db, "walk");
 }
 
 enum dx_result mirror_commit(struct mirror *m)
 {
-	return db_commit(m->db);
+	return db_commit(m->db, "walk");
 }
 
 void mirror_rollback(struct mirror *m)

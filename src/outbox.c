@@ -304,7 +304,7 @@ static void notes_end(struct outbox *ob, int committed)
 static enum dx_result tx_end(struct outbox *ob, enum dx_result rc)
 {
 	if (rc == DX_OK)
-		rc = db_commit(ob->db);
+		rc = db_commit(ob->db, "outbox");
 	ob->busy = rc != DX_OK && (sqlite3_errcode(ob->db) & 0xff) == SQLITE_BUSY;
 	db_rollback(ob->db); /* unless committed, or ended by SQLite */
 	notes_end(ob, rc == DX_OK);
@@ -707,7 +707,7 @@ static enum dx_result answers_record(struct outbox *ob, struct answer *a, int co
 
 	if (!a || !count)
 		return DX_OK;
-	for (rc = db_begin(ob->db); rc == DX_OK && a && count--; a = a->next) {
+	for (rc = db_begin(ob->db, "outbox"); rc == DX_OK && a && count--; a = a->next) {
 		if (a->asked) {
 			rc = record(ob, &a->it, a->body ? a->body : a->it.payload, &a->r, &c);
 		} else {
@@ -1148,7 +1148,7 @@ static enum dx_result batch_claim(struct outbox *ob, struct drain_counts *n, int
 
 	assert(!ob->batch);
 	*found = 0;
-	if ((rc = db_begin(ob->db)) == DX_OK)
+	if ((rc = db_begin(ob->db, "outbox")) == DX_OK)
 		rc = due_load(ob, ob->claim, &due, found);
 	while ((a = due)) {
 		due = a->next;

@@ -294,6 +294,8 @@ class OutboxOpsTest(OutboxTest):
         err = self._log.decode(errors="replace") + err
         holder.wait(30)
         self.assertIn("refused to record", err)
+        # The outbox's own error line names itself and the statement refused.
+        self.assertIn("outbox: database %s: database is locked (in " % self.db, err)
         self.assertIn("its answer is recorded now", err)
         self.assertEqual(proc.returncode, 0, err)
         self.assertEqual(self.scalar("SELECT state FROM outbox"), "sent")
