@@ -371,11 +371,13 @@ static void unrecorded_keep(struct outbox *ob)
 	char *path = kept_path(ob->c->database);
 	struct kept *v;
 	struct answer *a;
-	size_t n = 0, i = 0;
+	size_t n = 0, i = 0, unasked = 0;
 	int saved = 0;
 
-	for (a = ob->unrecorded; a; a = a->next)
+	for (a = ob->unrecorded; a; a = a->next) {
 		n++;
+		unasked += !a->asked;
+	}
 	if (path && (v = calloc(n, sizeof(*v)))) {
 		for (a = ob->unrecorded; a; a = a->next, i++)
 			v[i] = (struct kept){ .id = a->it.id,
@@ -391,7 +393,12 @@ static void unrecorded_keep(struct outbox *ob)
 		saved = kept_save(path, v, n) == DX_OK;
 		free(v);
 	}
-	if (saved)
+	if (saved && unasked)
+		log_notice(
+			"outbox: %zu answer%s the database refused, and %zu item%s not sent, are kept "
+			"in %s: the next dexsyncd records them before it sends anything",
+			n - unasked, n - unasked == 1 ? "" : "s", unasked, unasked == 1 ? "" : "s", path);
+	else if (saved)
 		log_notice(
 			"outbox: %zu answer%s the database refused %s kept in %s: the next dexsyncd "
 			"records %s before it sends anything",
@@ -727,11 +734,17 @@ static void batch_keep(struct outbox *ob)
 	int unasked = 0;
 
 	for (struct answer *a = ob->batch; a; a = a->next)
-		if (a->asked)
+		if (a->asked && a->r.status)
 			log_warning(
 				"outbox: %s: delivered (HTTP %ld), but the database refused to record it; "
 				"kept until it can be, and nothing more goes to %s before",
 				a->it.label, a->r.status, a->it.target);
+		else if (a->asked)
+			log_warning(
+				"outbox: %s: asked, with no answer (%s: it may have arrived), and the "
+				"database refused to record that; kept until it can be, and nothing "
+				"more goes to %s before",
+				a->it.label, a->r.error, a->it.target);
 		else
 			unasked++;
 	if (unasked)

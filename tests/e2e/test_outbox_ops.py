@@ -278,6 +278,28 @@ class OutboxOpsTest(OutboxTest):
         self.assertEqual(keys, {self.scalar("SELECT idempotency_key FROM outbox")})
         self.assertEqual(self.scalar("SELECT state FROM outbox"), "sent")
 
+    @unittest.skipIf(SANITIZED, "a 10 s grace and a lock held 40 s: once, in the plain run, is enough")
+    def test_an_abandoned_request_is_not_called_delivered(self):
+        # The request gets no answer before the stop's grace ends, and the
+        # database is locked: the line says it got no answer (not
+        # "delivered"), the outcome is kept, and the next start sends the
+        # item again with its key.
+        self.srv.write_delay = 25
+        self.dexsync("send", "conv_0000001", "no answer")
+        proc = self.service()
+        self.wait_for(lambda: self.scalar("SELECT state FROM outbox") == "sending", 10, "the request")
+        holder = hold_write_lock(self.db, 40)
+        err = self.stop(proc)
+        holder.kill()
+        holder.wait(10)
+        self.assertIn("asked, with no answer (", err)
+        self.assertNotIn("delivered (HTTP 0)", err)
+        self.assertIn("1 answer the database refused is kept in %s.answers" % self.db, err)
+        self.srv.write_delay = 0
+        self.drain_until_done()
+        self.assertEqual({m["key"] for m in self.srv.messages}, {self.scalar("SELECT idempotency_key FROM outbox")})
+        self.assertEqual(self.scalar("SELECT state FROM outbox"), "sent")
+
     def test_sigterm_records_a_kept_answer_once_the_lock_goes(self):
         self.srv.write_delay = 2
         self.dexsync("send", "conv_0000001", "answered while locked")
