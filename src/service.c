@@ -30,7 +30,9 @@
 #include "service.h"
 #include "walk.h"
 
-#define LOCK_CHECK_MS  30000 /* how often the lock file is checked (lock_check) */
+/* How often the lock file is looked at (lock_check), idle or walking: while
+ * it is gone, a second dexsyncd could start and take items this one sends. */
+#define LOCK_CHECK_MS  1000
 #define WALK_MAX_PAUSE 86400 /* the longest Retry-After a failed walk waits */
 
 /* The heap a walk grew is kept while it runs (keep_heap in dexsyncd.c) and
@@ -41,8 +43,6 @@ static void give_back_heap(void)
 	malloc_trim(0);
 #endif
 }
-
-#define LOCK_CHECK_WALK_S 1 /* ... and during a walk, at most this often */
 
 static volatile sig_atomic_t stop_requested, reload_requested, walk_requested;
 static int wake_pipe[2] = { -1, -1 };
@@ -167,12 +167,12 @@ static int lock_kept(struct runtime *rt)
 }
 
 /* A walk may take hours (an initial mirror, a detail phase): the lock file
- * is looked at during it too, once a second at most. */
+ * is looked at during it too. */
 static void walk_tick(void *arg)
 {
 	struct runtime *rt = arg;
 
-	if (mono_now() - rt->lock_seen >= LOCK_CHECK_WALK_S)
+	if (mono_now() - rt->lock_seen >= LOCK_CHECK_MS / 1000.0)
 		lock_kept(rt);
 }
 

@@ -499,9 +499,9 @@ class OutboxOpsTest(OutboxTest):
         p = self.once(conf=other)
         self.assertEqual(p.returncode, 1)
         self.assertIn("is served by dexsyncd (pid %d)" % first.pid, p.stderr)
-        # A lock file removed under the daemon is made again.
+        # A lock file removed under the idle daemon is made again at once.
         os.remove(self.db + ".lock")
-        self.wait_for(lambda: os.path.exists(self.db + ".lock"), 40, "the lock made again")
+        self.wait_for(lambda: os.path.exists(self.db + ".lock"), 3, "the lock made again")
         p = self.once()
         self.assertEqual(p.returncode, 1)
         self.assertIn("is served by dexsyncd (pid %d)" % first.pid, p.stderr)
