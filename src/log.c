@@ -18,14 +18,21 @@ static int log_to_syslog;
 static const char *log_ident = PACKAGE;
 
 /* An error or warning logged again and again (a full disk refuses every
- * try) is written once a minute, then how many times it came meanwhile:
- * the last one written, its priority and when, and the repeats since. */
-#define REPEAT_S 60
+ * try, and two threads may take turns with two such lines) is written once
+ * a minute, then how many times it came meanwhile: the last REPEAT_SLOTS
+ * errors and warnings written, each with its priority, when, and the
+ * repeats since. */
+#define REPEAT_S     60
+#define REPEAT_SLOTS 4
 static pthread_mutex_t repeat_mu = PTHREAD_MUTEX_INITIALIZER;
-static char *repeat_line;
-static int repeat_prio;
-static time_t repeat_at;
-static long repeats;
+static struct repeat {
+	char *line; /* NULL: free */
+	int prio;
+	time_t at;
+	unsigned long written; /* the order lines were written in */
+	long count;
+} recent[REPEAT_SLOTS];
+static unsigned long written;
 
 static const struct {
 	const char *name;
@@ -83,26 +90,30 @@ void log_open(const char *ident, int facility, int to_stderr, int use_syslog)
 		openlog(ident, LOG_PID | LOG_NDELAY, facility);
 }
 
-/* Say how many times the last error or warning came since it was written
- * (repeat_mu held). */
-static void repeats_flush(void)
+/* Say how many times r's line came since it was written, and forget the
+ * count (repeat_mu held). */
+static void repeats_flush(struct repeat *r)
 {
-	char note[96];
+	char *note = NULL;
 
-	if (repeats > 0) {
-		snprintf(note, sizeof(note), "(the %s above came %ld more time%s)",
-			 repeat_prio == LOG_ERR ? "error" : "warning", repeats, repeats == 1 ? "" : "s");
-		write_line(repeat_prio, note);
+	if (r->count > 0 &&
+	    asprintf(&note, "(the %s \"%s\" came %ld more time%s)", r->prio == LOG_ERR ? "error" : "warning",
+		     r->line, r->count, r->count == 1 ? "" : "s") >= 0) {
+		write_line(r->prio, note);
+		free(note);
 	}
-	repeats = 0;
+	r->count = 0;
 }
 
 void log_close(void)
 {
 	pthread_mutex_lock(&repeat_mu);
-	repeats_flush();
-	free(repeat_line);
-	repeat_line = NULL;
+	for (int i = 0; i < REPEAT_SLOTS; i++) {
+		if (recent[i].line)
+			repeats_flush(&recent[i]);
+		free(recent[i].line);
+		recent[i].line = NULL;
+	}
 	pthread_mutex_unlock(&repeat_mu);
 	if (log_to_syslog)
 		closelog();
@@ -143,24 +154,38 @@ int log_facility_from_name(const char *name)
 	return -1;
 }
 
-/* Is line (of priority prio, an error or a warning) the last one written,
- * less than REPEAT_S ago?  Then it is counted, not written; else what
- * came meanwhile is said, and line becomes the last one. */
+/* Is line (of priority prio, an error or a warning) one of the last
+ * written, less than REPEAT_S ago?  Then it is counted, not written.  Else
+ * it takes the slot of its own older copy (whose count is said first) or
+ * of the line written longest ago. */
 static int repeated(int prio, const char *line)
 {
 	time_t now = time(NULL);
-	int yes;
+	struct repeat *r = &recent[0];
+	int yes = 0;
 
 	pthread_mutex_lock(&repeat_mu);
-	yes = repeat_line && prio == repeat_prio && !strcmp(line, repeat_line) && now - repeat_at < REPEAT_S;
+	for (int i = 0; i < REPEAT_SLOTS; i++) {
+		if (recent[i].line && recent[i].prio == prio && !strcmp(recent[i].line, line)) {
+			r = &recent[i];
+			yes = now - r->at < REPEAT_S;
+			break;
+		}
+		if (!recent[i].line || (r->line && recent[i].written < r->written))
+			r = &recent[i];
+	}
 	if (yes) {
-		repeats++;
+		r->count++;
 	} else {
-		repeats_flush();
-		free(repeat_line);
-		repeat_line = strdup(line); /* NULL out of memory: nothing is held back */
-		repeat_prio = prio;
-		repeat_at = now;
+		if (r->line)
+			repeats_flush(r);
+		if (!r->line || strcmp(r->line, line)) {
+			free(r->line);
+			r->line = strdup(line); /* NULL out of memory: nothing is held back */
+		}
+		r->prio = prio;
+		r->at = now;
+		r->written = ++written;
 	}
 	pthread_mutex_unlock(&repeat_mu);
 	return yes;
