@@ -105,7 +105,7 @@ static void repeats_flush(struct repeat *r)
 	r->count = 0;
 }
 
-void log_close(void)
+void log_repeats_forget(void)
 {
 	pthread_mutex_lock(&repeat_mu);
 	for (int i = 0; i < REPEAT_SLOTS; i++) {
@@ -115,6 +115,11 @@ void log_close(void)
 		recent[i].line = NULL;
 	}
 	pthread_mutex_unlock(&repeat_mu);
+}
+
+void log_close(void)
+{
+	log_repeats_forget();
 	if (log_to_syslog)
 		closelog();
 	log_to_syslog = 0;

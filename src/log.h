@@ -11,6 +11,12 @@
  * syslog(3) (the command-line tool speaks to stderr only). */
 void log_open(const char *ident, int facility, int to_stderr, int use_syslog);
 void log_close(void);
+
+/* Say the counts of the errors and warnings held back as repeats, and
+ * forget them: what comes next is written even if it came before (a
+ * reload's refusal each time an operator asks for one). */
+void log_repeats_forget(void);
+
 /* Reopen syslog with another facility (after a reload). */
 void log_set_facility(int facility);
 

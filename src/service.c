@@ -238,6 +238,7 @@ static void reload(struct runtime *rt, const char *conf_path, int level_override
 	int same_db;
 
 	notify_reloading();
+	log_repeats_forget();
 	log_notice("reloading %s", conf_path);
 	if (conf_load(conf_path, &c) < 0) {
 		log_err("%s is invalid; keeping the running configuration", conf_path);

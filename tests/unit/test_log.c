@@ -114,12 +114,31 @@ static void test_notices_are_always_written(void **state)
 	free(text);
 }
 
+/* A reload forgets: its refusal is written each time it is asked for. */
+static void reloads(void)
+{
+	for (int i = 0; i < 3; i++) {
+		log_repeats_forget();
+		log_err("c.conf is invalid; keeping the running configuration");
+	}
+}
+
+static void test_forgotten_repeats_are_written_again(void **state)
+{
+	char *text = stderr_of(reloads);
+
+	(void)state;
+	assert_int_equal(count(text, "t: error: c.conf is invalid; keeping the running configuration\n"), 3);
+	free(text);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_two_errors_taking_turns_are_each_written_once),
 		cmocka_unit_test(test_lines_beyond_those_remembered_are_all_written),
 		cmocka_unit_test(test_notices_are_always_written),
+		cmocka_unit_test(test_forgotten_repeats_are_written_again),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
