@@ -262,20 +262,29 @@ class OutboxOpsTest(OutboxTest):
         # The server answers after the stop's 10 s of grace: the request is
         # abandoned, the line says so (not the database), and the item
         # goes again, with its key, at the next start.
-        self.srv.write_delay = 25
-        self.dexsync("send", "conv_0000001", "slow answer")
-        proc = self.service()
-        self.wait_for(lambda: self.scalar("SELECT state FROM outbox") == "sending", 10, "the request")
+        proc = self.answered_after_the_grace("slow answer")
         t = time.time()
         err = self.stop(proc)
         self.assertLess(time.time() - t, 20)
         self.assertIn("a request still in flight 10 s after the stop is abandoned", err)
         self.assertNotIn("the database refuses", err)
         self.assertEqual(self.scalar("SELECT state FROM outbox"), "pending")
+        self.assert_sent_with_its_key()
+
+    def answered_after_the_grace(self, text):
+        """A daemon whose one message is on its way to a server that
+        answers in 25 s."""
+        self.srv.write_delay = 25
+        self.dexsync("send", "conv_0000001", text)
+        proc = self.service()
+        self.wait_for(lambda: self.scalar("SELECT state FROM outbox") == "sending", 10, "the request")
+        return proc
+
+    def assert_sent_with_its_key(self):
+        """Drained at last: sent, each request with the item's one key."""
         self.srv.write_delay = 0
         self.drain_until_done()
-        keys = {m["key"] for m in self.srv.messages}
-        self.assertEqual(keys, {self.scalar("SELECT idempotency_key FROM outbox")})
+        self.assertEqual({m["key"] for m in self.srv.messages}, {self.scalar("SELECT idempotency_key FROM outbox")})
         self.assertEqual(self.scalar("SELECT state FROM outbox"), "sent")
 
     @unittest.skipIf(SANITIZED, "a 10 s grace and a lock held 40 s: once, in the plain run, is enough")
@@ -284,10 +293,7 @@ class OutboxOpsTest(OutboxTest):
         # database is locked: the line says it got no answer (not
         # "delivered"), the outcome is kept, and the next start sends the
         # item again with its key.
-        self.srv.write_delay = 25
-        self.dexsync("send", "conv_0000001", "no answer")
-        proc = self.service()
-        self.wait_for(lambda: self.scalar("SELECT state FROM outbox") == "sending", 10, "the request")
+        proc = self.answered_after_the_grace("no answer")
         holder = hold_write_lock(self.db, 40)
         err = self.stop(proc)
         holder.kill()
@@ -295,10 +301,7 @@ class OutboxOpsTest(OutboxTest):
         self.assertIn("asked, with no answer (", err)
         self.assertNotIn("delivered (HTTP 0)", err)
         self.assertIn("1 answer the database refused is kept in %s.answers" % self.db, err)
-        self.srv.write_delay = 0
-        self.drain_until_done()
-        self.assertEqual({m["key"] for m in self.srv.messages}, {self.scalar("SELECT idempotency_key FROM outbox")})
-        self.assertEqual(self.scalar("SELECT state FROM outbox"), "sent")
+        self.assert_sent_with_its_key()
 
     def test_sigterm_records_a_kept_answer_once_the_lock_goes(self):
         self.srv.write_delay = 2

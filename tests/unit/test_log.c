@@ -50,6 +50,16 @@ static int count(const char *text, const char *needle)
 	return n;
 }
 
+/* How many times what wrote needle to standard error. */
+static int written(void (*what)(void), const char *needle)
+{
+	char *text = stderr_of(what);
+	int n = count(text, needle);
+
+	free(text);
+	return n;
+}
+
 /* Two threads' errors taking turns, a notice between them now and then. */
 static void alternating(void)
 {
@@ -107,11 +117,8 @@ static void notices(void)
 
 static void test_notices_are_always_written(void **state)
 {
-	char *text = stderr_of(notices);
-
 	(void)state;
-	assert_int_equal(count(text, "t: notice: the same notice\n"), 3);
-	free(text);
+	assert_int_equal(written(notices, "t: notice: the same notice\n"), 3);
 }
 
 /* A reload forgets: its refusal is written each time it is asked for. */
@@ -125,11 +132,9 @@ static void reloads(void)
 
 static void test_forgotten_repeats_are_written_again(void **state)
 {
-	char *text = stderr_of(reloads);
-
 	(void)state;
-	assert_int_equal(count(text, "t: error: c.conf is invalid; keeping the running configuration\n"), 3);
-	free(text);
+	assert_int_equal(written(reloads, "t: error: c.conf is invalid; keeping the running configuration\n"),
+			 3);
 }
 
 int main(void)
