@@ -27,6 +27,13 @@ struct seen {
 	int n;
 };
 
+/* Item 1, delivered (201): the answer most tests keep. */
+#define DELIVERED_A                                                                                  \
+	{                                                                                            \
+		.id = 1, .key = "a", .asked = 1, .status = 201, .outcome = DX_OK, .retry_after = -1, \
+		.error = ""                                                                          \
+	}
+
 static enum dx_result take(const struct kept *k, void *arg)
 {
 	struct seen *s = arg;
@@ -189,13 +196,7 @@ static enum dx_result refuse(const struct kept *k, void *arg)
 static void test_a_refusal_stops_the_load_and_keeps_the_file(void **state)
 {
 	struct kept v[2] = {
-		{ .id = 1,
-		  .key = "a",
-		  .asked = 1,
-		  .status = 201,
-		  .outcome = DX_OK,
-		  .retry_after = -1,
-		  .error = "" },
+		DELIVERED_A,
 		{ .id = 2,
 		  .key = "b",
 		  .asked = 1,
@@ -219,13 +220,7 @@ static void test_a_refusal_stops_the_load_and_keeps_the_file(void **state)
 static void test_links_are_not_followed(void **state)
 {
 	struct kept v[1] = {
-		{ .id = 1,
-		  .key = "a",
-		  .asked = 1,
-		  .status = 201,
-		  .outcome = DX_OK,
-		  .retry_after = -1,
-		  .error = "" },
+		DELIVERED_A,
 	};
 	char victim[sizeof(path) + 8], tmp[sizeof(path) + 4];
 	struct seen s = { .n = 0 };
@@ -287,13 +282,7 @@ static void test_the_reserve_is_made_once_and_never_through_a_link(void **state)
 static void test_answers_taken_become_the_reserve(void **state)
 {
 	struct kept v[1] = {
-		{ .id = 1,
-		  .key = "a",
-		  .asked = 1,
-		  .status = 201,
-		  .outcome = DX_OK,
-		  .retry_after = -1,
-		  .error = "" },
+		DELIVERED_A,
 	};
 	char reserve[sizeof(path) + 16];
 	struct stat answers, st;
