@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "db.h"
+#include "ftsbuild.h"
 #include "lock.h"
 #include "log.h"
 
@@ -187,25 +188,26 @@ static int user_version(sqlite3 *db)
 	return v;
 }
 
-/* The first column of the first row of a query, as a string for
- * sqlite3_free; 1 with a row, 0 without, -1 on error. */
-static int first_text(sqlite3 *db, const char *sql, char **text)
+int db_first_text(sqlite3 *db, const char *sql, const char *param, char **text)
 {
 	sqlite3_stmt *st = NULL;
 	int rc;
 
-	*text = NULL;
+	if (text)
+		*text = NULL;
 	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-		db_error(db);
+		error_in_sql(NULL, db, sql, NULL);
 		return -1;
 	}
+	if (param)
+		sqlite3_bind_text(st, 1, param, -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
-		rc = (*text = sqlite3_mprintf("%s", sqlite3_column_text(st, 0))) ? 1 : -1;
+		rc = !text || (*text = sqlite3_mprintf("%s", sqlite3_column_text(st, 0))) ? 1 : -1;
 	else
 		rc = rc == SQLITE_DONE ? 0 : -1;
 	if (rc < 0)
-		db_error(db);
+		error_in_sql(NULL, db, sql, NULL);
 	sqlite3_finalize(st);
 	return rc;
 }
@@ -219,7 +221,7 @@ static enum dx_result run_each(sqlite3 *db, const char *query, int *n)
 	char *stmt;
 	int found;
 
-	while ((found = first_text(db, query, &stmt)) > 0) {
+	while ((found = db_first_text(db, query, NULL, &stmt)) > 0) {
 		rc = db_exec(db, stmt);
 		sqlite3_free(stmt);
 		if (rc != DX_OK)
@@ -247,51 +249,52 @@ static enum dx_result run_each(sqlite3 *db, const char *query, int *n)
 	"LIMIT 1"
 
 /* Each full-text index of the mirror tables (src/sql/0005-search.sql)
- * whose triggers are there: a rebuild of the index and its triggers' SQL
- * into sync_state under its name, like a deferred index's, then the
- * triggers dropped, so that an initial mirror does no index work per row.
- * RESTORE_NEXT runs the rebuild and puts the triggers back in one
- * transaction.  Only these triggers, by name.
- *
- * A rebuild gathers the index's entries in memory and writes them out as a
- * segment each time they pass the table's hashsize (FTS5's default 1 MiB,
- * more than that in the heap, and the peak of an initial mirror).  Half of
- * it took 0.7 MiB off that peak at 100,000 conversations and the build no
- * longer (a quarter made it 15 % longer: more segments to merge); issue 17.
- * The setting stays in the table's %_config: a walk's transaction, a page
- * of rows, never gathers that much. */
-#define DB_FTS_HASH "524288"
-#define DEFER_FTS_NEXT                                                                        \
-	"SELECT printf('INSERT INTO sync_state(key, value) VALUES (%Q, %Q); %s',\n"           \
-	"	'" DB_DEFERRED                                                                \
-	"' || fts,\n"                                                                         \
-	"	printf('INSERT INTO \"%w\"(\"%w\", rank) VALUES (''hashsize'', %s); ', fts, fts,\n" \
-	"		'" DB_FTS_HASH                                                        \
-	"') ||\n"                                                                             \
-	"	printf('INSERT INTO \"%w\"(\"%w\") VALUES (''rebuild''); ', fts, fts) ||\n"         \
-	"		group_concat('CREATE TRIGGER IF NOT EXISTS' || substr(sql, 15), '; '),\n"          \
-	"	group_concat(printf('DROP TRIGGER \"%w\"', name), '; '))\n"                         \
-	"FROM (SELECT name, sql, substr(name, 1, instr(name, '_fts_') + 3) AS fts\n"          \
-	"	FROM sqlite_schema\n"                                                               \
-	"	WHERE type = 'trigger' AND sql GLOB 'CREATE TRIGGER *'\n"                           \
-	"		AND name IN ('conversations_fts_insert', 'conversations_fts_delete',\n"            \
-	"			'conversations_fts_update', 'messages_fts_insert',\n"                             \
-	"			'messages_fts_delete', 'messages_fts_update'))\n"                                 \
-	"GROUP BY fts\n"                                                                      \
+ * whose triggers are there: its triggers' SQL into sync_state under its
+ * name, like a deferred index's, then the triggers dropped, so that an
+ * initial mirror does no index work per row.  fts_build_deferred
+ * (ftsbuild.c) builds the indexes and puts the triggers back in one
+ * transaction; a migration, RESTORE_NEXT.  Only these triggers, by name. */
+#define DEFER_FTS_NEXT                                                               \
+	"SELECT printf('INSERT INTO sync_state(key, value) VALUES (%Q, %Q); %s',\n"  \
+	"	'" DB_DEFERRED                                                       \
+	"' || fts,\n"                                                                \
+	"		group_concat('CREATE TRIGGER IF NOT EXISTS' || substr(sql, 15), '; '),\n" \
+	"	group_concat(printf('DROP TRIGGER \"%w\"', name), '; '))\n"                \
+	"FROM (SELECT name, sql, substr(name, 1, instr(name, '_fts_') + 3) AS fts\n" \
+	"	FROM sqlite_schema\n"                                                      \
+	"	WHERE type = 'trigger' AND sql GLOB 'CREATE TRIGGER *'\n"                  \
+	"		AND name IN ('conversations_fts_insert', 'conversations_fts_delete',\n"   \
+	"			'conversations_fts_update', 'messages_fts_insert',\n"                    \
+	"			'messages_fts_delete', 'messages_fts_update'))\n"                        \
+	"GROUP BY fts\n"                                                             \
 	"LIMIT 1"
 
 /* Each deferred index: built (unless one of its name is there again), and
- * its key deleted. */
-#define RESTORE_NEXT                                                                      \
-	"SELECT printf('%s; DELETE FROM sync_state WHERE key = %Q',\n"                    \
-	"	CASE WHEN value GLOB 'CREATE INDEX *'\n"                                        \
-	"		THEN 'CREATE INDEX IF NOT EXISTS' || substr(value, 13) ELSE value END, key)\n" \
-	"FROM sync_state WHERE key GLOB '" DB_DEFERRED "*' ORDER BY key LIMIT 1"
-/* The name of the index RESTORE_NEXT builds. */
-#define RESTORE_NAME                              \
-	"SELECT substr(key, length('" DB_DEFERRED \
-	"') + 1)\n"                               \
-	"FROM sync_state WHERE key GLOB '" DB_DEFERRED "*' ORDER BY key LIMIT 1"
+ * its key deleted; a full-text index rebuilt in place before its triggers
+ * (a key an older dexsync wrote holds its rebuild already: it runs twice,
+ * no harm).  Those of a kind: where is "1" for all, or a GLOB that picks. */
+#define RESTORE_NEXT_OF(where)                                                             \
+	"SELECT printf('%s%s; DELETE FROM sync_state WHERE key = %Q',\n"                   \
+	"	CASE WHEN key GLOB '" DB_DEFERRED_FTS                                      \
+	"'\n"                                                                              \
+	"		THEN printf('INSERT INTO \"%w\"(\"%w\") VALUES (''rebuild''); ', name, name)\n" \
+	"		ELSE '' END,\n"                                                                 \
+	"	CASE WHEN value GLOB 'CREATE INDEX *'\n"                                         \
+	"		THEN 'CREATE INDEX IF NOT EXISTS' || substr(value, 13) ELSE value END, key)\n"  \
+	"FROM (SELECT key, value, substr(key, length('" DB_DEFERRED                        \
+	"') + 1) AS name\n"                                                                \
+	"	FROM sync_state WHERE key GLOB '" DB_DEFERRED "*' AND " where " ORDER BY key LIMIT 1)"
+#define RESTORE_NEXT RESTORE_NEXT_OF("1")
+/* The deferred B-tree indexes, and the name of the one RESTORE_INDEX builds;
+ * the full-text ones are built two at once (ftsbuild.c). */
+#define NOT_FTS	      "key NOT GLOB '" DB_DEFERRED_FTS "'"
+#define RESTORE_INDEX RESTORE_NEXT_OF(NOT_FTS)
+#define RESTORE_NAME                                                     \
+	"SELECT substr(key, length('" DB_DEFERRED                        \
+	"') + 1)\n"                                                      \
+	"FROM sync_state WHERE key GLOB '" DB_DEFERRED "*' AND " NOT_FTS \
+	"\n"                                                             \
+	"ORDER BY key LIMIT 1"
 
 enum dx_result db_indexes_defer(sqlite3 *db, int *initial)
 {
@@ -301,7 +304,7 @@ enum dx_result db_indexes_defer(sqlite3 *db, int *initial)
 	*initial = 0;
 	if (db_begin(db, NULL) != DX_OK)
 		return DX_DB;
-	rc = first_text(db, "SELECT NOT EXISTS (SELECT 1 FROM conversations)", &empty);
+	rc = db_first_text(db, "SELECT NOT EXISTS (SELECT 1 FROM conversations)", NULL, &empty);
 	*initial = rc > 0 && !strcmp(empty, "1");
 	sqlite3_free(empty);
 	if (rc < 0 || (*initial && run_each(db, DEFER_NEXT, &n) != DX_OK) ||
@@ -321,7 +324,7 @@ enum dx_result db_indexes_defer(sqlite3 *db, int *initial)
 
 enum dx_result db_cache_small(sqlite3 *db, char **old)
 {
-	if (first_text(db, "PRAGMA cache_size", old) <= 0)
+	if (db_first_text(db, "PRAGMA cache_size", NULL, old) <= 0)
 		return DX_DB;
 	if (db_exec(db, "PRAGMA shrink_memory; PRAGMA cache_size = " DB_SMALL_CACHE) != DX_OK) {
 		sqlite3_free(*old);
@@ -348,9 +351,10 @@ enum dx_result db_sort_small(void)
 	return sqlite3_config(SQLITE_CONFIG_PMASZ, (unsigned)DB_SORT_PAGES) == SQLITE_OK ? DX_OK : DX_DB;
 }
 
-/* Each deferred index is built in a transaction of its own, so that the
- * write lock is held for one index at a time (SPEC 3, "the database lock is
- * held briefly") and a crash keeps those built; each one's time is logged. */
+/* Each deferred B-tree index is built in a transaction of its own, so that
+ * the write lock is held for one index at a time (SPEC 3, "the database
+ * lock is held briefly") and a crash keeps those built; each one's time is
+ * logged.  Then the full-text indexes, together (ftsbuild.c). */
 enum dx_result db_indexes_restore(sqlite3 *db)
 {
 	struct timespec t0, t1;
@@ -361,8 +365,8 @@ enum dx_result db_indexes_restore(sqlite3 *db)
 		clock_gettime(CLOCK_MONOTONIC, &t0);
 		if (db_begin(db, NULL) != DX_OK)
 			return DX_DB;
-		rc = first_text(db, RESTORE_NAME, &name);
-		if (rc > 0 && (rc = first_text(db, RESTORE_NEXT, &stmt)) > 0)
+		rc = db_first_text(db, RESTORE_NAME, NULL, &name);
+		if (rc > 0 && (rc = db_first_text(db, RESTORE_INDEX, NULL, &stmt)) > 0)
 			rc = db_exec(db, stmt) != DX_OK ? -1 : 1;
 		sqlite3_free(stmt);
 		stmt = NULL;
@@ -374,8 +378,8 @@ enum dx_result db_indexes_restore(sqlite3 *db)
 		if (rc == 0)
 			break;
 		clock_gettime(CLOCK_MONOTONIC, &t1);
-		log_info("database %s: built the deferred %s %s in %.2f s", sqlite3_db_filename(db, "main"),
-			 strstr(name, "_fts") ? "full-text index" : "index", name,
+		log_info("database %s: built the deferred index %s in %.2f s",
+			 sqlite3_db_filename(db, "main"), name,
 			 (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 		sqlite3_free(name);
 		name = NULL;
@@ -385,7 +389,7 @@ enum dx_result db_indexes_restore(sqlite3 *db)
 	if (n > 0)
 		log_info("database %s: the %d deferred indexes are built", sqlite3_db_filename(db, "main"),
 			 n);
-	return DX_OK;
+	return fts_build_deferred(db);
 }
 
 /* Apply every migration newer than the database, all in one transaction,
@@ -462,10 +466,10 @@ static enum dx_result check_schema(sqlite3 *db, const char *path)
 
 	if (have < 0)
 		return db_error_at(NULL, db, path, NULL);
-	rc = first_text(db,
-			"SELECT count(*) = 3 FROM sqlite_schema WHERE type = 'table'\n"
-			"	AND name IN ('conversations', 'outbox', 'sync_runs')",
-			&ours);
+	rc = db_first_text(db,
+			   "SELECT count(*) = 3 FROM sqlite_schema WHERE type = 'table'\n"
+			   "	AND name IN ('conversations', 'outbox', 'sync_runs')",
+			   NULL, &ours);
 	if (rc < 0)
 		return DX_DB;
 	rc = rc > 0 && !strcmp(ours, "1");
@@ -501,7 +505,7 @@ static enum dx_result adoptable(sqlite3 *db, const char *path)
 
 	if (user_version(db) != 0)
 		return DX_OK;
-	rc = first_text(db, "SELECT name FROM sqlite_schema LIMIT 1", &other);
+	rc = db_first_text(db, "SELECT name FROM sqlite_schema LIMIT 1", NULL, &other);
 	if (rc > 0)
 		log_err("database %s: holds other tables ('%s') and no dexsync schema: not a "
 			"dexsync mirror (left untouched)",

@@ -57,6 +57,11 @@ enum dx_result db_run(sqlite3_stmt *st);
  * more: st is reset already), or DX_DB after logging (st reset).  who as
  * for db_error_at. */
 enum dx_result db_step(sqlite3_stmt *st, const char *who, int *row);
+/* The first column of the first row of sql, with param (NULL: none)
+ * bound to ?1, as a string for sqlite3_free into *text (text NULL: only
+ * whether there is a row): 1 with a row, 0 without, -1 after logging an
+ * error. */
+int db_first_text(sqlite3 *db, const char *sql, const char *param, char **text);
 /* Reset st and clear its bindings, for its next use. */
 void db_reset(sqlite3_stmt *st);
 
@@ -78,6 +83,8 @@ void db_bind_len(sqlite3_stmt *st, int i, const char *s, size_t len);
  * db_indexes_defer sets *initial to 1 for an initial mirror, else 0; both
  * return DX_OK, or DX_DB after logging an error. */
 #define DB_DEFERRED "deferred_index:"
+/* The keys of the deferred full-text indexes among them (a GLOB). */
+#define DB_DEFERRED_FTS DB_DEFERRED "*_fts"
 enum dx_result db_indexes_defer(sqlite3 *db, int *initial);
 enum dx_result db_indexes_restore(sqlite3 *db);
 

@@ -9,6 +9,8 @@ import io
 import json
 import os
 import re
+import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -310,6 +312,12 @@ class SearchTest(OutboxTest):
         self.assertIn("an initial mirror: 2 full-text indexes are built at its end", p.stderr)
         built = re.findall(r"built the deferred full-text index (\w+) in \d+\.\d+ s", p.stderr)
         self.assertEqual(sorted(built), ["conversations_fts", "messages_fts"])
+        # Two at once: conversations_fts by a second thread, into a scratch
+        # file that is gone after.
+        self.assertRegex(p.stderr, r"full-text index conversations_fts in \d+\.\d+ s \(beside the others\)")
+        self.assertRegex(p.stderr, r"the 2 deferred full-text indexes are built in \d+\.\d+ s")
+        self.assertFalse(os.path.exists(self.db + "-ftsbuild"))
+        self.fts_ok()
 
         def fts_pages():
             return self.sql("SELECT 'c', id, block FROM conversations_fts_data UNION ALL "
@@ -320,6 +328,91 @@ class SearchTest(OutboxTest):
         self.assertNotIn("full-text", p.stderr)
         self.assertEqual(fts_pages(), before, "an unchanged re-walk writes nothing to the index")
         self.assertEqual(self.found("zeppelin"), ["conv_old"])
+
+    def fresh_mirror(self):
+        """An initial mirror into an empty database: its stderr."""
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(self.db + suffix):
+                os.remove(self.db + suffix)
+        p = self.once()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return p.stderr
+
+    def assert_index_whole(self):
+        self.fts_ok()
+        for t, content in (("conversations_fts", "conversations"), ("messages_fts", "messages")):
+            self.assertEqual(self.scalar("SELECT count(*) FROM %s_docsize" % t),
+                             self.scalar("SELECT count(*) FROM %s" % content), t)
+        self.assertEqual(sorted(self.found("launch")), ["conv_exp", "conv_exps"])
+        self.assertEqual(self.scalar("SELECT count(*) FROM sync_state WHERE key GLOB 'deferred_index:*'"), 0)
+
+    def test_a_scratch_file_a_crash_left_is_built_over(self):
+        with open(self.db + "-ftsbuild", "wb") as f:
+            f.write(b"not a database, what a crash half-way left" * 1000)
+        err = self.fresh_mirror()
+        self.assertRegex(err, r"conversations_fts in \d+\.\d+ s \(beside the others\)")
+        self.assertFalse(os.path.exists(self.db + "-ftsbuild"))
+        self.assert_index_whole()
+
+    def test_no_scratch_file_builds_the_indexes_in_place(self):
+        os.mkdir(self.db + "-ftsbuild")      # in the way: neither removed nor opened
+        with open(os.path.join(self.db + "-ftsbuild", "x"), "w") as f:
+            f.write("x")
+        err = self.fresh_mirror()
+        self.assertIn("no scratch file for the full-text indexes (above): built in place", err)
+        self.assertNotIn("beside the others", err)
+        built = re.findall(r"built the deferred full-text index (\w+) in \d+\.\d+ s", err)
+        self.assertEqual(sorted(built), ["conversations_fts", "messages_fts"])
+        self.assert_index_whole()
+        shutil.rmtree(self.db + "-ftsbuild")
+
+    def test_a_daemon_keeps_the_index_it_built_in_step(self):
+        # The daemon's own connection goes on writing the index the build's
+        # connections made: its next walk's changes are found, the old words
+        # not, and FTS5 finds nothing wrong.
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(self.db + suffix):
+                os.remove(self.db + suffix)
+        self.conf = self.write_conf(sync="interval = 1s", outbox="poll-interval = 1s")
+        proc = self.spawn("-n")
+        self.wait_for(lambda: os.path.exists(self.db) and self.walks_ok() >= 1, timeout=30,
+                      what="the initial mirror")
+        self.srv.change("conv_old", subject="Blimp delivery late")
+        self.wait_for(lambda: self.walks_ok() >= 3, timeout=30, what="two more walks")
+        self.kill(proc, signal.SIGTERM)
+        self.assertEqual(self.found("blimp"), ["conv_old"])
+        self.assertEqual(self.found("zeppelin"), [])
+        self.assert_index_whole()
+
+    def walks_ok(self):
+        try:
+            return self.scalar("SELECT count(*) FROM sync_runs WHERE outcome = 'ok'")
+        except sqlite3.OperationalError:
+            return 0
+
+    def test_an_interrupted_initial_mirror_then_a_migration(self):
+        # Killed before its end: the keys of the deferred indexes stay.  A
+        # migration puts them back first, full-text ones rebuilt in place.
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(self.db + suffix):
+                os.remove(self.db + suffix)
+        self.conf = self.write_conf(api="max-rate = 2", sync="page-size = 5")
+        proc = self.spawn("-n", "-1")
+        self.wait_for(lambda: self.scalar_or("SELECT count(*) FROM conversations", 0) > 0, timeout=60,
+                      what="a first page")
+        self.kill(proc)
+        self.assertGreater(self.scalar("SELECT count(*) FROM sync_state WHERE key GLOB 'deferred_index:*_fts'"), 0)
+        self.sql("PRAGMA user_version = 7")
+        p = self.once()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("applied migration 0008", p.stderr)
+        self.assert_index_whole()
+
+    def scalar_or(self, query, default):
+        try:
+            return self.scalar(query)
+        except sqlite3.OperationalError:
+            return default
 
     def test_migration_builds_the_index_once(self):
         # The database as the schema before 0005 left it.
