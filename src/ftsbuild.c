@@ -27,6 +27,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,6 +93,26 @@ static enum dx_result exec_made(sqlite3 *db, char *sql)
 
 	sqlite3_free(sql);
 	return rc;
+}
+
+/* A new, empty scratch file, only ours: what a crash left is removed
+ * first (never read: the index is built again), and what is in the way
+ * (a directory, or a link someone put there while it was missing) is not
+ * opened.  1, or 0 after a notice. */
+static int make_scratch(const char *path, const char *scratch)
+{
+	int fd;
+
+	if (unlink(scratch) < 0 && errno != ENOENT) {
+		log_notice("database %s: cannot remove %s: %s", path, scratch, strerror(errno));
+		return 0;
+	}
+	if ((fd = open(scratch, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0) {
+		log_notice("database %s: cannot make %s: %s", path, scratch, strerror(errno));
+		return 0;
+	}
+	close(fd);
+	return 1;
 }
 
 static enum dx_result attach_scratch(sqlite3 *db, const char *scratch)
@@ -308,7 +329,7 @@ enum dx_result fts_build_deferred(sqlite3 *daemon)
 	struct timespec t0;
 	sqlite3 *db;
 	char *scratch;
-	int n = 0;
+	int n = 0, made;
 
 	switch (db_first_text(daemon, "SELECT 1 FROM sync_state WHERE key GLOB '" DB_DEFERRED_FTS "'", NULL,
 			      NULL)) {
@@ -323,14 +344,12 @@ enum dx_result fts_build_deferred(sqlite3 *daemon)
 	if (!(scratch = sqlite3_mprintf("%s" SCRATCH_SUFFIX, b.path)))
 		return db_error_in(daemon, "full-text build: out of memory");
 	b.scratch = scratch;
-	/* What a crash left: never read, the index is built again. */
-	if (unlink(scratch) < 0 && errno != ENOENT)
-		log_notice("database %s: cannot remove %s: %s", b.path, scratch, strerror(errno));
+	made = make_scratch(b.path, scratch);
 	if ((db = db_open(b.path, DB_DAEMON))) {
 		int beside;
 
 		lean(db);
-		beside = attach_scratch(db, scratch) == DX_OK &&
+		beside = made && attach_scratch(db, scratch) == DX_OK &&
 			 db_exec(db, "PRAGMA " SCRATCH ".cache_size = " CACHE_SCAN) == DX_OK;
 		if (db_exec(db, "PRAGMA cache_size = " CACHE_BUILD "; BEGIN") == DX_OK &&
 		    take_pending(db, &p, &n) == DX_OK &&
@@ -340,7 +359,7 @@ enum dx_result fts_build_deferred(sqlite3 *daemon)
 		db_rollback(db);
 		db_close(db);
 	}
-	if (unlink(scratch) < 0 && errno != ENOENT)
+	if (made && unlink(scratch) < 0)
 		log_notice("database %s: cannot remove %s: %s", b.path, scratch, strerror(errno));
 	if (rc == DX_OK && n > 0)
 		log_info("database %s: the %d deferred full-text indexes are built in %.2f s", b.path, n,

@@ -19,8 +19,8 @@
 -- row, whoever changes it: the daemon, dexsync, or a user's plain SQL.  An
 -- update that changes neither text (status, gone_at, detail) does no index
 -- work; an unchanged re-walk writes no row, so nothing to the index.  An
--- initial mirror drops the triggers and rebuilds each index once at its end
--- (db_indexes_defer in db.c), like the deferred indexes.
+-- initial mirror drops the triggers and builds each index once at its end
+-- (db_indexes_defer in db.c, ftsbuild.c), like the deferred indexes.
 --
 -- The rowid is the link between a row and its entry, so a row must keep
 -- its rowid: an UPDATE of rowid is followed by the triggers, and VACUUM

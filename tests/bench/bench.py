@@ -296,9 +296,10 @@ def bench_search(a, work, dexsyncd, base, db, store):
         p = subprocess.run([dexsyncd, "-f", conf(work, base, db), "-1", "-l", "info"],
                            capture_output=True, text=True)
         assert p.returncode == 0, p.stderr[-2000:]
-        built = re.findall(r"built the deferred full-text index \w+ in ([0-9.]+) s", p.stderr)
-        assert len(built) == 2, p.stderr[-2000:]
-        builds.append(sum(float(b) for b in built))
+        # Built two at once: the whole build's time, not the sum of each.
+        built = re.findall(r"the 2 deferred full-text indexes are built in ([0-9.]+) s", p.stderr)
+        assert len(built) == 1, p.stderr[-2000:]
+        builds.append(float(built[0]))
     con = sqlite3.connect(db, isolation_level=None)
     con.execute("UPDATE conversations SET subject = subject || ' zeppelin' "
                 "WHERE rowid IN (SELECT rowid FROM conversations ORDER BY rowid LIMIT 10)")
@@ -349,6 +350,7 @@ def bench_ten_million(a, work, dexsyncd, floor_bin):
     log = []
     d1, rss1, _ = timed([dexsyncd, "-f", c, "-1", "-l", "info"], log=log)
     built = re.findall(r"built the deferred full-text index (\w+) in ([0-9.]+) s", log[0])
+    whole = float(re.findall(r"the 2 deferred full-text indexes are built in ([0-9.]+) s", log[0])[0])
     d2, rss2, _ = timed([dexsyncd, "-f", c, "-1"])
     con = sqlite3.connect(db, isolation_level=None)
     last = con.execute("SELECT inserted, changed, unchanged FROM sync_runs ORDER BY id DESC LIMIT 1").fetchone()
@@ -368,8 +370,9 @@ def bench_ten_million(a, work, dexsyncd, floor_bin):
         ("  dexsyncd -1, empty db", fmt(d1), ratio(d1, 0), "%.1f MiB" % (rss1 / 1024)),
         ("    / store floor", "%.2f x" % (d1 / store), "", ""),
         ("    mirror ready (less the full-text builds) / store floor",
-         "%.2f x" % ((d1 - sum(float(secs) for _, secs in built)) / store), "", ""),
-    ] + [("    full-text build, %s" % name, "%s s" % secs, "", "") for name, secs in built] + [
+         "%.2f x" % ((d1 - whole) / store), "", ""),
+        ("    full-text build, both at once", "%.2f s" % whole, "", ""),
+    ] + [("      %s" % name, "%s s" % secs, "", "") for name, secs in built] + [
         ("  dexsyncd -1, unchanged (0 rows written)", fmt(d2), ratio(d2, 1), "%.1f MiB" % (rss2 / 1024)),
         ("    / (fetch + parse)", "%.2f x" % (d2 / (fetch + parse)), "", ""),
         ("  database", "%.2f GB" % (size / 1e9), "%.0f B/conv" % (size / n), ""),

@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import tap  # noqa: E402
@@ -354,6 +355,17 @@ class SearchTest(OutboxTest):
         self.assertFalse(os.path.exists(self.db + "-ftsbuild"))
         self.assert_index_whole()
 
+    def test_a_link_where_the_scratch_file_goes_is_removed_not_followed(self):
+        precious = os.path.join(self.dir, "precious")
+        with open(precious, "wb") as f:
+            f.write(b"")                    # an empty file SQLite would write a database into
+        os.symlink(precious, self.db + "-ftsbuild")
+        err = self.fresh_mirror()
+        self.assertRegex(err, r"conversations_fts in \d+\.\d+ s \(beside the others\)")
+        self.assertEqual(os.path.getsize(precious), 0)
+        self.assertFalse(os.path.lexists(self.db + "-ftsbuild"))
+        self.assert_index_whole()
+
     def test_no_scratch_file_builds_the_indexes_in_place(self):
         os.mkdir(self.db + "-ftsbuild")      # in the way: neither removed nor opened
         with open(os.path.join(self.db + "-ftsbuild", "x"), "w") as f:
@@ -383,6 +395,43 @@ class SearchTest(OutboxTest):
         self.assertEqual(self.found("blimp"), ["conv_old"])
         self.assertEqual(self.found("zeppelin"), [])
         self.assert_index_whole()
+
+    def test_rows_written_during_the_build_are_all_indexed(self):
+        # A user's plain SQL writes rows all along an initial mirror, each
+        # as soon as the write lock is free: before the build (indexed by
+        # it), while it holds the lock (they wait, then their triggers
+        # index them), and after.
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(self.db + suffix):
+                os.remove(self.db + suffix)
+        for n in range(4000):
+            self.srv.add(conv("conv_bulk%05d" % n, "Bulk subject %d" % n, "bulk text %d" % n))
+        self.conf = self.write_conf(api="max-rate = 40", sync="page-size = 50")
+        proc = self.spawn("-n", "-1", "-l", "info")
+        self.wait_for(lambda: self.scalar_or("SELECT count(*) FROM conversations", 0) > 0, timeout=60,
+                      what="a first page")
+        con = sqlite3.connect(self.db, timeout=60, isolation_level=None)
+        n = 0
+        while n == 0 or proc.poll() is None:
+            con.execute("INSERT INTO conversations(id, subject, raw, first_seen_at, changed_at) "
+                        "VALUES (?, ?, '{}', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+                        ("conv_w%d" % n, "wr%05d" % n))
+            con.execute("INSERT INTO messages(id, conversation_id, text, origin, raw) "
+                        "VALUES (?, ?, ?, 'outbox', '{}')", ("msg_w%d" % n, "conv_w%d" % n, "wm%05d" % n))
+            n += 1
+            time.sleep(0.002)
+        con.close()
+        _, err = self.finish(proc)
+        self.assertEqual(proc.returncode, 0, err)
+        self.assertIn("the 2 deferred full-text indexes are built", err)
+        for i in range(n):
+            self.assertEqual(self.sql("SELECT c.id FROM conversations_fts f JOIN conversations c "
+                                      "ON c.rowid = f.rowid WHERE conversations_fts MATCH ?", "wr%05d" % i),
+                             [("conv_w%d" % i,)])
+            self.assertEqual(self.sql("SELECT m.id FROM messages_fts f JOIN messages m "
+                                      "ON m.rowid = f.rowid WHERE messages_fts MATCH ?", "wm%05d" % i),
+                             [("msg_w%d" % i,)])
+        self.fts_ok()
 
     def walks_ok(self):
         try:
