@@ -276,7 +276,8 @@ static enum dx_result take_pending(sqlite3 *db, struct pending **p, int *n)
 	if (rc != SQLITE_DONE)
 		return db_error_in(db,
 				   rc == SQLITE_ROW ? "full-text build: out of memory" : "full-text build");
-	qsort(*p, (size_t)*n, sizeof(**p), by_name);
+	if (*n > 1)
+		qsort(*p, (size_t)*n, sizeof(**p), by_name);
 	return DX_OK;
 }
 
