@@ -140,16 +140,17 @@ static void free_names(char **names)
 	sqlite3_free(names);
 }
 
-/* Is the full-text index name waiting to be built (db_indexes_defer)?  An
- * initial mirror drops its triggers and rebuilds it at its end; until then
- * (or until the next start, after an interrupted one) it holds less than
- * its table, which is no damage. */
-static int fts_deferred(struct check *k, const char *name)
+/* Is the full-text index name waiting to be built (db_indexes_defer), in
+ * db, the copy checked (the mirror itself may have built it since the copy
+ * was made)?  An initial mirror drops its triggers and builds it at its
+ * end; until then (or until the next start, after an interrupted one) it
+ * holds less than its table, which is no damage. */
+static int fts_deferred(sqlite3 *db, const char *name)
 {
 	sqlite3_stmt *st = NULL;
 	int deferred = 0;
 
-	if (sqlite3_prepare_v2(k->db, "SELECT 1 FROM sync_state WHERE key = '" DB_DEFERRED "' || ?1", -1, &st,
+	if (sqlite3_prepare_v2(db, "SELECT 1 FROM sync_state WHERE key = '" DB_DEFERRED "' || ?1", -1, &st,
 			       NULL) == SQLITE_OK) {
 		sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
 		deferred = sqlite3_step(st) == SQLITE_ROW;
@@ -187,7 +188,7 @@ static void check_fts_on_copy(struct check *k, char **names)
 		for (int i = 0; names[i]; i++) {
 			char *sql;
 
-			if (fts_deferred(k, names[i])) {
+			if (fts_deferred(copy, names[i])) {
 				fprintf(k->out,
 					"search index %s: not built yet (an initial mirror builds it at "
 					"its end; an interrupted one at dexsyncd's next start)\n",

@@ -249,44 +249,45 @@ static enum dx_result run_each(sqlite3 *db, const char *query, int *n)
 	"LIMIT 1"
 
 /* Each full-text index of the mirror tables (src/sql/0005-search.sql)
- * whose triggers are there: its triggers' SQL into sync_state under its
- * name, like a deferred index's, then the triggers dropped, so that an
- * initial mirror does no index work per row.  fts_build_deferred
- * (ftsbuild.c) builds the indexes and puts the triggers back in one
- * transaction; a migration, RESTORE_NEXT.  Only these triggers, by name. */
-#define DEFER_FTS_NEXT                                                               \
-	"SELECT printf('INSERT INTO sync_state(key, value) VALUES (%Q, %Q); %s',\n"  \
-	"	'" DB_DEFERRED                                                       \
-	"' || fts,\n"                                                                \
-	"		group_concat('CREATE TRIGGER IF NOT EXISTS' || substr(sql, 15), '; '),\n" \
-	"	group_concat(printf('DROP TRIGGER \"%w\"', name), '; '))\n"                \
-	"FROM (SELECT name, sql, substr(name, 1, instr(name, '_fts_') + 3) AS fts\n" \
-	"	FROM sqlite_schema\n"                                                      \
-	"	WHERE type = 'trigger' AND sql GLOB 'CREATE TRIGGER *'\n"                  \
-	"		AND name IN ('conversations_fts_insert', 'conversations_fts_delete',\n"   \
-	"			'conversations_fts_update', 'messages_fts_insert',\n"                    \
-	"			'messages_fts_delete', 'messages_fts_update'))\n"                        \
-	"GROUP BY fts\n"                                                             \
+ * whose triggers are there: a rebuild of the index and its triggers' SQL
+ * into sync_state under its name, like a deferred index's, then the
+ * triggers dropped, so that an initial mirror does no index work per row.
+ * fts_build_deferred (ftsbuild.c) builds the indexes its own way and puts
+ * the triggers back, all in one transaction; a migration runs the rebuild
+ * (RESTORE_NEXT).  The value keeps the form dexsync 0.1 wrote and reads:
+ * a mirror cut short by this dexsync and taken up by an older one is
+ * still built whole.  Only these triggers, by name. */
+#define DB_FTS_HASH "524288"
+#define DEFER_FTS_NEXT                                                                        \
+	"SELECT printf('INSERT INTO sync_state(key, value) VALUES (%Q, %Q); %s',\n"           \
+	"	'" DB_DEFERRED                                                                \
+	"' || fts,\n"                                                                         \
+	"	printf('INSERT INTO \"%w\"(\"%w\", rank) VALUES (''hashsize'', %s); ', fts, fts,\n" \
+	"		'" DB_FTS_HASH                                                        \
+	"') ||\n"                                                                             \
+	"	printf('INSERT INTO \"%w\"(\"%w\") VALUES (''rebuild''); ', fts, fts) ||\n"         \
+	"		group_concat('CREATE TRIGGER IF NOT EXISTS' || substr(sql, 15), '; '),\n"          \
+	"	group_concat(printf('DROP TRIGGER \"%w\"', name), '; '))\n"                         \
+	"FROM (SELECT name, sql, substr(name, 1, instr(name, '_fts_') + 3) AS fts\n"          \
+	"	FROM sqlite_schema\n"                                                               \
+	"	WHERE type = 'trigger' AND sql GLOB 'CREATE TRIGGER *'\n"                           \
+	"		AND name IN ('conversations_fts_insert', 'conversations_fts_delete',\n"            \
+	"			'conversations_fts_update', 'messages_fts_insert',\n"                             \
+	"			'messages_fts_delete', 'messages_fts_update'))\n"                                 \
+	"GROUP BY fts\n"                                                                      \
 	"LIMIT 1"
 
 /* Each deferred index: built (unless one of its name is there again), and
- * its key deleted; a full-text index rebuilt in place before its triggers
- * (a key an older dexsync wrote holds its rebuild already: it runs twice,
- * no harm).  Those of a kind: where is "1" for all, or a GLOB that picks. */
-#define RESTORE_NEXT_OF(where)                                                             \
-	"SELECT printf('%s%s; DELETE FROM sync_state WHERE key = %Q',\n"                   \
-	"	CASE WHEN key GLOB '" DB_DEFERRED_FTS                                      \
-	"'\n"                                                                              \
-	"		THEN printf('INSERT INTO \"%w\"(\"%w\") VALUES (''rebuild''); ', name, name)\n" \
-	"		ELSE '' END,\n"                                                                 \
-	"	CASE WHEN value GLOB 'CREATE INDEX *'\n"                                         \
-	"		THEN 'CREATE INDEX IF NOT EXISTS' || substr(value, 13) ELSE value END, key)\n"  \
-	"FROM (SELECT key, value, substr(key, length('" DB_DEFERRED                        \
-	"') + 1) AS name\n"                                                                \
-	"	FROM sync_state WHERE key GLOB '" DB_DEFERRED "*' AND " where " ORDER BY key LIMIT 1)"
+ * its key deleted.  Those of a kind: where is "1" for all, or a condition
+ * on key that picks. */
+#define RESTORE_NEXT_OF(where)                                                            \
+	"SELECT printf('%s; DELETE FROM sync_state WHERE key = %Q',\n"                    \
+	"	CASE WHEN value GLOB 'CREATE INDEX *'\n"                                        \
+	"		THEN 'CREATE INDEX IF NOT EXISTS' || substr(value, 13) ELSE value END, key)\n" \
+	"FROM sync_state WHERE key GLOB '" DB_DEFERRED "*' AND " where " ORDER BY key LIMIT 1"
 #define RESTORE_NEXT RESTORE_NEXT_OF("1")
-/* The deferred B-tree indexes, and the name of the one RESTORE_INDEX builds;
- * the full-text ones are built two at once (ftsbuild.c). */
+/* The deferred B-tree indexes, and the name of the one RESTORE_INDEX
+ * builds; the full-text ones are built two at once (ftsbuild.c). */
 #define NOT_FTS	      "key NOT GLOB '" DB_DEFERRED_FTS "'"
 #define RESTORE_INDEX RESTORE_NEXT_OF(NOT_FTS)
 #define RESTORE_NAME                                                     \

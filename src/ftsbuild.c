@@ -14,17 +14,21 @@
  * hold what FTS5 would have written in place (FTS5's own format, which
  * the sqlite3 shell's .dump copies the same way); its %_config, which
  * holds the build's settings, is not copied.  What it indexes cannot
- * change under it: this thread's connection takes the write lock before
- * the other thread's connection reads, and holds it until the copy, the
- * in-place builds and the triggers are committed together.  Both are
- * connections of their own, closed at the end: the daemon's connection
- * sees another's commit (PRAGMA data_version), which makes its FTS5
- * tables read their structure again.
+ * change under it: the daemon's connection takes the write lock before
+ * the thread's connection reads, and holds it until the copy, the
+ * in-place builds and the triggers are committed together.  The copy goes
+ * into the table made new (dropped and created again), so that FTS5 on
+ * the daemon's connection holds nothing it read of the old one; other
+ * connections see the commit (PRAGMA data_version) and read it again.
  *
- * Any failure of the thread (no thread, no room for the scratch file) is
- * logged and that index is rebuilt in place instead: slower, never
- * wrong. */
+ * Any failure of the two at once (no thread, no room for the scratch
+ * file or for its copy) is logged, and the indexes are built in place
+ * instead, one after the other: slower, never wrong. */
 #include "config.h"
+
+#ifdef HAVE_MALLOC_TRIM
+#include <malloc.h>
+#endif
 
 #include <errno.h>
 #include <fcntl.h>
@@ -66,7 +70,8 @@
 #define SCRATCH	       "fts_build"
 #define SCRATCH_SUFFIX "-ftsbuild"
 
-/* A pending build: the index's name and its triggers' SQL (sqlite3_malloc'd). */
+/* A pending build: the index's name and its triggers' SQL, the part of
+ * its key's value after the rebuild (db.c, DEFER_FTS_NEXT); sqlite3_malloc'd. */
 struct pending {
 	char *name, *triggers;
 };
@@ -219,20 +224,6 @@ static enum dx_result build_in_place(sqlite3 *db, const char *name)
 	return DX_OK;
 }
 
-/* The scratch file's pages of the index name over its own. */
-static enum dx_result copy_in(sqlite3 *db, const char *name)
-{
-	static const char *const shadow[] = { "data", "idx", "docsize" };
-	enum dx_result rc = DX_OK;
-
-	for (size_t i = 0; rc == DX_OK && i < sizeof(shadow) / sizeof(shadow[0]); i++)
-		rc = exec_made(db, sqlite3_mprintf("DELETE FROM main.\"%w_%s\"; "
-						   "INSERT INTO main.\"%w_%s\" SELECT * FROM " SCRATCH
-						   ".\"%w_%s\"",
-						   name, shadow[i], name, shadow[i], name, shadow[i]));
-	return rc;
-}
-
 static int by_name(const void *a, const void *b)
 {
 	return strcmp(((const struct pending *)a)->name, ((const struct pending *)b)->name);
@@ -258,7 +249,8 @@ static enum dx_result take_pending(sqlite3 *db, struct pending **p, int *n)
 	*n = 0;
 	if (sqlite3_prepare_v2(db,
 			       "DELETE FROM sync_state WHERE key GLOB '" DB_DEFERRED_FTS "'\n"
-			       "RETURNING substr(key, length('" DB_DEFERRED "') + 1), value",
+			       "RETURNING substr(key, length('" DB_DEFERRED "') + 1),\n"
+			       "	substr(value, instr(value, 'CREATE TRIGGER'))",
 			       -1, &st, NULL) != SQLITE_OK)
 		return db_error_in(db, "full-text build");
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -281,56 +273,107 @@ static enum dx_result take_pending(sqlite3 *db, struct pending **p, int *n)
 	return DX_OK;
 }
 
+/* The index name, built beside, over its own: the table made new first
+ * (dropped and made by its own SQL), so that this connection's FTS5 holds
+ * nothing it read of the old one, then the scratch file's pages copied. */
+static enum dx_result copy_in(sqlite3 *db, const char *name)
+{
+	static const char *const shadow[] = { "data", "idx", "docsize" };
+	enum dx_result rc = DX_DB;
+	char *sql = NULL;
+
+	if (db_first_text(db, "SELECT sql FROM main.sqlite_schema WHERE type = 'table' AND name = ?1", name,
+			  &sql) > 0 &&
+	    exec_made(db, sqlite3_mprintf("DROP TABLE main.\"%w\"", name)) == DX_OK &&
+	    db_exec(db, sql) == DX_OK) {
+		rc = DX_OK;
+		for (size_t i = 0; rc == DX_OK && i < sizeof(shadow) / sizeof(shadow[0]); i++)
+			rc = exec_made(
+				db, sqlite3_mprintf("DELETE FROM main.\"%w_%s\"; INSERT INTO main.\"%w_%s\" "
+						    "SELECT * FROM " SCRATCH ".\"%w_%s\"",
+						    name, shadow[i], name, shadow[i], name, shadow[i]));
+	}
+	sqlite3_free(sql);
+	return rc;
+}
+
 /* In db's transaction, which holds the write lock: the first index
- * beside (b NULL: no scratch file, all in place), the others in place, the
- * first copied in, every trigger back. */
+ * beside (b NULL: all in place), the others in place, the first copied in,
+ * every trigger back. */
 static enum dx_result build_all(sqlite3 *db, struct beside *b, const struct pending *p, int n)
 {
 	enum dx_result rc = DX_OK;
 	pthread_t thread;
-	int started = 0, err;
+	int err;
 
-	if (!b && n > 1)
-		log_notice(
-			"database %s: no scratch file for the full-text indexes (above): built in place, "
-			"one after the other",
-			sqlite3_db_filename(db, "main"));
 	if (b && n > 1) {
 		b->name = p[0].name;
-		if (!(started = (err = pthread_create(&thread, NULL, build_beside, b)) == 0))
-			log_notice("database %s: no thread for the full-text index %s (%s): built in place",
-				   b->path, b->name, strerror(err));
-	}
-	for (int i = started; rc == DX_OK && i < n; i++)
-		rc = build_in_place(db, p[i].name);
-	if (started) {
-		pthread_join(thread, NULL);
-		if (rc == DX_OK && b->rc == DX_OK && (rc = copy_in(db, b->name)) == DX_OK)
-			log_info(
-				"database %s: built the deferred full-text index %s in %.2f s (beside the others)",
-				b->path, b->name, b->secs);
-		else if (rc == DX_OK) {
-			log_notice(
-				"database %s: the full-text index %s could not be built beside the others "
-				"(above): built in place",
-				b->path, b->name);
-			rc = build_in_place(db, b->name);
+		if ((err = pthread_create(&thread, NULL, build_beside, b)) != 0) {
+			log_notice("database %s: no thread for the full-text index %s: %s", b->path, b->name,
+				   strerror(err));
+			return DX_DB;
 		}
+	}
+	for (int i = b && n > 1; rc == DX_OK && i < n; i++)
+		rc = build_in_place(db, p[i].name);
+	if (b && n > 1) {
+		pthread_join(thread, NULL);
+		if (rc != DX_OK || b->rc != DX_OK || copy_in(db, b->name) != DX_OK)
+			return DX_DB;
+		log_info("database %s: built the deferred full-text index %s in %.2f s (beside the others)",
+			 b->path, b->name, b->secs);
 	}
 	for (int i = 0; rc == DX_OK && i < n; i++)
 		rc = db_exec(db, p[i].triggers);
 	return rc;
 }
 
+/* The heap's free pages given back before the build: what the walk and the
+ * B-tree builds freed would otherwise stay resident beside it.  Always 1. */
+static int trimmed(void)
+{
+#ifdef HAVE_MALLOC_TRIM
+	malloc_trim(0);
+#endif
+	return 1;
+}
+
+/* One attempt, on the daemon's connection db, its page cache small
+ * meanwhile: scratch NULL for all in place.  *n counts the indexes built. */
+static enum dx_result build_once(sqlite3 *db, struct beside *b, const char *scratch, int *n)
+{
+	enum dx_result rc = DX_DB;
+	struct pending *p = NULL;
+	char *cache = NULL;
+	int attached = 0;
+
+	*n = 0;
+	if (db_first_text(db, "PRAGMA cache_size", NULL, &cache) <= 0)
+		return DX_DB;
+	if (scratch)
+		attached = attach_scratch(db, scratch) == DX_OK;
+	if (attached == !!scratch &&
+	    (!attached || db_exec(db, "PRAGMA " SCRATCH ".cache_size = " CACHE_SCAN) == DX_OK) &&
+	    db_exec(db, "PRAGMA cache_size = " CACHE_BUILD "; PRAGMA shrink_memory") == DX_OK && trimmed() &&
+	    db_exec(db, "BEGIN") == DX_OK && take_pending(db, &p, n) == DX_OK &&
+	    (*n == 0 || build_all(db, attached ? b : NULL, p, *n) == DX_OK))
+		rc = db_commit(db, "full-text build");
+	db_rollback(db);
+	if (attached && db_exec(db, "DETACH " SCRATCH) != DX_OK)
+		rc = DX_DB;
+	if (db_cache_restore(db, cache) != DX_OK)
+		rc = DX_DB;
+	free_pending(p, *n);
+	return rc;
+}
+
 enum dx_result fts_build_deferred(sqlite3 *daemon)
 {
 	struct beside b = { .path = sqlite3_db_filename(daemon, "main") };
-	enum dx_result rc = DX_DB;
-	struct pending *p = NULL;
 	struct timespec t0;
-	sqlite3 *db;
+	enum dx_result rc = DX_DB;
 	char *scratch;
-	int n = 0, made;
+	int n = 0;
 
 	switch (db_first_text(daemon, "SELECT 1 FROM sync_state WHERE key GLOB '" DB_DEFERRED_FTS "'", NULL,
 			      NULL)) {
@@ -345,27 +388,24 @@ enum dx_result fts_build_deferred(sqlite3 *daemon)
 	if (!(scratch = sqlite3_mprintf("%s" SCRATCH_SUFFIX, b.path)))
 		return db_error_in(daemon, "full-text build: out of memory");
 	b.scratch = scratch;
-	made = make_scratch(b.path, scratch);
-	if ((db = db_open(b.path, DB_DAEMON))) {
-		int beside;
-
-		lean(db);
-		beside = made && attach_scratch(db, scratch) == DX_OK &&
-			 db_exec(db, "PRAGMA " SCRATCH ".cache_size = " CACHE_SCAN) == DX_OK;
-		if (db_exec(db, "PRAGMA cache_size = " CACHE_BUILD "; BEGIN") == DX_OK &&
-		    take_pending(db, &p, &n) == DX_OK &&
-		    (n == 0 || build_all(db, beside ? &b : NULL, p, n) == DX_OK) &&
-		    db_commit(db, "full-text build") == DX_OK)
-			rc = DX_OK;
-		db_rollback(db);
-		db_close(db);
+	/* Any failure beside (no thread, no room for the scratch file or for
+	 * its copy) is logged, and the indexes are built in place, the scratch
+	 * file's room given back first. */
+	if (make_scratch(b.path, scratch)) {
+		rc = build_once(daemon, &b, scratch, &n);
+		if (unlink(scratch) < 0)
+			log_notice("database %s: cannot remove %s: %s", b.path, scratch, strerror(errno));
 	}
-	if (made && unlink(scratch) < 0)
-		log_notice("database %s: cannot remove %s: %s", b.path, scratch, strerror(errno));
+	if (rc != DX_OK) {
+		log_notice(
+			"database %s: the full-text indexes are built in place, one after the other "
+			"(not beside, above)",
+			b.path);
+		rc = build_once(daemon, &b, NULL, &n);
+	}
 	if (rc == DX_OK && n > 0)
 		log_info("database %s: the %d deferred full-text indexes are built in %.2f s", b.path, n,
 			 since(&t0));
-	free_pending(p, n);
 	sqlite3_free(scratch);
 	return rc;
 }
