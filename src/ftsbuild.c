@@ -73,6 +73,8 @@
  * its key's value after the rebuild (db.c, DEFER_FTS_NEXT); sqlite3_malloc'd. */
 struct pending {
 	char *name, *triggers;
+	double secs; /* its build's time */
+	int beside;  /* built by the thread */
 };
 
 /* The index built beside: by the thread into the scratch file. */
@@ -206,8 +208,9 @@ static void *build_beside(void *arg)
 	return NULL;
 }
 
-static enum dx_result build_in_place(sqlite3 *db, const char *name)
+static enum dx_result build_in_place(sqlite3 *db, struct pending *p)
 {
+	const char *name = p->name;
 	struct timespec t0;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -218,8 +221,7 @@ static enum dx_result build_in_place(sqlite3 *db, const char *name)
 				      ")",
 				      name, name, name, name)) != DX_OK)
 		return DX_DB;
-	log_info("database %s: built the deferred full-text index %s in %.2f s",
-		 sqlite3_db_filename(db, "main"), name, since(&t0));
+	p->secs = since(&t0);
 	return DX_OK;
 }
 
@@ -299,7 +301,7 @@ static enum dx_result copy_in(sqlite3 *db, const char *name)
 /* In db's transaction, which holds the write lock: the first index
  * beside (b NULL: all in place), the others in place, the first copied in,
  * every trigger back. */
-static enum dx_result build_all(sqlite3 *db, struct beside *b, const struct pending *p, int n)
+static enum dx_result build_all(sqlite3 *db, struct beside *b, struct pending *p, int n)
 {
 	enum dx_result rc = DX_OK;
 	pthread_t thread;
@@ -314,13 +316,13 @@ static enum dx_result build_all(sqlite3 *db, struct beside *b, const struct pend
 		}
 	}
 	for (int i = b && n > 1; rc == DX_OK && i < n; i++)
-		rc = build_in_place(db, p[i].name);
+		rc = build_in_place(db, &p[i]);
 	if (b && n > 1) {
 		pthread_join(thread, NULL);
 		if (rc != DX_OK || b->rc != DX_OK || copy_in(db, b->name) != DX_OK)
 			return DX_DB;
-		log_info("database %s: built the deferred full-text index %s in %.2f s (beside the others)",
-			 b->path, b->name, b->secs);
+		p[0].secs = b->secs;
+		p[0].beside = 1;
 	}
 	for (int i = 0; rc == DX_OK && i < n; i++)
 		rc = db_exec(db, p[i].triggers);
@@ -357,6 +359,10 @@ static enum dx_result build_once(sqlite3 *db, struct beside *b, const char *scra
 	    db_exec(db, "BEGIN") == DX_OK && take_pending(db, &p, n) == DX_OK &&
 	    (*n == 0 || build_all(db, attached ? b : NULL, p, *n) == DX_OK))
 		rc = db_commit(db, "full-text build");
+	/* Said once committed: an attempt rolled back built nothing. */
+	for (int i = 0; rc == DX_OK && i < *n; i++)
+		log_info("database %s: built the deferred full-text index %s in %.2f s%s", b->path, p[i].name,
+			 p[i].secs, p[i].beside ? " (beside the others)" : "");
 	db_rollback(db);
 	if (attached && db_exec(db, "DETACH " SCRATCH) != DX_OK)
 		rc = DX_DB;

@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "db.h"
 #include "escape.h"
 #include "log.h"
 #include "report.h"
@@ -896,6 +897,11 @@ long search_run(sqlite3 *db, const struct search_query *q, enum search_format fm
 		log_err("search: %s", problem);
 		return -1;
 	}
+	if (db_first_text(db, "SELECT 1 FROM sync_state WHERE key GLOB '" DB_DEFERRED_FTS "'", NULL, NULL) >
+	    0)
+		log_notice(
+			"search: the full-text index is not built yet (an initial mirror builds it at its "
+			"end): it finds only what it held before");
 	/* A column filter names a column of one table: the other one, which
 	 * has no such column, simply finds nothing. */
 	c = collect(db, 0, q, &h, &err[0], &ranked);

@@ -551,7 +551,7 @@ static void walk_indexes_back(struct walk *w)
 
 	if (db_indexes_restore(w->db) != DX_OK)
 		log_err("database %s: building the deferred indexes failed: %s; "
-			"they are built at the next start",
+			"they are built at the end of the next walk, or at the next start",
 			sqlite3_db_filename(w->db, "main"), sqlite3_errmsg(w->db));
 	if (small)
 		db_cache_restore(w->db, cache);

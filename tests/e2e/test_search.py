@@ -456,6 +456,8 @@ class SearchTest(OutboxTest):
         for (value,) in values:
             # The form dexsync 0.1 reads too: its rebuild, then the triggers.
             self.assertRegex(value, r"^INSERT INTO .*VALUES \('hashsize'.*\('rebuild'\); CREATE TRIGGER ")
+        p = self.search("launch")
+        self.assertIn("notice: search: the full-text index is not built yet", p.stderr)
         self.sql("PRAGMA user_version = 7")
         p = self.once()
         self.assertEqual(p.returncode, 0, p.stderr)
