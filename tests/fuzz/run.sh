@@ -26,7 +26,7 @@ build_one fuzz_retry_after "$src/api.c" "$src/backoff.c" "$src/log.c" "$src/noti
 	"$src/metrics.c"
 build_one fuzz_attribute "$src/queue.c" "$src/escape.c"
 build_one fuzz_escape "$src/escape.c"
-build_one fuzz_search "$src/search.c" "$src/db.c" "$src/lock.c" "$src/log.c" "$src/escape.c" "$src/report.c" \
+build_one fuzz_search "$src/search.c" "$src/db.c" "$src/ftsbuild.c" "$src/lock.c" "$src/log.c" "$src/escape.c" "$src/report.c" \
 	$(pkg-config --libs sqlite3) -lm
 
 mkdir -p "$here/crashes"
