@@ -260,6 +260,7 @@ static enum dx_result take_pending(sqlite3 *db, struct pending **p, int *n)
 		if (!more)
 			break;
 		*p = more;
+		more[*n] = (struct pending){ 0 };
 		more[*n].name = sqlite3_mprintf("%s", sqlite3_column_text(st, 0));
 		more[*n].triggers = sqlite3_mprintf("%s", sqlite3_column_text(st, 1));
 		if (!more[(*n)++].name || !more[*n - 1].triggers)

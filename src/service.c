@@ -133,13 +133,13 @@ static int runtime_open(struct runtime *rt, struct conf *c, int lock_fd, int rec
 		conf_key_free(key);
 		goto fail;
 	}
-	/* Indexes a walk cut short left to build: the mirror and the outbox
-	 * work without them meanwhile (a full disk must not stop deliveries). */
-	if (db_indexes_restore(rt->db) != DX_OK)
-		log_warning(
-			"database %s: the deferred indexes could not be built (above); dexsyncd goes on "
-			"without them and builds them at the end of its next walk",
+	if (db_indexes_restore(rt->db) != DX_OK) {
+		log_err("database %s: the deferred indexes could not be built (above): dexsyncd stops; "
+			"its next start builds them",
 			rt->c.database);
+		conf_key_free(key);
+		goto fail;
+	}
 	api_set_stop(rt->api, &stop_requested);
 	rt->dr = drainer_start(&rt->c, key, wake_pipe[1], recover);
 	conf_key_free(key);
