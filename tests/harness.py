@@ -19,6 +19,8 @@ KEY = "dx_test_k3y_SECRET_7f3a9"
 DEXSYNCD = os.environ.get("DEXSYNCD", "dexsyncd")
 DEXSYNC = os.environ.get("DEXSYNC", "dexsync")
 VALGRIND = os.environ.get("DEXSYNC_VALGRIND", "").split()
+# Under a sanitizer or valgrind: tests that take long for what they add skip.
+SANITIZED = bool(os.environ.get("SANITIZERS", "").strip() not in ("", "no")) or bool(VALGRIND)
 
 
 # Holds the write lock (BEGIN IMMEDIATE, as the daemon's transactions do,

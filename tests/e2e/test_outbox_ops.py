@@ -14,9 +14,8 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import tap  # noqa: E402
-from harness import DEXSYNC, VALGRIND, OutboxTest, hold_write_lock  # noqa: E402
+from harness import DEXSYNC, OutboxTest, SANITIZED, hold_write_lock  # noqa: E402
 
-SANITIZED = bool(os.environ.get("SANITIZERS", "").strip() not in ("", "no")) or bool(VALGRIND)
 
 
 def diag(text):

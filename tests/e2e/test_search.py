@@ -15,10 +15,11 @@ import sqlite3
 import subprocess
 import sys
 import time
+import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import tap  # noqa: E402
-from harness import DEXSYNC, OutboxTest  # noqa: E402
+from harness import DEXSYNC, SANITIZED, OutboxTest  # noqa: E402
 
 SRCDIR = os.environ.get("DEXSYNC_SRCDIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -379,6 +380,7 @@ class SearchTest(OutboxTest):
         self.assert_index_whole()
         shutil.rmtree(self.db + "-ftsbuild")
 
+    @unittest.skipIf(SANITIZED, "three walks a second apart: the plain suite runs it")
     def test_a_daemon_keeps_the_index_it_built_in_step(self):
         # The daemon's own connection goes on writing the index the build's
         # connections made: its next walk's changes are found, the old words
@@ -397,6 +399,7 @@ class SearchTest(OutboxTest):
         self.assertEqual(self.found("zeppelin"), [])
         self.assert_index_whole()
 
+    @unittest.skipIf(SANITIZED, "a 4,000-conversation walk at 40 pages a second: the plain suite runs it")
     def test_rows_written_during_the_build_are_all_indexed(self):
         # A user's plain SQL writes rows all along an initial mirror, each
         # as soon as the write lock is free: before the build (indexed by
