@@ -83,8 +83,10 @@ void db_bind_len(sqlite3_stmt *st, int i, const char *s, size_t len);
  * db_indexes_defer sets *initial to 1 for an initial mirror, else 0; both
  * return DX_OK, or DX_DB after logging an error. */
 #define DB_DEFERRED "deferred_index:"
-/* The keys of the deferred full-text indexes among them (a GLOB). */
-#define DB_DEFERRED_FTS DB_DEFERRED "*_fts"
+/* The keys of the deferred full-text indexes among them (a GLOB), and the
+ * query that tells whether any waits (for db_first_text: 1 row or none). */
+#define DB_DEFERRED_FTS	   DB_DEFERRED "*_fts"
+#define DB_FTS_PENDING_SQL "SELECT 1 FROM sync_state WHERE key GLOB '" DB_DEFERRED_FTS "'"
 enum dx_result db_indexes_defer(sqlite3 *db, int *initial);
 enum dx_result db_indexes_restore(sqlite3 *db);
 

@@ -64,6 +64,9 @@
 #define CACHE_SCAN	  "-64"	 /* KiB: the thread's reads of the content */
 #define CACHE_BUILD	  "-128" /* KiB: where an index is built */
 
+/* The CREATE statement of the table ?1, as the schema holds it. */
+#define TABLE_SQL "SELECT sql FROM main.sqlite_schema WHERE type = 'table' AND name = ?1"
+
 /* The attached scratch database's name, and its file's name beside the
  * database's. */
 #define SCRATCH	       "fts_build"
@@ -154,8 +157,7 @@ static enum dx_result fill_beside(sqlite3 *db, const char *name)
 	enum dx_result rc = DX_DB;
 	int len = (int)strlen(name);
 
-	if (db_first_text(db, "SELECT sql FROM main.sqlite_schema WHERE type = 'table' AND name = ?1", name,
-			  &sql) > 0 &&
+	if (db_first_text(db, TABLE_SQL, name, &sql) > 0 &&
 	    db_first_text(
 		    db,
 		    "SELECT group_concat(printf('\"%w\"', name), ', ') FROM pragma_table_info(?1, 'main')",
@@ -284,8 +286,7 @@ static enum dx_result copy_in(sqlite3 *db, const char *name)
 	enum dx_result rc = DX_DB;
 	char *sql = NULL;
 
-	if (db_first_text(db, "SELECT sql FROM main.sqlite_schema WHERE type = 'table' AND name = ?1", name,
-			  &sql) > 0 &&
+	if (db_first_text(db, TABLE_SQL, name, &sql) > 0 &&
 	    exec_made(db, sqlite3_mprintf("DROP TABLE main.\"%w\"", name)) == DX_OK &&
 	    db_exec(db, sql) == DX_OK) {
 		rc = DX_OK;
@@ -381,8 +382,7 @@ enum dx_result fts_build_deferred(sqlite3 *daemon)
 	char *scratch;
 	int n = 0;
 
-	switch (db_first_text(daemon, "SELECT 1 FROM sync_state WHERE key GLOB '" DB_DEFERRED_FTS "'", NULL,
-			      NULL)) {
+	switch (db_first_text(daemon, DB_FTS_PENDING_SQL, NULL, NULL)) {
 	case 0:
 		return DX_OK;
 	case 1:

@@ -897,8 +897,7 @@ long search_run(sqlite3 *db, const struct search_query *q, enum search_format fm
 		log_err("search: %s", problem);
 		return -1;
 	}
-	if (db_first_text(db, "SELECT 1 FROM sync_state WHERE key GLOB '" DB_DEFERRED_FTS "'", NULL, NULL) >
-	    0)
+	if (db_first_text(db, DB_FTS_PENDING_SQL, NULL, NULL) > 0)
 		log_notice(
 			"search: the full-text index is not built yet (an initial mirror builds it at its "
 			"end): it finds only what it held before");
