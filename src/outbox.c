@@ -139,20 +139,25 @@ static const char *const sql[S_COUNT] = {
 	/* The history of what the outbox changed (origin 'outbox'): a sent
 	 * message ?2 became the last message of conversation ?1, after the
 	 * last one the walks listed or the outbox sent since; item ?3's
-	 * request started the interval. */
+	 * request started the interval.  None when the mirror has ?2 as the
+	 * last message already: a walk beside us listed it between our
+	 * request and this answer, and its event told the change. */
 	[S_MSG_EVENT] =
 		"INSERT INTO conversation_events(conversation_id, field, old_value, new_value,\n"
 		"	after, seen_at, origin, conversation_created_at)\n"
-		"SELECT ?1, 'last_message',\n"
-		"	coalesce((SELECT e.new_value FROM conversation_events AS e\n"
-		"		  WHERE e.conversation_id = ?1 AND e.field = 'last_message'\n"
-		"			AND e.origin = 'outbox' AND e.seen_at >= coalesce(c.changed_at, '')\n"
-		"		  ORDER BY e.id DESC LIMIT 1), c.last_message_id),\n"
-		"	?2, coalesce((SELECT sending_at FROM outbox WHERE id = ?3), " NOW_UTC
+		"SELECT * FROM (\n"
+		"	SELECT ?1, 'last_message',\n"
+		"		coalesce((SELECT e.new_value FROM conversation_events AS e\n"
+		"			  WHERE e.conversation_id = ?1 AND e.field = 'last_message'\n"
+		"				AND e.origin = 'outbox'\n"
+		"				AND e.seen_at >= coalesce(c.changed_at, '')\n"
+		"			  ORDER BY e.id DESC LIMIT 1), c.last_message_id) AS old,\n"
+		"		?2, coalesce((SELECT sending_at FROM outbox WHERE id = ?3), " NOW_UTC
 		"),\n"
-		"	" NOW_UTC
+		"		" NOW_UTC
 		", 'outbox', c.created_at\n"
-		"FROM (SELECT 1) LEFT JOIN conversations AS c ON c.id = ?1",
+		"	FROM (SELECT 1) LEFT JOIN conversations AS c ON c.id = ?1)\n"
+		"WHERE old IS NOT ?2",
 	/* A conversation the outbox created: its status from nothing, unless
 	 * a walk has seen its status change already (a walk that listed it
 	 * between our request and this answer has seen no change: the

@@ -113,6 +113,7 @@ class FakeDexra:
         self.on_page = None         # callback(server, page_number) between pages
         self.write_delay = 0        # seconds each POST/PATCH takes
         self.on_write = None        # callback(server, headers) before a POST/PATCH is applied
+        self.on_written = None      # callback(server, code, answer) after it, before the answer goes
         self.create_status = "open"  # the status of a conversation POST /conversations makes
         self.next_id = 1
         self.pages_served = 0
@@ -301,6 +302,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if method != "GET" and s.on_write:
             s.on_write(s, self.headers)
         code, obj = self.route(method, path, query, doc)
+        if method != "GET" and s.on_written:
+            s.on_written(s, code, obj)
         if fault and fault.kind == "ack_lost" and code < 300:
             if fault.opts.get("drop"):
                 return self.drop()

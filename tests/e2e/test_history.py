@@ -185,7 +185,18 @@ class HistoryTest(TimeToCloseMixin, OutboxTest):
         self.dexsync("send", "conv_0000006", "hello from us")
         out = self.dexsync("new-conversation", "u_7", "--subject", "Made here").stdout.strip()
         self.assertRegex(out, r"^outbox:\d+$")
+        listed = self.srv.pages_served
+
+        def after_the_first_page(server, headers):
+            # The walk of the drain's -1 lists conv_0000006 before our
+            # message is applied: the change is the outbox's to tell (the
+            # other order is the test below).
+            deadline = time.time() + 20
+            while server.pages_served == listed and time.time() < deadline:
+                time.sleep(0.01)
+        self.srv.on_write = after_the_first_page
         self.drain_until_done()
+        self.srv.on_write = None
         sent = self.srv.messages[0]["id"]
         created = self.srv.created[0]["id"]
         ev = self.sql("SELECT conversation_id, field, old_value, new_value, origin, run_id, after <= seen_at "
@@ -492,6 +503,30 @@ class HistoryTest(TimeToCloseMixin, OutboxTest):
         self.assertEqual(self.sql("SELECT origin, old_value, new_value, seen_at FROM conversation_events "
                                   "WHERE conversation_id = ? AND field = 'status'", cid),
                          [("outbox", None, "closed", "2026-11-01T00:00:00Z")])
+
+    def test_a_message_a_walk_lists_before_its_answer_is_recorded_is_one_change(self):
+        """The walk beside the outbox can list our message as the last one
+        after Dexra applied it and before the outbox records the answer:
+        the walk's event tells the change, and the outbox adds none (it
+        used to add one from the message to itself)."""
+        def listed_first(server, code, answer):
+            # As a walk would store it, between the message applied and
+            # its answer recorded.
+            con = sqlite3.connect(self.db, timeout=10)
+            with con:
+                con.execute("UPDATE conversations SET last_message_id = ?, last_message_text = 'hi', "
+                            "changed_at = ? WHERE id = 'conv_0000006'", (answer["id"], iso(time.time())))
+            con.close()
+        self.srv.on_written = listed_first
+        self.dexsync("send", "conv_0000006", "hi")
+        self.drain_until_done()
+        self.srv.on_written = None
+        self.assertEqual(len(self.srv.messages), 1)
+        # (The drain's own walk may list the message before our stand-in
+        # stores it, and tell the change itself: the outbox's is in question.)
+        self.assertEqual(self.sql("SELECT old_value, new_value FROM conversation_events "
+                                  "WHERE conversation_id = 'conv_0000006' AND origin = 'outbox'"), [])
+        self.assertEqual(self.scalar("SELECT count(*) FROM conversation_events WHERE old_value IS new_value"), 0)
 
     def test_time_to_close_migration_folds_the_events_there(self):
         """A mirror of schema 6 with closes: 0007 folds them once."""
