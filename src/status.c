@@ -250,8 +250,12 @@ int status_run(sqlite3 *db, const char *database, const struct conf *c, FILE *ou
 		fprintf(out, "daemon:        dexsyncd (pid unknown)\n");
 	else if (daemon == -1)
 		fprintf(out, "daemon:        none running\n");
-	else
+	else {
 		fprintf(out, "daemon:        unknown (the lock file cannot be read)\n");
+		problem(&h, 1,
+			"whether a dexsyncd serves the database is unknown: its lock file cannot "
+			"be read (above)");
+	}
 	fprintf(out, "health:        %s\n", h.text ? h.text : h.level ? "(out of memory)" : "ok");
 	rc = h.level;
 out:

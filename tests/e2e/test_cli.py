@@ -373,6 +373,19 @@ class SendingTest(OutboxTest):
             self.kill(proc, signal.SIGTERM)
         self.assertIn("daemon:        none running\n", self.status().stdout)
 
+    def test_status_warns_when_the_lock_file_cannot_be_read(self):
+        """Whether a daemon runs is unknown: a problem (exit 1), not ok."""
+        os.unlink(self.db + ".lock")
+        os.symlink("/nonexistent", self.db + ".lock")
+        try:
+            p = self.status()
+        finally:
+            os.unlink(self.db + ".lock")    # (tearDown reads every file)
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertIn("daemon:        unknown (the lock file cannot be read)\n", p.stdout)
+        self.assertIn("health:        whether a dexsyncd serves the database is unknown", p.stdout)
+        self.assertIn(self.db + ".lock: Too many levels of symbolic links", p.stderr)
+
     def test_retry_and_cancel_stranded_items_only_without_a_daemon(self):
         proc = self.spawn("-n")
         try:
