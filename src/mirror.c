@@ -35,6 +35,7 @@ enum {
 	S_PART_ADD,
 	S_RUN_ABANDONED,
 	S_RUN_START,
+	S_RUN_COUNTS,
 	S_RUN_FINISH,
 	S_HISTORY_SET,
 	S_HISTORY_DEL,
@@ -120,11 +121,14 @@ static const char *const sql[S_COUNT] = {
 		"	error = coalesce(error, 'the daemon stopped before the walk ended (killed or crashed)')\n"
 		"WHERE outcome = 'running'",
 	[S_RUN_START] = "INSERT INTO sync_runs(started_at, resumed) VALUES (?1, ?2)",
+	[S_RUN_COUNTS] =
+		"UPDATE sync_runs\n"
+		"SET pages = ?2, seen = ?3, inserted = ?4, changed = ?5, unchanged = ?6,\n"
+		"	gone = ?7, details = ?8, requests = ?9, retries = ?10\n"
+		"WHERE id = ?1",
 	[S_RUN_FINISH] =
 		"UPDATE sync_runs\n"
-		"SET finished_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now'), outcome = ?2,\n"
-		"	pages = ?3, seen = ?4, inserted = ?5, changed = ?6, unchanged = ?7,\n"
-		"	gone = ?8, details = ?9, requests = ?10, retries = ?11, error = ?12\n"
+		"SET finished_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now'), outcome = ?2, error = ?3\n"
 		"WHERE id = ?1",
 	/* The keys the history trigger reads (src/sql/0004-history.sql). */
 	[S_HISTORY_SET] =
@@ -581,18 +585,28 @@ enum dx_result mirror_history_seen_all(struct mirror *m, const char *started)
 	return history_set(m, "history:seen_all", started);
 }
 
-enum dx_result mirror_run_finish(struct mirror *m, long long run_id, const char *outcome,
-				 const struct walk_counts *n, const char *error)
+enum dx_result mirror_run_counts(struct mirror *m, long long run_id, const struct walk_counts *n)
 {
-	sqlite3_stmt *st = m->st[S_RUN_FINISH];
+	sqlite3_stmt *st = m->st[S_RUN_COUNTS];
 	const long v[] = { n->pages, n->seen,	 n->inserted, n->changed, n->unchanged,
 			   n->gone,  n->details, n->requests, n->retries };
 
 	sqlite3_bind_int64(st, 1, run_id);
-	db_bind_text(st, 2, outcome);
 	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
-		sqlite3_bind_int64(st, (int)i + 3, v[i]);
-	db_bind_text(st, 12, error);
+		sqlite3_bind_int64(st, (int)i + 2, v[i]);
+	return run(m, S_RUN_COUNTS);
+}
+
+enum dx_result mirror_run_finish(struct mirror *m, long long run_id, const char *outcome,
+				 const struct walk_counts *n, const char *error)
+{
+	sqlite3_stmt *st = m->st[S_RUN_FINISH];
+
+	if (mirror_run_counts(m, run_id, n) != DX_OK)
+		return DX_DB;
+	sqlite3_bind_int64(st, 1, run_id);
+	db_bind_text(st, 2, outcome);
+	db_bind_text(st, 3, error);
 	if (run(m, S_RUN_FINISH) != DX_OK)
 		return DX_DB;
 	return run(m, S_HISTORY_DEL);

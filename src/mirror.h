@@ -95,6 +95,9 @@ enum dx_result mirror_detail_behind(struct mirror *m, const struct mirror_id *id
 enum dx_result mirror_run_start(struct mirror *m, const char *now, int resumed, long long *run);
 enum dx_result mirror_run_finish(struct mirror *m, long long run, const char *outcome,
 				 const struct walk_counts *n, const char *error);
+/* The run's counts so far, in the transaction of the pages they count:
+ * `dexsync status` shows a long walk's progress. */
+enum dx_result mirror_run_counts(struct mirror *m, long long run, const struct walk_counts *n);
 /* A walk of everything from its first page, started at started, listed
  * every live row: the old value of a later change was seen at least then
  * ('history:seen_all', the earliest `after` of an event). */

@@ -72,6 +72,7 @@ struct walk {
 	volatile sig_atomic_t *stop;
 	const struct walk_tick *tick;
 	struct walk_counts n;
+	long long run_id;	  /* its sync_runs row */
 	int track_seen;		  /* this walk may set gone_at at its end */
 	int initial;		  /* into an empty mirror */
 	sqlite3_int64 last_rowid; /* conversations' last rowid when it started */
@@ -215,7 +216,8 @@ static enum dx_result walk_commit(struct walk *w, const char *key)
 {
 	if (!w->in_tx)
 		return DX_OK;
-	if (mirror_cursor_set(w->m, key, w->reached) != DX_OK || mirror_commit(w->m) != DX_OK) {
+	if (mirror_cursor_set(w->m, key, w->reached) != DX_OK ||
+	    mirror_run_counts(w->m, w->run_id, &w->n) != DX_OK || mirror_commit(w->m) != DX_OK) {
 		walk_fail(w, DX_DB, "storing page %ld failed: %s", w->n.pages, sqlite3_errmsg(w->db));
 		walk_abandon(w);
 		return DX_DB;
@@ -604,7 +606,6 @@ enum dx_result walk_run(sqlite3 *db, struct api *api, const struct conf *c, vola
 	struct walk w = { .db = db, .api = api, .c = c, .stop = stop, .tick = tick };
 	struct timespec t0, t1;
 	unsigned long req0 = api_requests(api);
-	long long run_id;
 	char now[32];
 	int resumed, initial = 0;
 	enum dx_result rc;
@@ -615,7 +616,7 @@ enum dx_result walk_run(sqlite3 *db, struct api *api, const struct conf *c, vola
 		return DX_DB;
 	db_now(now, sizeof(now));
 	if (walk_resumes(&w, &resumed) != DX_OK || mirror_last_rowid(w.m, &w.last_rowid) != DX_OK ||
-	    mirror_run_start(w.m, now, resumed, &run_id) != DX_OK) {
+	    mirror_run_start(w.m, now, resumed, &w.run_id) != DX_OK) {
 		mirror_close(w.m);
 		return DX_DB;
 	}
@@ -640,7 +641,7 @@ enum dx_result walk_run(sqlite3 *db, struct api *api, const struct conf *c, vola
 	w.n.requests = (long)(api_requests(api) - req0);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-	mirror_run_finish(w.m, run_id,
+	mirror_run_finish(w.m, w.run_id,
 			  rc == DX_OK ? "ok" :
 			  *stop	      ? "interrupted" :
 					"failed",

@@ -256,6 +256,11 @@ class WalkTest(DexTest):
         self.assertEqual(st.returncode, 2, st.stdout + st.stderr)
         self.assertIn("not ended (recorded as running, but no dexsyncd runs)", st.stdout)
         self.assertIn("health:        the last walk did not end", st.stdout)
+        # Its row counts what its committed pages stored, as status shows.
+        pages, seen, inserted = self.sql("SELECT pages, seen, inserted FROM sync_runs")[0]
+        self.assertEqual((seen, inserted), (stored, stored))
+        self.assertEqual(pages * 100, stored, "100 a page: sync.page-size's default")
+        self.assertIn("%d pages, %d seen, %d inserted" % (pages, stored, stored), st.stdout)
         self.srv.on_page = None
         self.srv.requests.clear()
         self.walk_ok()
