@@ -25,6 +25,16 @@
 #define REF_PREFIX "outbox:"
 #define NOW_UTC	   "strftime('%Y-%m-%dT%H:%M:%SZ', 'now')"
 
+/* The `after` of a change the outbox made with item ID, seen by SEEN:
+ * when the item was queued, the last time the change surely had not
+ * happened.  Not its last attempt's start: an earlier request, one whose
+ * answer was lost or one a crash cut short, may be the one Dexra applied,
+ * and a walk may have seen it before the last began.  Never later than
+ * SEEN. */
+#define OUTBOX_AFTER(ID, SEEN)                                                                       \
+	"min(coalesce((SELECT strftime('%Y-%m-%dT%H:%M:%SZ', created_at) FROM outbox WHERE id = " ID \
+	"), " SEEN "), " SEEN ")"
+
 enum {
 	S_RECOVER,
 	S_KEPT,
@@ -138,10 +148,10 @@ static const char *const sql[S_COUNT] = {
 		"ON CONFLICT(id) DO NOTHING",
 	/* The history of what the outbox changed (origin 'outbox'): a sent
 	 * message ?2 became the last message of conversation ?1, after the
-	 * last one the walks listed or the outbox sent since; item ?3's
-	 * request started the interval.  None when the mirror has ?2 as the
-	 * last message already: a walk beside us listed it between our
-	 * request and this answer, and its event told the change. */
+	 * last one the walks listed or the outbox sent since.  None when a
+	 * walk beside us has told that change already: it listed ?2 as the
+	 * last message between our request and this answer (or between an
+	 * earlier request Dexra applied and this one). */
 	[S_MSG_EVENT] =
 		"INSERT INTO conversation_events(conversation_id, field, old_value, new_value,\n"
 		"	after, seen_at, origin, conversation_created_at)\n"
@@ -152,12 +162,10 @@ static const char *const sql[S_COUNT] = {
 		"				AND e.origin = 'outbox'\n"
 		"				AND e.seen_at >= coalesce(c.changed_at, '')\n"
 		"			  ORDER BY e.id DESC LIMIT 1), c.last_message_id) AS old,\n"
-		"		?2, coalesce((SELECT sending_at FROM outbox WHERE id = ?3), " NOW_UTC
-		"),\n"
-		"		" NOW_UTC
-		", 'outbox', c.created_at\n"
+		"		?2, " OUTBOX_AFTER("?3", NOW_UTC) ", " NOW_UTC ", 'outbox', c.created_at\n"
 		"	FROM (SELECT 1) LEFT JOIN conversations AS c ON c.id = ?1)\n"
-		"WHERE old IS NOT ?2",
+		"WHERE old IS NOT ?2 AND NOT EXISTS (SELECT 1 FROM conversation_events\n"
+		"	WHERE conversation_id = ?1 AND field = 'last_message' AND new_value = ?2)",
 	/* A conversation the outbox created: its status from nothing, unless
 	 * a walk has seen its status change already (a walk that listed it
 	 * between our request and this answer has seen no change: the
@@ -165,8 +173,7 @@ static const char *const sql[S_COUNT] = {
 	[S_CONV_EVENT] =
 		"INSERT INTO conversation_events(conversation_id, field, old_value, new_value,\n"
 		"	after, seen_at, origin, conversation_created_at)\n"
-		"SELECT id, 'status', NULL, status,\n"
-		"	coalesce((SELECT sending_at FROM outbox WHERE id = ?2), first_seen_at),\n"
+		"SELECT id, 'status', NULL, status, " OUTBOX_AFTER("?2", "first_seen_at") ",\n"
 		"	first_seen_at, 'outbox', created_at\n"
 		"FROM conversations\n"
 		"WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM conversation_events\n"

@@ -503,6 +503,8 @@ class HistoryTest(TimeToCloseMixin, OutboxTest):
         self.assertEqual(self.sql("SELECT origin, old_value, new_value, seen_at FROM conversation_events "
                                   "WHERE conversation_id = ? AND field = 'status'", cid),
                          [("outbox", None, "closed", "2026-11-01T00:00:00Z")])
+        self.assertEqual(self.scalar("SELECT after <= seen_at FROM conversation_events WHERE conversation_id = ? "
+                                     "AND field = 'status'", cid), 1, "never after it was seen")
 
     def test_a_message_a_walk_lists_before_its_answer_is_recorded_is_one_change(self):
         """The walk beside the outbox can list our message as the last one
@@ -527,6 +529,44 @@ class HistoryTest(TimeToCloseMixin, OutboxTest):
         self.assertEqual(self.sql("SELECT old_value, new_value FROM conversation_events "
                                   "WHERE conversation_id = 'conv_0000006' AND origin = 'outbox'"), [])
         self.assertEqual(self.scalar("SELECT count(*) FROM conversation_events WHERE old_value IS new_value"), 0)
+
+    def test_a_message_walks_listed_and_passed_before_its_answer_is_recorded_is_no_outbox_change(self):
+        """Two walks beside the outbox list our message as the last one,
+        then a reply after it, before the outbox records Dexra's answer
+        (a late answer, or one to a second request with the same key): the
+        walks told both changes, and the outbox adds none (it used to add
+        the reply becoming our message, which never happened)."""
+        def two_walks_first(server, code, answer):
+            # As two walks would store them, between the message applied
+            # and its answer recorded.
+            con = sqlite3.connect(self.db, timeout=10)
+            with con:
+                for old, new in (("msg_0000006_1", answer["id"]), (answer["id"], "msg_reply")):
+                    con.execute("UPDATE conversations SET last_message_id = ?, changed_at = ? "
+                                "WHERE id = 'conv_0000006'", (new, iso(time.time())))
+                    con.execute("INSERT INTO conversation_events(conversation_id, field, old_value, new_value, "
+                                "after, seen_at, origin, run_id) VALUES ('conv_0000006', 'last_message', ?, ?, "
+                                "?, ?, 'walk', 1)", (old, new, iso(time.time() - 1), iso(time.time())))
+            con.close()
+        self.srv.on_written = two_walks_first
+        self.dexsync("send", "conv_0000006", "hi")
+        self.drain_until_done()
+        self.srv.on_written = None
+        self.assertEqual(self.sql("SELECT old_value, new_value FROM conversation_events "
+                                  "WHERE conversation_id = 'conv_0000006' AND origin = 'outbox'"), [])
+
+    def test_an_outbox_change_is_after_its_item_was_queued(self):
+        """after is when the item was queued (an earlier request may be the
+        one Dexra applied), not when its last attempt started."""
+        self.dexsync("send", "conv_0000006", "queued a while ago")
+        with sqlite3.connect(self.db) as con:
+            con.execute("UPDATE outbox SET created_at = ?", (iso(time.time() - 120),))
+        self.srv.fault("status", code=503, prefix="/messages")
+        self.drain_until_done()
+        queued, sending = self.sql("SELECT created_at, sending_at FROM outbox")[0]
+        self.assertLess(queued, sending, "the second attempt started later")
+        self.assertEqual(self.sql("SELECT after, after <= seen_at FROM conversation_events "
+                                  "WHERE origin = 'outbox'"), [(queued, 1)])
 
     def test_time_to_close_migration_folds_the_events_there(self):
         """A mirror of schema 6 with closes: 0007 folds them once."""
