@@ -684,7 +684,10 @@ static enum dx_result setup_reader(sqlite3 *db, const char *path)
 
 sqlite3 *db_open(const char *path, enum db_mode mode)
 {
-	int flags = SQLITE_OPEN_NOMUTEX, fd;
+	/* URI: ftsbuild.c attaches its scratch file read-only by one.  Debian's
+	 * SQLite is built to read URIs anyway (SQLITE_USE_URI): paths are read
+	 * as before. */
+	int flags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI, fd;
 	sqlite3 *db = NULL;
 
 	flags |= mode == DB_READONLY ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;

@@ -124,14 +124,39 @@ static int make_scratch(const char *path, const char *scratch)
 	return 1;
 }
 
-static enum dx_result attach_scratch(sqlite3 *db, const char *scratch)
+/* Attach the scratch file by name, which is all SQLite takes: the thread
+ * attaches scratch itself, on a connection that refuses a link anywhere in
+ * it (open_builder); the daemon's connection, which only reads it, attaches
+ * it read-only (a URI, uri 1), so that nothing put in its place since
+ * make_scratch is ever made or written through. */
+static enum dx_result attach_scratch(sqlite3 *db, const char *scratch, int uri)
 {
 	sqlite3_stmt *st = NULL;
+	sqlite3_str *name = sqlite3_str_new(db);
 	int rc;
 
-	if (sqlite3_prepare_v2(db, "ATTACH ?1 AS " SCRATCH, -1, &st, NULL) != SQLITE_OK)
+	if (uri) {
+		/* RFC 3986 as SQLite reads it: a path of / ends nowhere
+		 * but at ?, # and the % of an escape. */
+		sqlite3_str_appendall(name, "file:");
+		for (const char *p = scratch; *p; p++)
+			if (*p == '%' || *p == '?' || *p == '#')
+				sqlite3_str_appendf(name, "%%%02X", (unsigned char)*p);
+			else
+				sqlite3_str_appendchar(name, 1, *p);
+		sqlite3_str_appendall(name, "?mode=ro");
+	} else {
+		sqlite3_str_appendall(name, scratch);
+	}
+	if (sqlite3_str_errcode(name) != SQLITE_OK) {
+		sqlite3_free(sqlite3_str_finish(name));
+		return db_error_in(db, "full-text build: out of memory");
+	}
+	if (sqlite3_prepare_v2(db, "ATTACH ?1 AS " SCRATCH, -1, &st, NULL) != SQLITE_OK) {
+		sqlite3_free(sqlite3_str_finish(name));
 		return db_error_in(db, "full-text build");
-	sqlite3_bind_text(st, 1, scratch, -1, SQLITE_STATIC);
+	}
+	sqlite3_bind_text(st, 1, sqlite3_str_finish(name), -1, sqlite3_free);
 	rc = sqlite3_step(st);
 	sqlite3_finalize(st);
 	return rc == SQLITE_DONE ? DX_OK : db_error_in(db, "full-text build: ATTACH");
@@ -184,6 +209,28 @@ static void lean(sqlite3 *db)
 	sqlite3_db_config(db, SQLITE_DBCONFIG_LOOKASIDE, NULL, 0, 0);
 }
 
+/* The thread's connection, to the database at path, whose every link
+ * SQLite has resolved (sqlite3_db_filename): SQLITE_OPEN_NOFOLLOW, which
+ * ATTACH inherits, then refuses the scratch file if a link is put in its
+ * place or in its path, as SQLite refuses one for its own -wal. */
+static sqlite3 *open_builder(const char *path)
+{
+	sqlite3 *db = NULL;
+	int persist = 1;
+
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW,
+			    NULL) != SQLITE_OK) {
+		db_error_at(NULL, db, path, NULL);
+		sqlite3_close(db);
+		return NULL;
+	}
+	sqlite3_extended_result_codes(db, 1);
+	/* As the daemon's connections: the WAL stays when this one closes. */
+	sqlite3_file_control(db, "main", SQLITE_FCNTL_PERSIST_WAL, &persist);
+	db_busy_timeout(db, DB_BUSY_TIMEOUT_MS);
+	return db;
+}
+
 /* The thread: b->name into the scratch file, in a connection of its own
  * that only reads the database, whose snapshot the write lock held by
  * build_all keeps current. */
@@ -195,10 +242,10 @@ static void *build_beside(void *arg)
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	b->rc = DX_DB;
-	if (!(db = db_open(b->path, DB_DAEMON)))
+	if (!(db = open_builder(b->path)))
 		return NULL;
 	lean(db);
-	if (attach_scratch(db, b->scratch) == DX_OK &&
+	if (attach_scratch(db, b->scratch, 0) == DX_OK &&
 	    db_exec(db, "PRAGMA cache_size = " CACHE_SCAN "; PRAGMA " SCRATCH ".cache_size = " CACHE_BUILD
 			"; PRAGMA " SCRATCH ".journal_mode = OFF; PRAGMA " SCRATCH
 			".synchronous = OFF; BEGIN") == DX_OK &&
@@ -354,7 +401,7 @@ static enum dx_result build_once(sqlite3 *db, struct beside *b, const char *scra
 	if (db_first_text(db, "PRAGMA cache_size", NULL, &cache) <= 0)
 		return DX_DB;
 	if (scratch)
-		attached = attach_scratch(db, scratch) == DX_OK;
+		attached = attach_scratch(db, scratch, 1) == DX_OK;
 	if (attached == !!scratch &&
 	    (!attached || db_exec(db, "PRAGMA " SCRATCH ".cache_size = " CACHE_SCAN) == DX_OK) &&
 	    db_exec(db, "PRAGMA cache_size = " CACHE_BUILD "; PRAGMA shrink_memory") == DX_OK && trimmed() &&

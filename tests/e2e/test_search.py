@@ -367,6 +367,49 @@ class SearchTest(OutboxTest):
         self.assertFalse(os.path.lexists(self.db + "-ftsbuild"))
         self.assert_index_whole()
 
+    SWAP_AT_THE_THREAD = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+/* Just before the build's thread starts, while the scratch file exists:
+ * a link to another file in its place. */
+int pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg)
+{
+	int (*real)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *) =
+		(int (*)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *))dlsym(RTLD_NEXT,
+											"pthread_create");
+	const char *scratch = getenv("SWAP_SCRATCH"), *target = getenv("SWAP_TARGET");
+
+	if (scratch && target && access(scratch, F_OK) == 0 && unlink(scratch) == 0)
+		(void)!symlink(target, scratch);
+	return real(t, a, fn, arg);
+}
+"""
+
+    @unittest.skipIf(SANITIZED, "an LD_PRELOAD library ahead of the sanitizers' runtime: the plain suite runs it")
+    def test_a_link_put_in_the_scratch_files_place_is_not_written_through(self):
+        # The scratch file is made new, then attached by name: a link put
+        # in its place meanwhile (by an LD_PRELOAD library, just before the
+        # thread starts) is refused, and the indexes are built in place.
+        src, shim = os.path.join(self.dir, "swap.c"), os.path.join(self.dir, "swap.so")
+        with open(src, "w") as f:
+            f.write(self.SWAP_AT_THE_THREAD)
+        subprocess.run(["cc", "-shared", "-fPIC", "-o", shim, src, "-ldl"], check=True, timeout=60)
+        victim = os.path.join(self.dir, "victim")
+        open(victim, "wb").close()
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(self.db + suffix):
+                os.remove(self.db + suffix)
+        p = self.once(env={"LD_PRELOAD": shim, "SWAP_SCRATCH": self.db + "-ftsbuild", "SWAP_TARGET": victim})
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(os.path.getsize(victim), 0, "written through the link")
+        self.assertIn("the full-text indexes are built in place, one after the other", p.stderr)
+        self.assertFalse(os.path.lexists(self.db + "-ftsbuild"))
+        self.assert_index_whole()
+
     def test_no_scratch_file_builds_the_indexes_in_place(self):
         os.mkdir(self.db + "-ftsbuild")      # in the way: neither removed nor opened
         with open(os.path.join(self.db + "-ftsbuild", "x"), "w") as f:
