@@ -142,6 +142,7 @@ struct mirror {
 	sqlite3_stmt *st[S_COUNT];
 	sqlite3_int64 prev; /* rowid of the row stored last */
 	int expect_new;	    /* insert first, look only when the id is taken */
+	char run[32];	    /* the walk's sync_runs id, "" before it starts */
 };
 
 /* Step statement which, one that returns no rows; DX_OK or DX_DB. */
@@ -187,13 +188,28 @@ void mirror_close(struct mirror *m)
 	free(m);
 }
 
+static enum dx_result history_set(struct mirror *m, const char *key, const char *value);
+
+/* A walk's transaction holds the run's id in sync_state ('history:run'),
+ * where the history trigger finds it, from its start to its commit: it is
+ * never committed, so no other connection ever sees it, and a change made
+ * with sqlite3 during a walk, or after a walk a crash cut short, is no
+ * walk's event. */
 enum dx_result mirror_begin(struct mirror *m)
 {
-	return db_begin(m->db, "walk");
+	if (db_begin(m->db, "walk") != DX_OK)
+		return DX_DB;
+	if (*m->run && history_set(m, "history:run", m->run) != DX_OK) {
+		db_rollback(m->db);
+		return DX_DB;
+	}
+	return DX_OK;
 }
 
 enum dx_result mirror_commit(struct mirror *m)
 {
+	if (*m->run && run(m, S_HISTORY_DEL) != DX_OK)
+		return DX_DB;
 	return db_commit(m->db, "walk");
 }
 
@@ -396,13 +412,19 @@ enum dx_result mirror_mark_gone(struct mirror *m, const char *now, sqlite3_int64
 	 * where NOT IN (SELECT ...) would build a million-entry set in RAM.
 	 * The live rowids come from a partial index (WHERE gone_at IS NULL),
 	 * not from the table: a million rows are read as 20 MB, not 1.4 GB. */
-	if (run(m, S_SEEN_INDEX) != DX_OK)
+	if (run(m, S_SEEN_INDEX) != DX_OK || mirror_begin(m) != DX_OK)
 		return DX_DB;
 	db_bind_text(m->st[S_GONE], 1, now);
 	sqlite3_bind_int64(m->st[S_GONE], 2, last_rowid);
-	if (run(m, S_GONE) != DX_OK)
+	if (run(m, S_GONE) != DX_OK) {
+		mirror_rollback(m);
 		return DX_DB;
+	}
 	*gone = sqlite3_changes(m->db);
+	if (mirror_commit(m) != DX_OK) {
+		mirror_rollback(m);
+		return DX_DB;
+	}
 	return DX_OK;
 }
 
@@ -566,18 +588,19 @@ static enum dx_result history_set(struct mirror *m, const char *key, const char 
 
 enum dx_result mirror_run_start(struct mirror *m, const char *now, int resumed, long long *run_id)
 {
-	char id[32];
-
-	if (run(m, S_RUN_ABANDONED) != DX_OK)
+	/* (An older dexsyncd committed the key for the whole walk: one a
+	 * crash left would make later hand edits its events.) */
+	if (run(m, S_RUN_ABANDONED) != DX_OK || run(m, S_HISTORY_DEL) != DX_OK)
 		return DX_DB;
 	db_bind_text(m->st[S_RUN_START], 1, now);
 	sqlite3_bind_int(m->st[S_RUN_START], 2, resumed);
 	if (run(m, S_RUN_START) != DX_OK)
 		return DX_DB;
 	*run_id = sqlite3_last_insert_rowid(m->db);
-	/* From now on the trigger records what this walk changes. */
-	snprintf(id, sizeof(id), "%lld", *run_id);
-	return history_set(m, "history:run", id);
+	/* From now on the trigger records what this walk's transactions
+	 * change (mirror_begin). */
+	snprintf(m->run, sizeof(m->run), "%lld", *run_id);
+	return DX_OK;
 }
 
 enum dx_result mirror_history_seen_all(struct mirror *m, const char *started)
@@ -609,5 +632,6 @@ enum dx_result mirror_run_finish(struct mirror *m, long long run_id, const char 
 	db_bind_text(st, 3, error);
 	if (run(m, S_RUN_FINISH) != DX_OK)
 		return DX_DB;
-	return run(m, S_HISTORY_DEL);
+	*m->run = '\0';
+	return DX_OK;
 }

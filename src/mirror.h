@@ -89,9 +89,10 @@ enum dx_result mirror_detail_done(struct mirror *m, const struct mirror_id *id);
  * (detail_needed = 2), until it changes again or its detail comes. */
 enum dx_result mirror_detail_behind(struct mirror *m, const struct mirror_id *id);
 
-/* sync_runs bookkeeping.  Between start and finish the run's id is in
- * sync_state ('history:run'), where the history trigger finds it: changes
- * made meanwhile are recorded as this walk's events.  *run gets the id. */
+/* sync_runs bookkeeping.  Between start and finish each transaction of
+ * mirror_begin holds the run's id in sync_state ('history:run'), where the
+ * history trigger finds it: the changes it makes are this walk's events.
+ * *run gets the id. */
 enum dx_result mirror_run_start(struct mirror *m, const char *now, int resumed, long long *run);
 enum dx_result mirror_run_finish(struct mirror *m, long long run, const char *outcome,
 				 const struct walk_counts *n, const char *error);

@@ -7,9 +7,10 @@
 -- (mirror.c), and an INSERT fires no UPDATE trigger: an unchanged re-walk
 -- and an initial mirror write no event and pay nothing for the trigger.
 --
--- The trigger writes only while a walk runs: dexsyncd puts the walk's
--- sync_runs id in sync_state ('history:run') when it starts and removes it
--- when it ends, so an UPDATE a person makes with sqlite3 is no event.
+-- The trigger writes only in a walk's transactions: dexsyncd puts the
+-- walk's sync_runs id in sync_state ('history:run') at the start of each and
+-- removes it before its commit (mirror.c; dexsyncd 0.1 kept it for the
+-- whole walk), so an UPDATE a person makes with sqlite3 is no event.
 -- The outbox writes its own events (origin 'outbox').
 --
 -- The interval of a change: it happened after `after`, the last time

@@ -12,6 +12,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -567,6 +568,38 @@ class HistoryTest(TimeToCloseMixin, OutboxTest):
         self.assertLess(queued, sending, "the second attempt started later")
         self.assertEqual(self.sql("SELECT after, after <= seen_at FROM conversation_events "
                                   "WHERE origin = 'outbox'"), [(queued, 1)])
+
+    def hand_edit(self, cid, subject):
+        con = sqlite3.connect(self.db, timeout=20)
+        with con:
+            con.execute("UPDATE conversations SET subject = ? WHERE id = ?", (subject, cid))
+        con.close()
+
+    def test_hand_edits_are_no_events_during_a_walk_or_after_a_killed_one(self):
+        """An UPDATE a person makes with sqlite3 is no walk's event: made
+        while a walk runs (between its transactions), or after a walk a
+        SIGKILL cut short (its key used to stay in sync_state)."""
+        self.conf = self.write_conf(sync="page-size = 5")
+        editor = threading.Thread(target=self.hand_edit, args=("conv_0000001", "Edited during a walk"))
+
+        def edit_at_the_fourth_page(server, n):
+            time.sleep(0.05)
+            if n == 3:          # conv_0000001 was on the first
+                editor.start()
+        self.srv.on_page = edit_at_the_fourth_page
+        self.walk()
+        editor.join()
+        self.assertEqual(self.scalar("SELECT subject FROM conversations WHERE id = 'conv_0000001'"),
+                         "Edited during a walk")
+        self.srv.on_page = lambda server, n: time.sleep(0.2)
+        proc = self.spawn("-n", "-1")
+        self.wait_for(lambda: self.scalar("SELECT pages FROM sync_runs ORDER BY id DESC LIMIT 1") >= 1, 30,
+                      "a page of the walk stored")
+        self.kill(proc)
+        self.srv.on_page = None
+        self.hand_edit("conv_0000002", "Edited after a killed walk")
+        self.assertEqual(self.sql("SELECT conversation_id, new_value FROM conversation_events "
+                                  "WHERE new_value GLOB 'Edited*'"), [])
 
     def test_time_to_close_migration_folds_the_events_there(self):
         """A mirror of schema 6 with closes: 0007 folds them once."""
