@@ -64,20 +64,28 @@ static long read_pid(int fd)
 static int lock_open(const char *database, int create, int how, long *pid)
 {
 	char *path = lock_path(database);
+	struct stat st;
 	int fd;
 
 	*pid = -1;
 	if (!path)
 		return -1;
-	fd = create ? open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644) :
-		      open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	/* O_NONBLOCK: a FIFO put in its place must not hang the open. */
+	fd = create ? open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644) :
+		      open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0 && create && (errno == EACCES || errno == EROFS))
-		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0) {
 		if (errno == ENOENT && !create)
 			*pid = -2;
 		else
 			log_err("%s: %s", path, strerror(errno));
+		free(path);
+		return -1;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		log_err("%s: not a regular file", path);
+		close(fd);
 		free(path);
 		return -1;
 	}

@@ -385,6 +385,22 @@ class SendingTest(OutboxTest):
         self.assertIn("daemon:        unknown (the lock file cannot be read)\n", p.stdout)
         self.assertIn("health:        whether a dexsyncd serves the database is unknown", p.stdout)
         self.assertIn(self.db + ".lock: Too many levels of symbolic links", p.stderr)
+        # A FIFO (whose open used to wait for a writer for ever) or a
+        # directory in its place: the same, at once.
+        for make in (os.mkfifo, os.mkdir):
+            make(self.db + ".lock")
+            try:
+                for cmd in ("status", "check"):
+                    p = self.dexsync(cmd)
+                    self.assertIn(self.db + ".lock: not a regular file", p.stderr, make)
+                p = self.status()
+                self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+                self.assertIn("daemon:        unknown (the lock file cannot be read)\n", p.stdout)
+                p = self.dexsyncd("-n", "-1")
+                self.assertEqual(p.returncode, 1, p.stderr)
+                self.assertRegex(p.stderr, re.escape(self.db) + r"\.lock: (not a regular file|Is a directory)\n")
+            finally:
+                (os.unlink if make is os.mkfifo else os.rmdir)(self.db + ".lock")
 
     def test_retry_and_cancel_stranded_items_only_without_a_daemon(self):
         proc = self.spawn("-n")
