@@ -114,11 +114,12 @@ static const char *const sql[S_COUNT] = {
 		"INSERT INTO participants(conversation_id, position, user_id, raw)\n"
 		"VALUES (?1, ?2, ?3, ?4)",
 	/* A walk still 'running' when another starts was cut short by a
-	 * SIGKILL or a crash: only the daemon holding the lock walks. */
+	 * SIGKILL or a crash (only the daemon holding the lock walks), or its
+	 * end could not be written (walk.c says so in the log). */
 	[S_RUN_ABANDONED] =
 		"UPDATE sync_runs\n"
 		"SET outcome = 'interrupted',\n"
-		"	error = coalesce(error, 'the daemon stopped before the walk ended (killed or crashed)')\n"
+		"	error = coalesce(error, 'the walk''s end was not recorded: its daemon was killed or crashed, or the database refused the write')\n"
 		"WHERE outcome = 'running'",
 	[S_RUN_START] = "INSERT INTO sync_runs(started_at, resumed) VALUES (?1, ?2)",
 	[S_RUN_COUNTS] =
@@ -143,6 +144,8 @@ struct mirror {
 	sqlite3_int64 prev; /* rowid of the row stored last */
 	int expect_new;	    /* insert first, look only when the id is taken */
 	char run[32];	    /* the walk's sync_runs id, "" before it starts */
+	long long run_id;
+	const struct walk_counts *n; /* the walk's counts, kept by walk.c */
 };
 
 /* Step statement which, one that returns no rows; DX_OK or DX_DB. */
@@ -189,12 +192,15 @@ void mirror_close(struct mirror *m)
 }
 
 static enum dx_result history_set(struct mirror *m, const char *key, const char *value);
+static enum dx_result run_counts(struct mirror *m);
 
 /* A walk's transaction holds the run's id in sync_state ('history:run'),
  * where the history trigger finds it, from its start to its commit: it is
  * never committed, so no other connection ever sees it, and a change made
  * with sqlite3 during a walk, or after a walk a crash cut short, is no
- * walk's event. */
+ * walk's event.  Each commits the run's counts too, so that `dexsync
+ * status` shows a long walk's progress, and one a crash cut short what it
+ * stored. */
 enum dx_result mirror_begin(struct mirror *m)
 {
 	if (db_begin(m->db, "walk") != DX_OK)
@@ -208,7 +214,7 @@ enum dx_result mirror_begin(struct mirror *m)
 
 enum dx_result mirror_commit(struct mirror *m)
 {
-	if (*m->run && run(m, S_HISTORY_DEL) != DX_OK)
+	if (*m->run && (run(m, S_HISTORY_DEL) != DX_OK || run_counts(m) != DX_OK))
 		return DX_DB;
 	return db_commit(m->db, "walk");
 }
@@ -546,7 +552,8 @@ static enum dx_result store_participants(struct mirror *m, const struct mirror_i
 	return DX_OK;
 }
 
-enum dx_result mirror_store_detail(struct mirror *m, const struct mirror_id *id, json_t *detail)
+enum dx_result mirror_store_detail(struct mirror *m, const struct mirror_id *id, json_t *detail,
+				   long *details)
 {
 	char *raw = json_dumps(detail, JSON_COMPACT);
 	enum dx_result rc;
@@ -557,10 +564,13 @@ enum dx_result mirror_store_detail(struct mirror *m, const struct mirror_id *id,
 		goto out;
 	db_bind_len(m->st[S_DETAIL], 1, id->id, id->len);
 	db_bind_text(m->st[S_DETAIL], 2, raw);
+	++*details; /* counted in the commit */
 	if ((rc = run(m, S_DETAIL)) != DX_OK ||
 	    (rc = store_participants(m, id, json_object_get(detail, "participants"))) != DX_OK ||
-	    (rc = mirror_commit(m)) != DX_OK)
+	    (rc = mirror_commit(m)) != DX_OK) {
 		mirror_rollback(m);
+		--*details;
+	}
 out:
 	free(raw);
 	return rc;
@@ -586,7 +596,7 @@ static enum dx_result history_set(struct mirror *m, const char *key, const char 
 	return run(m, S_HISTORY_SET);
 }
 
-enum dx_result mirror_run_start(struct mirror *m, const char *now, int resumed, long long *run_id)
+enum dx_result mirror_run_start(struct mirror *m, const char *now, int resumed, const struct walk_counts *n)
 {
 	/* (An older dexsyncd committed the key for the whole walk: one a
 	 * crash left would make later hand edits its events.) */
@@ -596,10 +606,11 @@ enum dx_result mirror_run_start(struct mirror *m, const char *now, int resumed, 
 	sqlite3_bind_int(m->st[S_RUN_START], 2, resumed);
 	if (run(m, S_RUN_START) != DX_OK)
 		return DX_DB;
-	*run_id = sqlite3_last_insert_rowid(m->db);
+	m->run_id = sqlite3_last_insert_rowid(m->db);
+	m->n = n;
 	/* From now on the trigger records what this walk's transactions
 	 * change (mirror_begin). */
-	snprintf(m->run, sizeof(m->run), "%lld", *run_id);
+	snprintf(m->run, sizeof(m->run), "%lld", m->run_id);
 	return DX_OK;
 }
 
@@ -608,26 +619,27 @@ enum dx_result mirror_history_seen_all(struct mirror *m, const char *started)
 	return history_set(m, "history:seen_all", started);
 }
 
-enum dx_result mirror_run_counts(struct mirror *m, long long run_id, const struct walk_counts *n)
+/* The run's counts as the walk has them now. */
+static enum dx_result run_counts(struct mirror *m)
 {
 	sqlite3_stmt *st = m->st[S_RUN_COUNTS];
+	const struct walk_counts *n = m->n;
 	const long v[] = { n->pages, n->seen,	 n->inserted, n->changed, n->unchanged,
 			   n->gone,  n->details, n->requests, n->retries };
 
-	sqlite3_bind_int64(st, 1, run_id);
+	sqlite3_bind_int64(st, 1, m->run_id);
 	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
 		sqlite3_bind_int64(st, (int)i + 2, v[i]);
 	return run(m, S_RUN_COUNTS);
 }
 
-enum dx_result mirror_run_finish(struct mirror *m, long long run_id, const char *outcome,
-				 const struct walk_counts *n, const char *error)
+enum dx_result mirror_run_finish(struct mirror *m, const char *outcome, const char *error)
 {
 	sqlite3_stmt *st = m->st[S_RUN_FINISH];
 
-	if (mirror_run_counts(m, run_id, n) != DX_OK)
+	if (run_counts(m) != DX_OK)
 		return DX_DB;
-	sqlite3_bind_int64(st, 1, run_id);
+	sqlite3_bind_int64(st, 1, m->run_id);
 	db_bind_text(st, 2, outcome);
 	db_bind_text(st, 3, error);
 	if (run(m, S_RUN_FINISH) != DX_OK)

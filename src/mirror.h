@@ -82,7 +82,8 @@ enum dx_result mirror_details_due(struct mirror *m, long limit, struct mirror_id
 void mirror_ids_free(struct mirror_id *ids, int n);
 /* Store a retrieved conversation and replace its participants, in a
  * transaction of its own (DX_NOMEM, DX_DB). */
-enum dx_result mirror_store_detail(struct mirror *m, const struct mirror_id *id, json_t *detail);
+enum dx_result mirror_store_detail(struct mirror *m, const struct mirror_id *id, json_t *detail,
+				   long *details);
 /* Stop asking for the detail of id (it no longer exists upstream). */
 enum dx_result mirror_detail_done(struct mirror *m, const struct mirror_id *id);
 /* Its detail failed permanently: ask for it after the others from now on
@@ -91,14 +92,10 @@ enum dx_result mirror_detail_behind(struct mirror *m, const struct mirror_id *id
 
 /* sync_runs bookkeeping.  Between start and finish each transaction of
  * mirror_begin holds the run's id in sync_state ('history:run'), where the
- * history trigger finds it: the changes it makes are this walk's events.
- * *run gets the id. */
-enum dx_result mirror_run_start(struct mirror *m, const char *now, int resumed, long long *run);
-enum dx_result mirror_run_finish(struct mirror *m, long long run, const char *outcome,
-				 const struct walk_counts *n, const char *error);
-/* The run's counts so far, in the transaction of the pages they count:
- * `dexsync status` shows a long walk's progress. */
-enum dx_result mirror_run_counts(struct mirror *m, long long run, const struct walk_counts *n);
+ * history trigger finds it (the changes it makes are this walk's events),
+ * and commits the counts n, which the walk keeps, into the run's row. */
+enum dx_result mirror_run_start(struct mirror *m, const char *now, int resumed, const struct walk_counts *n);
+enum dx_result mirror_run_finish(struct mirror *m, const char *outcome, const char *error);
 /* A walk of everything from its first page, started at started, listed
  * every live row: the old value of a later change was seen at least then
  * ('history:seen_all', the earliest `after` of an event). */

@@ -72,7 +72,6 @@ struct walk {
 	volatile sig_atomic_t *stop;
 	const struct walk_tick *tick;
 	struct walk_counts n;
-	long long run_id;	  /* its sync_runs row */
 	int track_seen;		  /* this walk may set gone_at at its end */
 	int initial;		  /* into an empty mirror */
 	sqlite3_int64 last_rowid; /* conversations' last rowid when it started */
@@ -216,8 +215,7 @@ static enum dx_result walk_commit(struct walk *w, const char *key)
 {
 	if (!w->in_tx)
 		return DX_OK;
-	if (mirror_cursor_set(w->m, key, w->reached) != DX_OK ||
-	    mirror_run_counts(w->m, w->run_id, &w->n) != DX_OK || mirror_commit(w->m) != DX_OK) {
+	if (mirror_cursor_set(w->m, key, w->reached) != DX_OK || mirror_commit(w->m) != DX_OK) {
 		walk_fail(w, DX_DB, "storing page %ld failed: %s", w->n.pages, sqlite3_errmsg(w->db));
 		walk_abandon(w);
 		return DX_DB;
@@ -450,8 +448,7 @@ static void walk_detail(struct walk *w, const struct mirror_id *id, int *fails)
 			mirror_detail_behind(w->m, id);
 			break;
 		}
-		if (mirror_store_detail(w->m, id, j) == DX_OK)
-			w->n.details++;
+		mirror_store_detail(w->m, id, j, &w->n.details); /* counted when stored */
 		json_decref(j);
 		break;
 	case DX_GONE:
@@ -616,7 +613,7 @@ enum dx_result walk_run(sqlite3 *db, struct api *api, const struct conf *c, vola
 		return DX_DB;
 	db_now(now, sizeof(now));
 	if (walk_resumes(&w, &resumed) != DX_OK || mirror_last_rowid(w.m, &w.last_rowid) != DX_OK ||
-	    mirror_run_start(w.m, now, resumed, &w.run_id) != DX_OK) {
+	    mirror_run_start(w.m, now, resumed, &w.n) != DX_OK) {
 		mirror_close(w.m);
 		return DX_DB;
 	}
@@ -641,11 +638,15 @@ enum dx_result walk_run(sqlite3 *db, struct api *api, const struct conf *c, vola
 	w.n.requests = (long)(api_requests(api) - req0);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-	mirror_run_finish(w.m, w.run_id,
-			  rc == DX_OK ? "ok" :
-			  *stop	      ? "interrupted" :
-					"failed",
-			  &w.n, rc == DX_OK ? NULL : w.error);
+	if (mirror_run_finish(w.m,
+			      rc == DX_OK ? "ok" :
+			      *stop	  ? "interrupted" :
+					    "failed",
+			      rc == DX_OK ? NULL : w.error) != DX_OK)
+		log_warning(
+			"database %s: cannot record the walk's end: %s; its row says 'running' until the "
+			"next walk marks it interrupted",
+			sqlite3_db_filename(db, "main"), sqlite3_errmsg(db));
 	if (rc == DX_OK)
 		log_info(
 			"walk %s: %ld pages, %ld seen, %ld inserted, %ld changed, %ld unchanged, "

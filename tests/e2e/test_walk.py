@@ -271,12 +271,12 @@ class WalkTest(DexTest):
         self.assertEqual(run["inserted"], 2500 - stored)
         # The killed walk's row is not left 'running' for ever.
         self.assertEqual(self.sql("SELECT outcome, error FROM sync_runs ORDER BY id"),
-                         [("interrupted", "the daemon stopped before the walk ended (killed or crashed)"),
+                         [("interrupted", "the walk's end was not recorded: its daemon was killed or crashed, or the database refused the write"),
                           ("ok", None)])
 
-    def count_or_zero(self):
+    def count_or_zero(self, where=""):
         try:
-            return self.scalar("SELECT count(*) FROM conversations")
+            return self.scalar("SELECT count(*) FROM conversations " + where)
         except Exception:
             return 0
 
@@ -303,6 +303,18 @@ class WalkTest(DexTest):
         self.walk_ok(conf=conf)
         self.assertEqual([r["path"] for r in self.srv.requests if r["path"] != "/conversations"],
                          ["/conversations/conv_0000042"])
+
+    def test_a_killed_walks_row_counts_the_details_it_stored(self):
+        """Each detail's transaction commits the run's counts too: a walk
+        killed half-way through its details says how many it stored."""
+        conf = self.write_conf("details.conf", sync="fetch-details = true\nmax-details = 100")
+        self.srv.fault("slow", count=100, prefix="/conversations/", delay=0.1)
+        proc = self.spawn("-n", "-1", conf=conf)
+        self.wait_for(lambda: self.count_or_zero("WHERE detail IS NOT NULL") >= 5, 30, "some details stored")
+        self.kill(proc)
+        stored = self.scalar("SELECT count(*) FROM conversations WHERE detail IS NOT NULL")
+        self.assertLess(stored, 100)
+        self.assertEqual(self.sql("SELECT pages, inserted, details FROM sync_runs"), [(3, 250, stored)])
 
     def test_unreachable_server_fails_with_curl_error(self):
         conf = self.write_conf("dead.conf", base_url="http://127.0.0.1:9/v1")
