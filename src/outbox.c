@@ -149,9 +149,10 @@ static const char *const sql[S_COUNT] = {
 	/* The history of what the outbox changed (origin 'outbox'): a sent
 	 * message ?2 became the last message of conversation ?1, after the
 	 * last one the walks listed or the outbox sent since.  None when a
-	 * walk beside us has told that change already: it listed ?2 as the
-	 * last message between our request and this answer (or between an
-	 * earlier request Dexra applied and this one). */
+	 * walk has seen the last message change since item ?3 was queued: it
+	 * listed ?2 (between a request Dexra applied and this answer), and
+	 * told the change; or a later message, and the order of the two is
+	 * the walks' to tell. */
 	[S_MSG_EVENT] =
 		"INSERT INTO conversation_events(conversation_id, field, old_value, new_value,\n"
 		"	after, seen_at, origin, conversation_created_at)\n"
@@ -165,7 +166,9 @@ static const char *const sql[S_COUNT] = {
 		"		?2, " OUTBOX_AFTER("?3", NOW_UTC) ", " NOW_UTC ", 'outbox', c.created_at\n"
 		"	FROM (SELECT 1) LEFT JOIN conversations AS c ON c.id = ?1)\n"
 		"WHERE old IS NOT ?2 AND NOT EXISTS (SELECT 1 FROM conversation_events\n"
-		"	WHERE conversation_id = ?1 AND field = 'last_message' AND new_value = ?2)",
+		"	WHERE conversation_id = ?1 AND field = 'last_message'\n"
+		"		AND (new_value = ?2 OR (origin = 'walk' AND seen_at >=\n"
+		"			(SELECT created_at FROM outbox WHERE id = ?3))))",
 	/* A conversation the outbox created: its status from nothing, unless
 	 * a walk has seen its status change already (a walk that listed it
 	 * between our request and this answer has seen no change: the

@@ -556,6 +556,27 @@ class HistoryTest(TimeToCloseMixin, OutboxTest):
         self.assertEqual(self.sql("SELECT old_value, new_value FROM conversation_events "
                                   "WHERE conversation_id = 'conv_0000006' AND origin = 'outbox'"), [])
 
+    def test_a_reply_a_walk_lists_before_our_answer_is_recorded_is_the_walks_to_order(self):
+        """A reply comes after our message, and a walk lists it before the
+        outbox records Dexra's answer: the outbox adds no event (it used to
+        add the reply becoming our message, in the wrong order)."""
+        def reply_listed_first(server, code, answer):
+            con = sqlite3.connect(self.db, timeout=10)
+            with con:
+                con.execute("UPDATE conversations SET last_message_id = 'msg_reply', changed_at = ? "
+                            "WHERE id = 'conv_0000006'", (iso(time.time()),))
+                con.execute("INSERT INTO conversation_events(conversation_id, field, old_value, new_value, "
+                            "after, seen_at, origin, run_id) VALUES ('conv_0000006', 'last_message', "
+                            "'msg_0000006_1', 'msg_reply', ?, ?, 'walk', 1)",
+                            (iso(time.time() - 1), iso(time.time())))
+            con.close()
+        self.srv.on_written = reply_listed_first
+        self.dexsync("send", "conv_0000006", "hi")
+        self.drain_until_done()
+        self.srv.on_written = None
+        self.assertEqual(self.sql("SELECT old_value, new_value FROM conversation_events "
+                                  "WHERE conversation_id = 'conv_0000006' AND origin = 'outbox'"), [])
+
     def test_an_outbox_change_is_after_its_item_was_queued(self):
         """after is when the item was queued (an earlier request may be the
         one Dexra applied), not when its last attempt started."""

@@ -271,7 +271,8 @@ class WalkTest(DexTest):
         self.assertEqual(run["inserted"], 2500 - stored)
         # The killed walk's row is not left 'running' for ever.
         self.assertEqual(self.sql("SELECT outcome, error FROM sync_runs ORDER BY id"),
-                         [("interrupted", "the walk's end was not recorded: its daemon was killed or crashed, or the database refused the write"),
+                         [("interrupted", "the walk's end was not recorded: its daemon was killed or crashed, "
+                                          "or the database refused the write"),
                           ("ok", None)])
 
     def count_or_zero(self, where=""):
