@@ -22,6 +22,9 @@ from harness import DEXSYNC, DexTest, OutboxTest  # noqa: E402
 SRCDIR = os.environ.get("DEXSYNC_SRCDIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
+SENT = object()     # walks_list_before_the_answer: the id Dexra gave our message
+
+
 def iso(t):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
@@ -531,51 +534,42 @@ class HistoryTest(TimeToCloseMixin, OutboxTest):
                                   "WHERE conversation_id = 'conv_0000006' AND origin = 'outbox'"), [])
         self.assertEqual(self.scalar("SELECT count(*) FROM conversation_events WHERE old_value IS new_value"), 0)
 
-    def test_a_message_walks_listed_and_passed_before_its_answer_is_recorded_is_no_outbox_change(self):
-        """Two walks beside the outbox list our message as the last one,
-        then a reply after it, before the outbox records Dexra's answer
-        (a late answer, or one to a second request with the same key): the
-        walks told both changes, and the outbox adds none (it used to add
-        the reply becoming our message, which never happened)."""
-        def two_walks_first(server, code, answer):
-            # As two walks would store them, between the message applied
-            # and its answer recorded.
+    def walks_list_before_the_answer(self, *changes):
+        """Send a message to conv_0000006; after Dexra applies it and before
+        the outbox records the answer, walks list changes of its last
+        message (old, new; SENT is ours), stored as a walk stores them.
+        The outbox's events of conv_0000006."""
+        def listed(server, code, answer):
             con = sqlite3.connect(self.db, timeout=10)
             with con:
-                for old, new in (("msg_0000006_1", answer["id"]), (answer["id"], "msg_reply")):
+                for change in changes:
+                    old, new = (answer["id"] if v is SENT else v for v in change)
                     con.execute("UPDATE conversations SET last_message_id = ?, changed_at = ? "
                                 "WHERE id = 'conv_0000006'", (new, iso(time.time())))
                     con.execute("INSERT INTO conversation_events(conversation_id, field, old_value, new_value, "
                                 "after, seen_at, origin, run_id) VALUES ('conv_0000006', 'last_message', ?, ?, "
                                 "?, ?, 'walk', 1)", (old, new, iso(time.time() - 1), iso(time.time())))
             con.close()
-        self.srv.on_written = two_walks_first
+        self.srv.on_written = listed
         self.dexsync("send", "conv_0000006", "hi")
         self.drain_until_done()
         self.srv.on_written = None
-        self.assertEqual(self.sql("SELECT old_value, new_value FROM conversation_events "
-                                  "WHERE conversation_id = 'conv_0000006' AND origin = 'outbox'"), [])
+        return self.sql("SELECT old_value, new_value FROM conversation_events "
+                        "WHERE conversation_id = 'conv_0000006' AND origin = 'outbox'")
+
+    def test_a_message_walks_listed_and_passed_before_its_answer_is_recorded_is_no_outbox_change(self):
+        """Two walks list our message as the last one, then a reply after
+        it, before the outbox records Dexra's answer (a late answer, or one
+        to a second request with the same key): the walks told both
+        changes, and the outbox adds none (it used to add the reply
+        becoming our message, which never happened)."""
+        self.assertEqual(self.walks_list_before_the_answer(("msg_0000006_1", SENT), (SENT, "msg_reply")), [])
 
     def test_a_reply_a_walk_lists_before_our_answer_is_recorded_is_the_walks_to_order(self):
         """A reply comes after our message, and a walk lists it before the
         outbox records Dexra's answer: the outbox adds no event (it used to
         add the reply becoming our message, in the wrong order)."""
-        def reply_listed_first(server, code, answer):
-            con = sqlite3.connect(self.db, timeout=10)
-            with con:
-                con.execute("UPDATE conversations SET last_message_id = 'msg_reply', changed_at = ? "
-                            "WHERE id = 'conv_0000006'", (iso(time.time()),))
-                con.execute("INSERT INTO conversation_events(conversation_id, field, old_value, new_value, "
-                            "after, seen_at, origin, run_id) VALUES ('conv_0000006', 'last_message', "
-                            "'msg_0000006_1', 'msg_reply', ?, ?, 'walk', 1)",
-                            (iso(time.time() - 1), iso(time.time())))
-            con.close()
-        self.srv.on_written = reply_listed_first
-        self.dexsync("send", "conv_0000006", "hi")
-        self.drain_until_done()
-        self.srv.on_written = None
-        self.assertEqual(self.sql("SELECT old_value, new_value FROM conversation_events "
-                                  "WHERE conversation_id = 'conv_0000006' AND origin = 'outbox'"), [])
+        self.assertEqual(self.walks_list_before_the_answer(("msg_0000006_1", "msg_reply")), [])
 
     def test_an_outbox_change_is_after_its_item_was_queued(self):
         """after is when the item was queued (an earlier request may be the
