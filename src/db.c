@@ -347,6 +347,11 @@ enum dx_result db_cache_restore(sqlite3 *db, char *old)
 	return db_exec(db, sql);
 }
 
+void db_no_memory_stats(void)
+{
+	sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 enum dx_result db_sort_small(void)
 {
 	return sqlite3_config(SQLITE_CONFIG_PMASZ, (unsigned)DB_SORT_PAGES) == SQLITE_OK ? DX_OK : DX_DB;

@@ -106,6 +106,12 @@ enum dx_result db_indexes_restore(sqlite3 *db);
 enum dx_result db_cache_small(sqlite3 *db, char **old);
 enum dx_result db_cache_restore(sqlite3 *db, char *old);
 
+/* No memory statistics in SQLite, for the whole process: they take one
+ * global mutex for every allocation, which threads working at once then
+ * contend for (dexsyncd's two full-text builds, dexsync search's two
+ * tables), and nothing here reads them.  Only before SQLite is first used. */
+void db_no_memory_stats(void);
+
 /* Lower the memory a sort may take before it spills to a temporary file
  * (SQLite's minimum PMA size, 1 MiB by default) to DB_SORT_PAGES pages, for
  * the whole process: the index builds at the end of an initial mirror then

@@ -154,6 +154,7 @@ int main(int argc, char **argv)
 	one_arena();
 	/* Until the config names a facility, errors go to daemon. */
 	log_open("dexsyncd", LOG_DAEMON, 1, !o.check);
+	db_no_memory_stats();
 	if (db_sort_small() != DX_OK)
 		log_warning("cannot lower SQLite's sort memory; an initial mirror's end takes more");
 	if (conf_load(o.conf_path, &c) < 0)
