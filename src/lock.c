@@ -70,11 +70,12 @@ static int lock_open(const char *database, int create, int how, long *pid)
 	*pid = -1;
 	if (!path)
 		return -1;
-	/* O_NONBLOCK: a FIFO put in its place must not hang the open. */
-	fd = create ? open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644) :
-		      open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	/* O_NONBLOCK: a FIFO put in its place must not hang the open; nor a
+	 * terminal become ours (O_NOCTTY).  Either is then refused. */
+	fd = create ? open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY, 0644) :
+		      open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
 	if (fd < 0 && create && (errno == EACCES || errno == EROFS))
-		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
 	if (fd < 0) {
 		if (errno == ENOENT && !create)
 			*pid = -2;

@@ -414,6 +414,8 @@ enum dx_result mirror_last_rowid(struct mirror *m, sqlite3_int64 *rowid)
 
 enum dx_result mirror_mark_gone(struct mirror *m, const char *now, sqlite3_int64 last_rowid, long *gone)
 {
+	long before;
+
 	/* Index the rowids now, once: SQLite's sorter does it in bounded memory,
 	 * where NOT IN (SELECT ...) would build a million-entry set in RAM.
 	 * The live rowids come from a partial index (WHERE gone_at IS NULL),
@@ -426,9 +428,11 @@ enum dx_result mirror_mark_gone(struct mirror *m, const char *now, sqlite3_int64
 		mirror_rollback(m);
 		return DX_DB;
 	}
-	*gone = sqlite3_changes(m->db);
+	before = *gone;
+	*gone = sqlite3_changes(m->db); /* counted in the commit */
 	if (mirror_commit(m) != DX_OK) {
 		mirror_rollback(m);
+		*gone = before;
 		return DX_DB;
 	}
 	return DX_OK;

@@ -23,7 +23,6 @@
 #include "config.h"
 
 #include <jansson.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -884,52 +883,8 @@ static int columns_of_both(const struct search_query *q, const char *conv_err, c
 	return 0;
 }
 
-/* messages_fts is ranked by a second thread, on a connection of its own,
- * while the command's connection ranks conversations_fts: for a word in
- * most rows each table takes about 20 ms at 1,000,000, most of it bm25
- * counting the rows the word is in (issue 15: under 50 ms; 48 against 57
- * ms, medians of 40, with SQLite's memory statistics off, db.h). */
-struct beside {
-	const char *path;
-	const struct search_query *q;
-	struct hits h;
-	char *err;
-	sqlite3_int64 ranked;
-	int rc, threaded;
-};
-
-/* The thread; b->rc is collect's answer (-1 when its connection could not
- * be opened, which db_open said). */
-static void *collect_beside(void *arg)
-{
-	struct beside *b = arg;
-	sqlite3 *db = db_open(b->path, DB_READONLY);
-
-	b->rc = db ? collect(db, 1, b->q, &b->h, &b->err, &b->ranked) : -1;
-	db_close(db);
-	return NULL;
-}
-
-/* The thread's matches after ours, as if ranked on our connection: its
- * error (*err, moved) and ranked count too.  collect's answer. */
-static int merge_beside(struct beside *b, struct hits *h, char **err, sqlite3_int64 *ranked)
-{
-	*err = b->err;
-	b->err = NULL;
-	if (b->ranked)
-		*ranked = b->ranked;
-	for (size_t i = 0; b->rc == 0 && i < b->h.n; i++)
-		if (hits_add(h, b->h.v[i].conv, b->h.v[i].rank, b->h.v[i].entry, 1) < 0) {
-			log_err("search: out of memory");
-			return -1;
-		}
-	return b->rc;
-}
-
 long search_run(sqlite3 *db, const struct search_query *q, enum search_format fmt, FILE *out)
 {
-	struct beside b = { .path = sqlite3_db_filename(db, "main"), .q = q };
-	pthread_t thread;
 	struct hits h = { NULL, 0, 0 };
 	char *err[2] = { NULL, NULL };
 	const char *problem;
@@ -948,15 +903,8 @@ long search_run(sqlite3 *db, const struct search_query *q, enum search_format fm
 			"end): it finds only what it held before");
 	/* A column filter names a column of one table: the other one, which
 	 * has no such column, simply finds nothing. */
-	b.threaded = pthread_create(&thread, NULL, collect_beside, &b) == 0;
 	c = collect(db, 0, q, &h, &err[0], &ranked);
-	if (b.threaded)
-		pthread_join(thread, NULL);
-	if (!b.threaded) /* (no thread: one after the other) */
-		m = c < 0 ? -1 : collect(db, 1, q, &h, &err[1], &ranked);
-	else
-		m = merge_beside(&b, &h, &err[1], &ranked);
-	hits_free(&b.h);
+	m = c < 0 ? -1 : collect(db, 1, q, &h, &err[1], &ranked);
 	if (c < 0 || m < 0)
 		goto out;
 	if (c > 0 && m > 0) {

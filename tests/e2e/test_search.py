@@ -375,28 +375,6 @@ class SearchTest(OutboxTest):
         subprocess.run(["cc", "-shared", "-fPIC", "-o", lib, src, "-ldl"], check=True, timeout=60)
         return lib
 
-    NO_THREAD = r"""
-#include <errno.h>
-#include <pthread.h>
-
-int pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg)
-{
-	(void)t, (void)a, (void)fn, (void)arg;
-	return EAGAIN;
-}
-"""
-
-    @unittest.skipIf(SANITIZED, "an LD_PRELOAD library ahead of the sanitizers' runtime: the plain suite runs it")
-    def test_without_a_thread_the_tables_are_ranked_one_after_the_other(self):
-        # messages_fts is ranked by a second thread; with none, the same
-        # answer comes from one connection.
-        lib = self.preload(self.NO_THREAD)
-        for query in (["launch"], ["export", "--format", "json"], ["text:bulk"], ["subject:launch"], ["+"]):
-            p = self.search(*query)
-            q = subprocess.run([DEXSYNC, "-d", self.db, "search"] + query, capture_output=True, text=True,
-                               timeout=30, env=self.env({"LD_PRELOAD": lib}))
-            self.assertEqual((q.returncode, q.stdout, q.stderr), (p.returncode, p.stdout, p.stderr), query)
-
     SWAP_AT_THE_THREAD = r"""
 #define _GNU_SOURCE
 #include <dlfcn.h>
