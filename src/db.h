@@ -109,8 +109,8 @@ enum dx_result db_cache_restore(sqlite3 *db, char *old);
 /* No memory statistics in SQLite, for the whole process: they take one
  * global mutex for every allocation, which dexsyncd's threads working at
  * once then contend for (the two full-text builds at the end of an initial
- * mirror: 7.5 against 7.9 s at 1,000,000, three runs each on a noisy
- * machine), and nothing here reads them.  Only before SQLite is first
+ * mirror: 6.49 against 6.68 s at 1,000,000, the means of four runs each,
+ * alternated), and nothing here reads them.  Only before SQLite is first
  * used. */
 void db_no_memory_stats(void);
 
