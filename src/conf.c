@@ -6,14 +6,12 @@
 #include "config.h"
 
 #include <confuse.h>
-#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -245,90 +243,6 @@ static int v_history_days(cfg_t *cfg, cfg_opt_t *opt)
 	return check_range(cfg, opt, 0, MAX_HISTORY_DAYS);
 }
 
-/* Does u have part, and not empty? */
-static int url_has(CURLU *u, CURLUPart what)
-{
-	char *part = NULL;
-	int has = curl_url_get(u, what, &part, 0) == CURLUE_OK && part && *part;
-
-	curl_free(part);
-	return has;
-}
-
-/* Why url is not a URL written scheme://host... with one of schemes (a
- * NULL-terminated list), or NULL when it is.  A base URL (base != 0) may
- * not have a query or a fragment either: request paths are appended to it.
- * libcurl's URL API does the parsing, so what passes here is what libcurl
- * will understand. */
-static const char *url_problem(const char *url, const char *const *schemes, int base)
-{
-	CURLU *u = curl_url();
-	char *scheme = NULL;
-	const char *why = NULL;
-	CURLUcode rc;
-	size_t i, n;
-
-	if (!u)
-		return "cannot be checked: out of memory";
-	rc = curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME);
-	if (rc == CURLUE_NO_HOST) {
-		why = "has no host";
-	} else if (rc != CURLUE_OK || curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK) {
-		why = "is not a URL";
-	} else {
-		for (i = 0; schemes[i] && strcasecmp(scheme, schemes[i]); i++)
-			;
-		n = strlen(scheme);
-		if (!schemes[i] || strncasecmp(url, scheme, n) || strncmp(url + n, "://", 3))
-			why = "has another scheme";
-		else if (url[n + 3] == '/' || !url_has(u, CURLUPART_HOST))
-			why = "has no host";
-		else if (base && url_has(u, CURLUPART_QUERY))
-			why = "has a query (?...)";
-		else if (base && url_has(u, CURLUPART_FRAGMENT))
-			why = "has a fragment (#...)";
-	}
-	curl_free(scheme);
-	curl_url_cleanup(u);
-	return why;
-}
-
-/* base-url: printed in the error, unlike a proxy. */
-static int v_base_url(cfg_t *cfg, cfg_opt_t *opt)
-{
-	static const char *const schemes[] = { "http", "https", NULL };
-	const char *v = cfg_opt_getnstr(opt, 0);
-	const char *why = url_problem(v, schemes, 1);
-
-	if (why) {
-		cfg_error(cfg, "option '%s': '%s' %s; an http:// or https:// URL with a host is needed",
-			  opt->name, v, why);
-		return -1;
-	}
-	return 0;
-}
-
-/* The proxy is not printed: its URL may hold a password. */
-static int v_proxy(cfg_t *cfg, cfg_opt_t *opt)
-{
-	static const char *const schemes[] = {
-		"http", "https", "socks4", "socks4a", "socks5", "socks5h", NULL
-	};
-	const char *v = cfg_opt_getnstr(opt, 0);
-	const char *why;
-
-	if (!*v)
-		return 0;
-	if ((why = url_problem(v, schemes, 0))) {
-		cfg_error(cfg,
-			  "option '%s': the value %s; a URL such as http://proxy.example:3128 "
-			  "(http, https, socks4, socks4a, socks5 or socks5h) is needed",
-			  opt->name, why);
-		return -1;
-	}
-	return 0;
-}
-
 /* A file name, made absolute against the start directory; "" is allowed
  * where it means "none". */
 static int v_path(cfg_t *cfg, cfg_opt_t *opt)
@@ -432,8 +346,9 @@ static void conf_errfunc(cfg_t *cfg, const char *fmt, va_list ap)
 	log_err("%s:%d: %s", parsing_path ? parsing_path : "(defaults)", cfg ? cfg->line : 0, msg);
 }
 
-/* Attach every validator to its key ("section|key"). */
-static void set_validators(cfg_t *cfg)
+/* Attach every validator to its key ("section|key"), then those in more
+ * (see conf.h). */
+static void set_validators(cfg_t *cfg, const struct conf_check *more)
 {
 	static const struct {
 		const char *key;
@@ -443,14 +358,12 @@ static void set_validators(cfg_t *cfg)
 		{ "syslog-facility", v_facility },
 		{ "database", v_path },
 		{ "metrics-file", v_path },
-		{ "api|base-url", v_base_url },
 		{ "api|api-key-file", v_path },
 		{ "api|api-key", v_api_key },
 		{ "api|connect-timeout", v_timeout },
 		{ "api|timeout", v_timeout },
 		{ "api|max-rate", v_not_negative },
 		{ "api|ca-file", v_ca_file },
-		{ "api|proxy", v_proxy },
 		{ "sync|interval", v_positive },
 		{ "sync|page-size", v_page_size },
 		{ "sync|status", v_status },
@@ -466,6 +379,8 @@ static void set_validators(cfg_t *cfg)
 
 	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
 		cfg_set_validate_func(cfg, v[i].key, v[i].fn);
+	for (; more && more->key; more++)
+		cfg_set_validate_func(cfg, more->key, more->fn);
 }
 
 /* strdup() that passes NULL through. */
@@ -627,7 +542,7 @@ fail:
 }
 
 /* Parse path, or the empty text when path is NULL (the defaults). */
-static int conf_read(const char *path, struct conf *c)
+static int conf_read(const char *path, const struct conf_check *more, struct conf *c)
 {
 	const char *name = path ? path : "(defaults)";
 	cfg_t *cfg;
@@ -648,7 +563,7 @@ static int conf_read(const char *path, struct conf *c)
 		return -1;
 	}
 	cfg_set_error_function(cfg, conf_errfunc);
-	set_validators(cfg);
+	set_validators(cfg, more);
 
 	parsing_path = path;
 	rc = cfg_parse_buf(cfg, text ? text : "");
@@ -679,14 +594,14 @@ static int conf_read(const char *path, struct conf *c)
 }
 
 /* See conf.h. */
-int conf_load(const char *path, struct conf *c)
+int conf_load(const char *path, const struct conf_check *more, struct conf *c)
 {
-	return conf_read(path, c);
+	return conf_read(path, more, c);
 }
 
 int conf_defaults(struct conf *c)
 {
-	return conf_read(NULL, c);
+	return conf_read(NULL, NULL, c);
 }
 
 void conf_free(struct conf *c)

@@ -36,12 +36,25 @@ struct conf {
 	long max_age;
 };
 
+struct cfg_t;
+struct cfg_opt_t;
+
+/* A check of one key ("section|key"), a libconfuse validator, that
+ * conf_load() runs besides its own. */
+struct conf_check {
+	const char *key;
+	int (*fn)(struct cfg_t *cfg, struct cfg_opt_t *opt);
+};
+
 /* Read and validate path into *c.  Every problem is logged on one line,
  * "file:line: message" when it has a place in the file, and makes it
  * return -1, leaving *c empty; it never exits.  path must be a regular
  * file without NUL bytes.  The paths in *c (path, database, api_key_file,
- * ca_file) are absolute: see conf_abspath(). */
-int conf_load(const char *path, struct conf *c);
+ * ca_file) are absolute: see conf_abspath().  more: further checks, ended
+ * by a NULL key, or NULL: conf_url_checks (confurl.h) for the programs
+ * that connect; dexsync, which reads only the database's name, leaves the
+ * URLs unchecked. */
+int conf_load(const char *path, const struct conf_check *more, struct conf *c);
 void conf_free(struct conf *c);
 
 /* path made absolute against the working directory the program started

@@ -835,9 +835,9 @@ static const struct command {
 static int load_conf(const char *conf_path, const char *database, struct conf *c)
 {
 	if (conf_path)
-		return conf_load(conf_path, c);
+		return conf_load(conf_path, NULL, c);
 	if (!database)
-		return conf_load(DEFAULT_CONF, c);
+		return conf_load(DEFAULT_CONF, NULL, c);
 	return conf_defaults(c);
 }
 

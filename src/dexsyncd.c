@@ -16,6 +16,7 @@
 
 #include "api.h"
 #include "conf.h"
+#include "confurl.h"
 #include "db.h"
 #include "lock.h"
 #include "log.h"
@@ -157,7 +158,7 @@ int main(int argc, char **argv)
 	db_no_memory_stats();
 	if (db_sort_small() != DX_OK)
 		log_warning("cannot lower SQLite's sort memory; an initial mirror's end takes more");
-	if (conf_load(o.conf_path, &c) < 0)
+	if (conf_load(o.conf_path, conf_url_checks, &c) < 0)
 		return 1;
 	log_close();
 	log_open("dexsyncd", c.syslog_facility, o.foreground || o.check || o.once, !o.check);

@@ -21,6 +21,7 @@
 #endif
 
 #include "api.h"
+#include "confurl.h"
 #include "db.h"
 #include "drainer.h"
 #include "lock.h"
@@ -247,7 +248,7 @@ static void reload(struct runtime *rt, const char *conf_path, int level_override
 	notify_reloading();
 	log_repeats_forget();
 	log_notice("reloading %s", conf_path);
-	if (conf_load(conf_path, &c) < 0) {
+	if (conf_load(conf_path, conf_url_checks, &c) < 0) {
 		log_err("%s is invalid; keeping the running configuration", conf_path);
 		notify_ready();
 		return;

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "conf.h"
+#include "confurl.h"
 #include "log.h"
 
 static char dir[] = "/tmp/dexsync-test-conf-XXXXXX";
@@ -37,7 +38,7 @@ static const char *write_file(const char *name, const char *text, mode_t mode)
 /* Load text as a config; returns conf_load's result. */
 static int load(const char *text, struct conf *c)
 {
-	return conf_load(write_file("t.conf", text, 0600), c);
+	return conf_load(write_file("t.conf", text, 0600), conf_url_checks, c);
 }
 
 static void test_duration(void **state)
@@ -109,11 +110,13 @@ static void test_values(void **state)
 			      "api { base-url = \"http://127.0.0.1:9/v1/\" timeout = 2m }\n"
 			      "sync { interval = 1h page-size = 7 status = {\"open\", \"snoozed\"} "
 			      "fetch-details = false }\n"
-			      "outbox { min-backoff = 1s max-backoff = 1d max-age = 12h }\n", &c), 0);
+			      "outbox { min-backoff = 1s max-backoff = 1d max-age = 12h }\n",
+			      &c),
+			 0);
 	assert_string_equal(c.database, "/x/m.db");
 	assert_int_equal(c.log_level, LOG_DEBUG);
 	assert_int_equal(c.syslog_facility, LOG_LOCAL3);
-	assert_string_equal(c.base_url, "http://127.0.0.1:9/v1");   /* slash trimmed */
+	assert_string_equal(c.base_url, "http://127.0.0.1:9/v1"); /* slash trimmed */
 	assert_int_equal(c.timeout, 120);
 	assert_int_equal(c.sync_interval, 3600);
 	assert_int_equal(c.page_size, 7);
@@ -168,7 +171,15 @@ static void test_refused(void **state)
 		if (load(bad[i], &c) != -1)
 			fail_msg("accepted: %s", bad[i]);
 	}
-	assert_int_equal(conf_load("/nonexistent/dexsyncd.conf", &c), -1);
+	assert_int_equal(conf_load("/nonexistent/dexsyncd.conf", conf_url_checks, &c), -1);
+	/* Without the URL checks (dexsync's way), the URLs pass as written;
+	 * every other key is still checked. */
+	const char *path = write_file("t.conf", "api { base-url = \"ftp://x\" proxy = \"junk\" }\n", 0600);
+	assert_int_equal(conf_load(path, NULL, &c), 0);
+	assert_string_equal(c.base_url, "ftp://x");
+	conf_free(&c);
+	path = write_file("t.conf", "api { base-url = \"ftp://x\" timeout = 2d }\n", 0600);
+	assert_int_equal(conf_load(path, NULL, &c), -1);
 	/* libconfuse's scanner is global: a file cut short in a string or a
 	 * comment leaves nothing behind for the next one (a reload after a
 	 * refused reload).  An open comment at the end is accepted. */
@@ -288,23 +299,23 @@ static void test_not_a_config_file(void **state)
 	FILE *f;
 
 	(void)state;
-	assert_int_equal(conf_load(dir, &c), -1);
+	assert_int_equal(conf_load(dir, conf_url_checks, &c), -1);
 	snprintf(path, sizeof(path), "%s/nul.conf", dir);
 	f = fopen(path, "w");
 	assert_non_null(f);
 	fwrite("log-level = info\n\0\n", 1, 20, f);
 	fclose(f);
-	assert_int_equal(conf_load(path, &c), -1);
+	assert_int_equal(conf_load(path, conf_url_checks, &c), -1);
 	snprintf(path, sizeof(path), "%s/fifo.conf", dir);
 	assert_int_equal(mkfifo(path, 0600), 0);
-	assert_int_equal(conf_load(path, &c), -1);      /* at once, no writer needed */
+	assert_int_equal(conf_load(path, conf_url_checks, &c), -1); /* at once, no writer needed */
 	snprintf(path, sizeof(path), "%s/big.conf", dir);
 	f = fopen(path, "w");
 	assert_non_null(f);
 	for (int i = 0; i < 70000; i++)
 		fputs("# a comment line\n", f);
 	fclose(f);
-	assert_int_equal(conf_load(path, &c), -1);
+	assert_int_equal(conf_load(path, conf_url_checks, &c), -1);
 	/* a config just under the limit is fine */
 	f = fopen(path, "w");
 	assert_non_null(f);
@@ -312,7 +323,7 @@ static void test_not_a_config_file(void **state)
 		fputs("# a comment line\n", f);
 	fputs("log-level = debug\n", f);
 	fclose(f);
-	assert_int_equal(conf_load(path, &c), 0);
+	assert_int_equal(conf_load(path, conf_url_checks, &c), 0);
 	assert_int_equal(c.log_level, LOG_DEBUG);
 	conf_free(&c);
 }
@@ -353,7 +364,9 @@ static void test_key_content(void **state)
 	assert_null(KEY_FROM("abc\r\nX-Injected: 1\n"));
 	assert_null(KEY_FROM("abc\nsecond\n"));
 	assert_null(KEY_FROM("abc\0def\n"));
-	assert_null(KEY_FROM("abc\x01" "def\n"));
+	assert_null(
+		KEY_FROM("abc\x01"
+			 "def\n"));
 	assert_null(KEY_FROM("abc def\n"));
 	assert_null(KEY_FROM("\xc3\xa9\n"));
 	assert_null(KEY_FROM(" \n"));
