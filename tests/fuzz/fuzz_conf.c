@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "conf.h"
+#include "confurl.h"
 #include "log.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -28,7 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	fwrite(data, 1, size, f);
 	fclose(f);
-	if (conf_load(path, &c) == 0)
+	if (conf_load(path, conf_url_checks, &c) == 0)
 		conf_free(&c);
 	/* The same bytes as an API key file: a key comes back only when it
 	 * can go into an HTTP header. */

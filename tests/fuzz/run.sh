@@ -21,7 +21,7 @@ build_one() {	# name sources...
 	$CC $flags -o "$out/$name" "$here/$name.c" "$@" $libs
 }
 build_one fuzz_page "$src/page.c"
-build_one fuzz_conf "$src/conf.c" "$src/log.c" "$src/escape.c"
+build_one fuzz_conf "$src/conf.c" "$src/confurl.c" "$src/log.c" "$src/escape.c"
 build_one fuzz_retry_after "$src/api.c" "$src/backoff.c" "$src/log.c" "$src/notify.c" "$src/escape.c" \
 	"$src/metrics.c"
 build_one fuzz_attribute "$src/queue.c" "$src/escape.c"
