@@ -679,12 +679,18 @@ void db_write_turn(void)
 /* A read-only connection: nothing it runs can write (query_only), and it
  * waits only a moment for a lock (in WAL mode a reader never waits for a
  * writer). */
-static enum dx_result setup_reader(sqlite3 *db, const char *path)
+static enum dx_result reader_settings(sqlite3 *db)
 {
 	db_busy_timeout(db, 1000);
 	if (db_exec(db, "PRAGMA query_only = 1") != DX_OK || db_exec(db, "PRAGMA temp_store = FILE") != DX_OK)
 		return DX_DB;
-	return check_schema(db, path);
+	return DX_OK;
+}
+
+/* The same, for a file that must be a current dexsync mirror. */
+static enum dx_result setup_reader(sqlite3 *db, const char *path)
+{
+	return reader_settings(db) == DX_OK ? check_schema(db, path) : DX_DB;
 }
 
 sqlite3 *db_open(const char *path, enum db_mode mode)
@@ -723,6 +729,43 @@ sqlite3 *db_open(const char *path, enum db_mode mode)
 		return NULL;
 	}
 	return db;
+}
+
+/* Has the name db's main file was opened by been removed, or does it lead
+ * to another file now? */
+static int moved(sqlite3 *db)
+{
+	int moved = 1;
+
+	return sqlite3_file_control(db, "main", SQLITE_FCNTL_HAS_MOVED, &moved) != SQLITE_OK || moved;
+}
+
+sqlite3 *db_open_beside(sqlite3 *db, enum db_mode mode)
+{
+	int flags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW, persist = 1;
+	const char *path = sqlite3_db_filename(db, "main");
+	sqlite3 *beside = NULL;
+
+	flags |= mode == DB_READONLY ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
+	if (sqlite3_open_v2(path, &beside, flags, NULL) != SQLITE_OK) {
+		db_error_at(NULL, beside, path, NULL);
+		goto fail;
+	}
+	sqlite3_extended_result_codes(beside, 1);
+	/* Both still named by path: the same file. */
+	if (moved(db) || moved(beside)) {
+		db_error_at(NULL, db, path, "was replaced or removed while open");
+		goto fail;
+	}
+	sqlite3_file_control(beside, "main", SQLITE_FCNTL_PERSIST_WAL, &persist);
+	if (mode != DB_READONLY)
+		db_busy_timeout(beside, DB_BUSY_TIMEOUT_MS);
+	else if (reader_settings(beside) != DX_OK)
+		goto fail;
+	return beside;
+fail:
+	sqlite3_close(beside);
+	return NULL;
 }
 
 void db_close(sqlite3 *db)

@@ -22,6 +22,16 @@ enum db_mode {
 sqlite3 *db_open(const char *path, enum db_mode mode);
 void db_close(sqlite3 *db);
 
+/* A second connection to the file db has open, for another thread:
+ * read-only (query_only) for DB_READONLY, else read-write with the
+ * daemon's busy timeout; the WAL stays when it closes.  Opened by the name
+ * SQLite resolved for db, never through a link, and without db_open's
+ * header check, whose open and close of the file would drop the POSIX
+ * locks this process holds on it (SQLite's own connections share theirs).
+ * Call it in db's thread.  NULL after logging, also when the name no
+ * longer leads to db's file (replaced or removed meanwhile). */
+sqlite3 *db_open_beside(sqlite3 *db, enum db_mode mode);
+
 /* The schema version this build creates. */
 int db_schema_version(void);
 
@@ -107,11 +117,11 @@ enum dx_result db_cache_small(sqlite3 *db, char **old);
 enum dx_result db_cache_restore(sqlite3 *db, char *old);
 
 /* No memory statistics in SQLite, for the whole process: they take one
- * global mutex for every allocation, which dexsyncd's threads working at
- * once then contend for (the two full-text builds at the end of an initial
- * mirror: 6.49 against 6.68 s at 1,000,000, the means of four runs each,
- * alternated), and nothing here reads them.  Only before SQLite is first
- * used. */
+ * global mutex for every allocation, which threads working at once then
+ * contend for (the two full-text builds at the end of an initial mirror:
+ * 6.49 against 6.68 s at 1,000,000, the means of four runs each,
+ * alternated; dexsync search's two threads were slower than one with
+ * them), and nothing here reads them.  Only before SQLite is first used. */
 void db_no_memory_stats(void);
 
 /* Lower the memory a sort may take before it spills to a temporary file

@@ -884,6 +884,7 @@ int main(int argc, char **argv)
 	if (!cmd)
 		return usage_error("unknown command '%.40s'", argv[optind]);
 
+	db_no_memory_stats(); /* search ranks on two threads */
 	if (load_conf(conf_path, database, &c) < 0)
 		return cmd->run == cmd_search ? EXIT_USAGE : 1;
 	x.path = database ? database : c.database;

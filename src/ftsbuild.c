@@ -83,6 +83,7 @@ struct pending {
 /* The index built beside: by the thread into the scratch file. */
 struct beside {
 	const char *path, *scratch, *name;
+	sqlite3 *db; /* the thread's connection (db_open_beside), which it closes */
 	enum dx_result rc;
 	double secs;
 };
@@ -126,9 +127,10 @@ static int make_scratch(const char *path, const char *scratch)
 
 /* Attach the scratch file by name, which is all SQLite takes: the thread
  * attaches scratch itself, on a connection that refuses a link anywhere in
- * it (open_builder); the daemon's connection, which only reads it, attaches
- * it read-only (a URI, uri 1), so that nothing put in its place since
- * make_scratch is ever made or written through. */
+ * it (db_open_beside's SQLITE_OPEN_NOFOLLOW, which ATTACH inherits); the
+ * daemon's connection, which only reads it, attaches it read-only (a URI,
+ * uri 1), so that nothing put in its place since make_scratch is ever made
+ * or written through. */
 static enum dx_result attach_scratch(sqlite3 *db, const char *scratch, int uri)
 {
 	sqlite3_stmt *st = NULL;
@@ -209,41 +211,17 @@ static void lean(sqlite3 *db)
 	sqlite3_db_config(db, SQLITE_DBCONFIG_LOOKASIDE, NULL, 0, 0);
 }
 
-/* The thread's connection, to the database at path, whose every link
- * SQLite has resolved (sqlite3_db_filename): SQLITE_OPEN_NOFOLLOW, which
- * ATTACH inherits, then refuses the scratch file if a link is put in its
- * place or in its path, as SQLite refuses one for its own -wal. */
-static sqlite3 *open_builder(const char *path)
-{
-	sqlite3 *db = NULL;
-	int persist = 1;
-
-	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW,
-			    NULL) != SQLITE_OK) {
-		db_error_at(NULL, db, path, NULL);
-		sqlite3_close(db);
-		return NULL;
-	}
-	sqlite3_extended_result_codes(db, 1);
-	/* As the daemon's connections: the WAL stays when this one closes. */
-	sqlite3_file_control(db, "main", SQLITE_FCNTL_PERSIST_WAL, &persist);
-	db_busy_timeout(db, DB_BUSY_TIMEOUT_MS);
-	return db;
-}
-
-/* The thread: b->name into the scratch file, in a connection of its own
- * that only reads the database, whose snapshot the write lock held by
- * build_all keeps current. */
+/* The thread: b->name into the scratch file, on its connection b->db
+ * (which it closes) that only reads the database, whose snapshot the write
+ * lock held by build_all keeps current. */
 static void *build_beside(void *arg)
 {
 	struct beside *b = arg;
 	struct timespec t0;
-	sqlite3 *db;
+	sqlite3 *db = b->db;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	b->rc = DX_DB;
-	if (!(db = open_builder(b->path)))
-		return NULL;
 	lean(db);
 	if (attach_scratch(db, b->scratch, 0) == DX_OK &&
 	    db_exec(db, "PRAGMA cache_size = " CACHE_SCAN "; PRAGMA " SCRATCH ".cache_size = " CACHE_BUILD
@@ -358,9 +336,12 @@ static enum dx_result build_all(sqlite3 *db, struct beside *b, struct pending *p
 
 	if (b && n > 1) {
 		b->name = p[0].name;
+		if (!(b->db = db_open_beside(db, DB_DAEMON)))
+			return DX_DB;
 		if ((err = pthread_create(&thread, NULL, build_beside, b)) != 0) {
 			log_notice("database %s: no thread for the full-text index %s: %s", b->path, b->name,
 				   strerror(err));
+			db_close(b->db);
 			return DX_DB;
 		}
 	}

@@ -375,6 +375,75 @@ class SearchTest(OutboxTest):
         subprocess.run(["cc", "-shared", "-fPIC", "-o", lib, src, "-ldl"], check=True, timeout=60)
         return lib
 
+    NO_THREAD = r"""
+#include <errno.h>
+#include <pthread.h>
+
+int pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg)
+{
+	(void)t, (void)a, (void)fn, (void)arg;
+	return EAGAIN;
+}
+"""
+
+    @unittest.skipIf(SANITIZED, "an LD_PRELOAD library ahead of the sanitizers' runtime: the plain suite runs it")
+    def test_without_a_thread_the_tables_are_ranked_one_after_the_other(self):
+        # messages_fts is ranked by a second thread; with none, the same
+        # answer comes from the one connection, after a notice.
+        lib = self.preload(self.NO_THREAD)
+        for query in (["launch"], ["export", "--format", "json"], ["text:bulk"], ["subject:launch"], ["+"],
+                      ["walrus", "--all", "--format", "csv"]):
+            p = self.search(*query)
+            q = subprocess.run([DEXSYNC, "-d", self.db, "search"] + query, capture_output=True, text=True,
+                               timeout=30, env=self.env({"LD_PRELOAD": lib}))
+            self.assertEqual((q.returncode, q.stdout), (p.returncode, p.stdout), query)
+            self.assertEqual(q.stderr, "dexsync: notice: search: no thread: Resource temporarily unavailable; "
+                             "the two tables are ranked one after the other\n" + p.stderr, query)
+
+    SWAP_AT_THE_SECOND_OPEN = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* Just before the search's second connection is opened (the one opened
+ * with SQLITE_OPEN_NOFOLLOW): another database renamed over the first. */
+int sqlite3_open_v2(const char *path, sqlite3 **db, int flags, const char *vfs)
+{
+	int (*real)(const char *, sqlite3 **, int, const char *) =
+		(int (*)(const char *, sqlite3 **, int, const char *))dlsym(RTLD_NEXT, "sqlite3_open_v2");
+	const char *other = getenv("SWAP_OTHER");
+
+	if ((flags & SQLITE_OPEN_NOFOLLOW) && other)
+		(void)!rename(other, path);
+	return real(path, db, flags, vfs);
+}
+"""
+
+    @unittest.skipIf(SANITIZED, "an LD_PRELOAD library ahead of the sanitizers' runtime: the plain suite runs it")
+    def test_a_database_replaced_mid_search_is_not_mixed_in(self):
+        # The thread's connection is opened by name: a file renamed over
+        # the database just before is refused, and both tables are ranked
+        # on the command's connection, from the file it opened.
+        other = os.path.join(self.dir, "other.db")
+        con = sqlite3.connect(self.db)      # its WAL empty: it would be read with the other file too
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        con.close()
+        shutil.copyfile(self.db, other)
+        con = sqlite3.connect(other)
+        self.assertGreater(con.execute("UPDATE messages SET text = 'zebra crossing'").rowcount, 0)
+        con.commit()
+        con.close()
+        self.assertEqual(self.search("zebra").returncode, 1)
+        lib = self.preload(self.SWAP_AT_THE_SECOND_OPEN)
+        p = subprocess.run([DEXSYNC, "-d", self.db, "search", "zebra"], capture_output=True, text=True,
+                           timeout=30, env=self.env({"LD_PRELOAD": lib, "SWAP_OTHER": other}))
+        self.assertFalse(os.path.exists(other), "the shim did not run")
+        self.assertEqual((p.returncode, p.stdout), (1, ""), p.stderr)
+        self.assertIn("was replaced or removed while open", p.stderr)
+        self.assertEqual(self.search("zebra").returncode, 0, "the other file is in place now")
+
     SWAP_AT_THE_THREAD = r"""
 #define _GNU_SOURCE
 #include <dlfcn.h>
