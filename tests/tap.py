@@ -1,5 +1,6 @@
 """Run unittest test cases and report them as TAP, for automake's tap-driver."""
 import sys
+import time
 import traceback
 import unittest
 
@@ -9,10 +10,16 @@ class TapResult(unittest.TestResult):
         super().__init__()
         self.n = 0
 
+    def startTest(self, test):
+        super().startTest(test)
+        self.t0 = time.monotonic()
+
     def _line(self, ok, test, note=""):
         self.n += 1
         print("%s %d - %s%s" % ("ok" if ok else "not ok", self.n, test.id().split(".", 1)[-1], note),
               flush=True)
+        # Each test's time, for finding the slow ones in the logs.
+        print("# %.1f s" % (time.monotonic() - self.t0), flush=True)
 
     def addSuccess(self, test):
         self._line(True, test)
