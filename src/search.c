@@ -27,6 +27,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "db.h"
 #include "escape.h"
@@ -257,7 +258,8 @@ char *search_explain_error(const char *errmsg)
 		if (end == near)
 			n = asprintf(&out,
 				     "the query ends too early: a word is missing after an "
-				     "operator (AND, OR, NOT, +), or a ( or NEAR( is not closed");
+				     "operator (AND, OR, NOT, +) or a column (text:), or a ( or "
+				     "NEAR( is not closed");
 		else if (is_operator(near, (size_t)(end - near)))
 			n = asprintf(&out, "the operator %.*s needs a word or a group on both sides",
 				     (int)(end - near), near);
@@ -863,25 +865,33 @@ static void query_error(const struct search_query *q, const char *errmsg)
 	free(why);
 }
 
-/* A query with a column filter of each table ("subject:a OR text:b")
- * fails in both, each naming the other's column: say so, rather than
- * "there is no column text" when there is one.  0 after logging, -1 when
- * the errors are not that. */
-static int columns_of_both(const struct search_query *q, const char *conv_err, const char *msg_err)
+/* Is err FTS5's "no such column: X" for a column of the other table than
+ * table (0: conversations_fts, 1: messages_fts)?  A filter meant for that
+ * one, with which this one finds nothing.  (FTS5 matches column names in
+ * any case.) */
+static int others_column(int table, const char *err)
 {
 	static const char column[] = "no such column: ";
-	const char *in_msgs = conv_err + sizeof(column) - 1, *in_convs = msg_err + sizeof(column) - 1;
-	char *safe;
+	const char *x = err + sizeof(column) - 1;
 
-	if (strncmp(conv_err, column, sizeof(column) - 1) || strncmp(msg_err, column, sizeof(column) - 1) ||
-	    !strcmp(in_msgs, in_convs))
-		return -1;
-	safe = escape_text(q->text, strlen(q->text));
+	if (strncmp(err, column, sizeof(column) - 1))
+		return 0;
+	return table == 0 ? !strcasecmp(x, "text") :
+			    !strcasecmp(x, "subject") || !strcasecmp(x, "last_message_text");
+}
+
+/* A query with a column filter of each table ("subject:a OR text:b")
+ * fails in both, each naming the other's column: say so, rather than
+ * "there is no column text" when there is one. */
+static void columns_of_both(const struct search_query *q, const char *conv_err, const char *msg_err)
+{
+	static const char column[] = "no such column: ";
+	char *safe = escape_text(q->text, strlen(q->text));
+
 	log_err("search: the query '%s' is malformed: '%s:' is a column of conversations and '%s:' one of "
 		"messages: a query filters on the columns of one of them (subject, last_message_text; or text)",
-		safe ? safe : "?", in_convs, in_msgs);
+		safe ? safe : "?", msg_err + sizeof(column) - 1, conv_err + sizeof(column) - 1);
 	free(safe);
-	return 0;
 }
 
 /* messages_fts is ranked by a second thread, on a connection of its own,
@@ -953,7 +963,7 @@ long search_run(sqlite3 *db, const struct search_query *q, enum search_format fm
 	const char *problem;
 	long rc = -1;
 	sqlite3_int64 ranked = 0;
-	int c, m;
+	int c, m, others[2];
 	size_t n;
 
 	if ((problem = search_query_problem(q->text))) {
@@ -976,14 +986,17 @@ long search_run(sqlite3 *db, const struct search_query *q, enum search_format fm
 	}
 	if (c < 0 || m < 0)
 		goto out;
-	if (c > 0 && m > 0) {
-		if (columns_of_both(q, err[0], err[1]) < 0)
-			query_error(q, err[0]);
+	/* A table's error that names the other table's column is not its
+	 * own: it finds nothing, and the other table's error, if any, is the
+	 * one to tell ("text:" lacks a word, "text:a OR x:b" has no column x). */
+	others[0] = c > 0 && others_column(0, err[0]);
+	others[1] = m > 0 && others_column(1, err[1]);
+	if (others[0] && others[1]) {
+		columns_of_both(q, err[0], err[1]);
 		goto out;
 	}
-	if ((c > 0 && strncmp(err[0], "no such column: ", 16)) ||
-	    (m > 0 && strncmp(err[1], "no such column: ", 16))) {
-		query_error(q, c > 0 ? err[0] : err[1]);
+	if ((c > 0 && !others[0]) || (m > 0 && !others[1])) {
+		query_error(q, c > 0 && !others[0] ? err[0] : err[1]);
 		goto out;
 	}
 	if (ranked)

@@ -236,6 +236,12 @@ class SearchTest(OutboxTest):
             "export)": "a ) has no ( before it",
             "foo:bar": "there is no column foo",
             "text:launch OR subject:launch": "'subject:' is a column of conversations and 'text:' one of messages",
+            "SUBJECT:launch OR text:launch": "'SUBJECT:' is a column of conversations and 'text:' one of messages",
+            # A column of one table, with the other's problem: that one is told.
+            "text:": "a word is missing after an operator (AND, OR, NOT, +) or a column (text:)",
+            "subject:launch OR": "ends too early",
+            "text:launch OR foo:bar": "there is no column foo",
+            "foo:bar OR subject:launch": "there is no column foo",
             "*export": "cannot start with '*'",
             "   ": "the query is empty",
             "a\x1bb": "control character",
