@@ -57,6 +57,20 @@ static long read_pid(int fd)
 	return end != buf && pid > 0 ? pid : 0;
 }
 
+/* What a file of mode is, when not a regular file. */
+static const char *file_kind(mode_t mode)
+{
+	if (S_ISLNK(mode))
+		return "a symbolic link";
+	if (S_ISDIR(mode))
+		return "a directory";
+	if (S_ISFIFO(mode))
+		return "a FIFO";
+	if (S_ISSOCK(mode))
+		return "a socket";
+	return "a device";
+}
+
 /* Open database's lock file (creating it with create) and try flock(how);
  * returns the descriptor, or -1 with *pid: the holder's pid (0 unknown)
  * when it is held, -1 after logging an error, -2 when the file does not
@@ -77,15 +91,25 @@ static int lock_open(const char *database, int create, int how, long *pid)
 	if (fd < 0 && create && (errno == EACCES || errno == EROFS))
 		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
 	if (fd < 0) {
-		if (errno == ENOENT && !create)
+		int err = errno;
+
+		/* A link (O_NOFOLLOW's ELOOP) or a directory: named as such. */
+		if (err == ENOENT && !create)
 			*pid = -2;
+		else if ((err == ELOOP || err == EISDIR) && lstat(path, &st) == 0 && !S_ISREG(st.st_mode))
+			log_err("%s: %s, not a regular file", path, file_kind(st.st_mode));
 		else
-			log_err("%s: %s", path, strerror(errno));
+			log_err("%s: %s", path, strerror(err));
 		free(path);
 		return -1;
 	}
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		log_err("%s: not a regular file", path);
+	if (fstat(fd, &st) < 0) {
+		log_err("%s: %s", path, strerror(errno));
+		st.st_mode = 0;
+	} else if (!S_ISREG(st.st_mode)) {
+		log_err("%s: %s, not a regular file", path, file_kind(st.st_mode));
+	}
+	if (!S_ISREG(st.st_mode)) {
 		close(fd);
 		free(path);
 		return -1;
