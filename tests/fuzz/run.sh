@@ -1,12 +1,15 @@
 #!/bin/sh
-# Build the libFuzzer harnesses with clang (ASan + UBSan) and run each for
+# Build the libFuzzer harnesses with clang (ASan + UBSan) and run each (or
+# the ones named: page conf retry_after attribute escape search) for
 # SECONDS (default 30) from its seed corpus.  A crash fails the run and
 # leaves the input in tests/fuzz/crashes/; make it a regression test.
 #
-#   tests/fuzz/run.sh BUILD_DIR [SECONDS]
+#   tests/fuzz/run.sh BUILD_DIR [SECONDS [HARNESS...]]
 set -eu
 build=$(cd "${1:?usage: run.sh BUILD_DIR [SECONDS]}" && pwd)
 seconds=${2:-30}
+shift $(($# < 2 ? $# : 2))
+harnesses=${*:-page conf retry_after attribute escape search}
 here=$(cd "$(dirname "$0")" && pwd)
 src=$here/../../src
 out=$(mktemp -d /tmp/dexsync-fuzz-XXXXXX)
@@ -31,7 +34,7 @@ build_one fuzz_search "$src/search.c" "$src/db.c" "$src/ftsbuild.c" "$src/lock.c
 
 mkdir -p "$here/crashes"
 status=0
-for t in page conf retry_after attribute escape search; do
+for t in $harnesses; do
 	work="$out/corpus-$t"
 	mkdir -p "$work"
 	cp "$here/corpus/$t/"* "$work/" 2>/dev/null || true
