@@ -11,6 +11,7 @@
  * escaped before it reaches the terminal (escape.h). */
 #include "config.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <locale.h>
 #include <stdarg.h>
@@ -841,6 +842,19 @@ static int load_conf(const char *conf_path, const char *database, struct conf *c
 	return conf_defaults(c);
 }
 
+/* Was what the command printed lost (a full disk, a pipe closed with
+ * SIGPIPE ignored)?  Then it failed, and says so once, as coreutils do:
+ * with the system's reason when the last flush failed, else (stdio keeps
+ * no errno for an earlier failure) as "write error". */
+static int output_lost(void)
+{
+	errno = 0;
+	if (fflush(stdout) == 0 && !ferror(stdout))
+		return 0;
+	log_err("standard output: %s", errno ? strerror(errno) : "write error");
+	return 1;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = { { "config", required_argument, NULL, 'f' },
@@ -898,6 +912,8 @@ int main(int argc, char **argv)
 	argv += optind;
 	optind = 0; /* glibc: 0 re-initialises getopt for the command's options */
 	rc = cmd->run(&x, argc, argv);
+	if (output_lost())
+		rc = cmd->run == cmd_search ? EXIT_USAGE : 1;
 	db_close(x.db);
 	conf_free(&c);
 	return rc;

@@ -400,14 +400,14 @@ static int print_json(FILE *out, const struct result *res)
 
 int report_json_write(FILE *out, json_t *arr, int rc, const char *who)
 {
-	if (rc == 0) {
-		rc = json_dumpf(arr, out, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
-		fputc('\n', out);
-	}
-	if (rc < 0)
+	int written = rc == 0 &&
+		      json_dumpf(arr, out, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII) == 0 &&
+		      fputc('\n', out) != EOF;
+
+	if (!written && !ferror(out))
 		log_err("%s: cannot write JSON (out of memory)", who);
 	json_decref(arr);
-	return rc;
+	return written ? 0 : -1;
 }
 
 /* Text for HTML: escaped as for a terminal (so a control character or a

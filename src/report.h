@@ -46,9 +46,10 @@ size_t report_text_width(const char *s);
 void report_csv_field(FILE *out, const char *s, size_t n);
 
 /* The end of a JSON answer: arr (which it frees) written to out, indented,
- * keys in order, as ASCII, when rc is 0 (arr was built whole); else, or
- * when it cannot be written, "WHO: cannot write JSON" is logged.  Returns
- * 0 or -1. */
+ * keys in order, as ASCII, when rc is 0 (arr was built whole); else
+ * "WHO: cannot write JSON (out of memory)" is logged, but not for a write
+ * error (ferror(out)), which the program says at its end.  Returns 0 or
+ * -1. */
 int report_json_write(FILE *out, json_t *arr, int rc, const char *who);
 
 #endif

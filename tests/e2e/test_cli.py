@@ -33,6 +33,23 @@ class CliTest(OutboxTest):
         super().setUp()
         self.before = 0
 
+    def test_output_lost_is_an_error(self):
+        """A full disk (or a closed pipe with SIGPIPE ignored) under the
+        output: the command fails, in one line, as any Unix tool does."""
+        self.dexsync("send", "conv_0000001", "queued")
+        for args, code in ((["status"], 1), (["outbox"], 1), (["report"], 1), (["report", "--format", "json"], 1),
+                           (["history", "conv_0000001"], 1), (["search", "hello OR billing"], 2),
+                           (["search", "hello OR billing", "--format", "json"], 2), (["check"], 1)):
+            with open("/dev/full", "w") as full:
+                p = subprocess.run([DEXSYNC, "-d", self.db] + args, stdout=full, stderr=subprocess.PIPE,
+                                   text=True, timeout=30)
+            self.assertEqual(p.returncode, code, args)
+            # The system's reason when the last write failed, else coreutils' words.
+            self.assertRegex(p.stderr, r"^dexsync: error: standard output: (No space left on device|write error)\n$")
+        p = subprocess.run("trap '' PIPE; %s -d %s search 'hello OR billing' --limit 1000 | true"
+                           % (DEXSYNC, self.db), shell=True, stderr=subprocess.PIPE, text=True, timeout=30)
+        self.assertRegex(p.stderr, r"^dexsync: error: standard output: (Broken pipe|write error)\n$")
+
     def test_send_from_argument_stdin_and_as_note(self):
         p = self.dexsync("send", "conv_0000001", "Hello there")
         self.assertEqual((p.returncode, p.stdout), (0, "outbox:1\n"), p.stderr)
