@@ -748,13 +748,14 @@ sqlite3 *db_open_beside(sqlite3 *db, enum db_mode mode)
 
 	flags |= mode == DB_READONLY ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
 	if (sqlite3_open_v2(path, &beside, flags, NULL) != SQLITE_OK) {
-		db_error_at(NULL, beside, path, NULL);
+		log_notice("database %s: no second connection: %s", path,
+			   beside ? sqlite3_errmsg(beside) : "out of memory");
 		goto fail;
 	}
 	sqlite3_extended_result_codes(beside, 1);
 	/* Both still named by path: the same file. */
 	if (moved(db) || moved(beside)) {
-		db_error_at(NULL, db, path, "was replaced or removed while open");
+		log_notice("database %s: no second connection: the file was replaced or removed", path);
 		goto fail;
 	}
 	sqlite3_file_control(beside, "main", SQLITE_FCNTL_PERSIST_WAL, &persist);

@@ -28,8 +28,9 @@ void db_close(sqlite3 *db);
  * SQLite resolved for db, never through a link, and without db_open's
  * header check, whose open and close of the file would drop the POSIX
  * locks this process holds on it (SQLite's own connections share theirs).
- * Call it in db's thread.  NULL after logging, also when the name no
- * longer leads to db's file (replaced or removed meanwhile). */
+ * Call it in db's thread.  NULL after a notice (the callers go on
+ * without it), also when the name no longer leads to db's file (replaced
+ * or removed meanwhile). */
 sqlite3 *db_open_beside(sqlite3 *db, enum db_mode mode);
 
 /* The schema version this build creates. */

@@ -119,8 +119,16 @@ static const char *const table_sql[2][3] = {
 	{ msg_bound_sql, msg_window_sql, msg_all_sql },
 };
 
-/* One shown row: ?1 the conversation's rowid. */
-static const char row_sql[] = "SELECT id, status, created_at, subject FROM conversations WHERE rowid = ?1";
+/* One shown row: ?1 the conversation's rowid, found when it passes the
+ * filters (?2 status, ?3 since, ?4 all) and, for a message's match (?5 its
+ * rowid in messages, else NULL), when the message is the conversation's:
+ * looked at again in the snapshot the rows are shown from, because the
+ * second thread ranked messages in a snapshot of its own. */
+static const char row_sql[] =
+	"SELECT id, status, created_at, subject FROM conversations AS c\n"
+	"WHERE rowid = ?1 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR created_at >= ?3)\n"
+	"	AND (?4 OR gone_at IS NULL)\n"
+	"	AND (?5 IS NULL OR EXISTS (SELECT 1 FROM messages AS m WHERE m.rowid = ?5 AND m.conversation_id = c.id))";
 
 /* The snippets of the entries of one table whose rowids are listed in ?2
  * (a JSON array) matched by ?1, in one pass over its matches from ?3 to ?4
@@ -185,6 +193,7 @@ struct hit {
 	/* Filled for the rows shown: */
 	struct text id, status, created_at, subject, snippet, message_id;
 	int in_subject;
+	int seen; /* matched in the snapshot the rows are read in */
 };
 
 struct hits {
@@ -435,8 +444,10 @@ static int candidates_bound(sqlite3_stmt *st, const struct search_query *q, sqli
  * then all candidates when too few in the window pass the filters and
  * more are left, then every match when still too few pass and not every
  * match was a candidate.  *ranked gets the number of candidates when the
- * rows come from the candidates of more matches.  0; 1 when FTS5 refused the query (*err gets
- * SQLite's message, malloc'd); -1 after logging another error. */
+ * rows come from the candidates of more matches.  0; 1 when FTS5 refused
+ * the query, -1 on another error: *err then gets SQLite's message
+ * (malloc'd; NULL out of memory).  It logs nothing: it may run in a
+ * thread whose error is not the command's (join_beside). */
 static int collect(sqlite3 *db, int table, const struct search_query *q, struct hits *h, char **err,
 		   sqlite3_int64 *ranked)
 {
@@ -449,10 +460,10 @@ static int collect(sqlite3 *db, int table, const struct search_query *q, struct 
 	for (int stage = 0; stage < 4; stage++) {
 		hits_free(&t);
 		sqlite3_finalize(st);
-		if (sqlite3_prepare_v2(db, table_sql[table][stage < 3 ? stage : 2], -1, &st, NULL) !=
+		if ((rc = sqlite3_prepare_v2(db, table_sql[table][stage < 3 ? stage : 2], -1, &st, NULL)) !=
 		    SQLITE_OK) {
-			log_err("search: %s", sqlite3_errmsg(db));
-			return -1;
+			seen = -1;
+			break;
 		}
 		if (stage == 0) {
 			seen = candidates_bound(st, q, candidates, &bound, &rc);
@@ -476,16 +487,11 @@ static int collect(sqlite3 *db, int table, const struct search_query *q, struct 
 		}
 	if (seen >= 0) {
 		rc = 0;
-	} else if ((rc & 0xff) == SQLITE_ERROR) {
+	} else {
 		/* A query FTS5 cannot parse fails its first step with
 		 * SQLITE_ERROR; the tables themselves were prepared. */
-		*err = strdup(sqlite3_errmsg(db));
-		rc = *err ? 1 : -1;
-		if (rc < 0)
-			log_err("search: out of memory");
-	} else {
-		log_err("search: %s", rc == SQLITE_NOMEM ? "out of memory" : sqlite3_errmsg(db));
-		rc = -1;
+		*err = rc == SQLITE_NOMEM ? NULL : strdup(sqlite3_errmsg(db));
+		rc = (rc & 0xff) == SQLITE_ERROR && st && *err ? 1 : -1;
 	}
 	sqlite3_finalize(st);
 	hits_free(&t);
@@ -518,19 +524,20 @@ out:
 	return rc;
 }
 
-/* The hit among the first n whose entry in table is entry, or NULL.  At
+/* The hit among h->v[from..n) whose entry in table is entry, or NULL.  At
  * most the limit are shown: a linear look is enough. */
-static struct hit *hit_of_entry(struct hits *h, size_t n, int table, sqlite3_int64 entry)
+static struct hit *hit_of_entry(struct hits *h, size_t from, size_t n, int table, sqlite3_int64 entry)
 {
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = from; i < n; i++)
 		if (h->v[i].in_messages == table && h->v[i].entry == entry)
 			return &h->v[i];
 	return NULL;
 }
 
-/* The snippets of the first n hits found in table, with one statement.  0,
- * or -1 after logging. */
-static int fill_snippets(sqlite3 *db, const struct search_query *q, struct hits *h, size_t n, int table)
+/* The snippets of the hits h->v[from..n) found in table, with one
+ * statement; each one it matches is seen.  0, or -1 after logging. */
+static int fill_snippets(sqlite3 *db, const struct search_query *q, struct hits *h, size_t from, size_t n,
+			 int table)
 {
 	sqlite3_int64 lo = INT64_MAX, hi = INT64_MIN;
 	json_t *ids = json_array();
@@ -539,7 +546,7 @@ static int fill_snippets(sqlite3 *db, const struct search_query *q, struct hits 
 	struct hit *x;
 	int rc = -1, step;
 
-	for (size_t i = 0; ids && i < n; i++) {
+	for (size_t i = from; ids && i < n; i++) {
 		if (h->v[i].in_messages != table)
 			continue;
 		lo = h->v[i].entry < lo ? h->v[i].entry : lo;
@@ -565,8 +572,9 @@ static int fill_snippets(sqlite3 *db, const struct search_query *q, struct hits 
 	sqlite3_bind_int64(st, 4, hi);
 	while ((step = sqlite3_step(st)) == SQLITE_ROW) {
 		if (!sqlite3_column_int(st, 1) ||
-		    !(x = hit_of_entry(h, n, table, sqlite3_column_int64(st, 0))))
+		    !(x = hit_of_entry(h, from, n, table, sqlite3_column_int64(st, 0))))
 			continue;
+		x->seen = 1;
 		if (text_get(st, 2, &x->snippet) < 0 || text_get(st, 4, &x->message_id) < 0) {
 			log_err("search: out of memory");
 			goto out;
@@ -584,28 +592,57 @@ out:
 	return rc;
 }
 
-/* The columns shown of the first n hits: the conversation and the
- * snippet of the entry that matched.  0, or -1 after logging. */
-static int fill(sqlite3 *db, const struct search_query *q, struct hits *h, size_t n)
+static void hit_swap(struct hit *a, struct hit *b)
+{
+	struct hit t = *a;
+
+	*a = *b;
+	*b = t;
+}
+
+/* The hits shown, at most the limit, best first, moved to the front of h
+ * with their columns (the conversation, the snippet of the entry that
+ * matched): those whose rows pass (row_sql) and whose entries match the
+ * query, both in this connection's snapshot, whatever the second thread
+ * saw in its own (a row changed meanwhile, or another file opened by the
+ * same name).  Their number, or -1 after logging. */
+static long fill(sqlite3 *db, const struct search_query *q, struct hits *h)
 {
 	sqlite3_stmt *row = NULL;
-	int rc = -1;
+	size_t n = 0, next = 0, from;
+	long rc = -1;
 
 	if (sqlite3_prepare_v2(db, row_sql, -1, &row, NULL) != SQLITE_OK) {
 		log_err("search: %s", sqlite3_errmsg(db));
 		goto out;
 	}
-	for (size_t i = 0; i < n; i++) {
-		struct hit *x = &h->v[i];
-		struct text *conv[] = { &x->id, &x->status, &x->created_at, &x->subject };
+	while (n < (size_t)q->limit && next < h->n) {
+		/* The next hits whose rows pass, up to the limit, after those
+		 * kept; then those of them that match. */
+		for (from = n; next < h->n && n < (size_t)q->limit; next++) {
+			struct hit *x = &h->v[next];
+			struct text *conv[] = { &x->id, &x->status, &x->created_at, &x->subject };
+			int found;
 
-		sqlite3_bind_int64(row, 1, x->conv);
-		if (one_row(db, row, conv, 4) < 0)
+			sqlite3_bind_int64(row, 1, x->conv);
+			sqlite3_bind_text(row, 2, q->status, -1, SQLITE_STATIC);
+			sqlite3_bind_text(row, 3, q->since, -1, SQLITE_STATIC);
+			sqlite3_bind_int(row, 4, q->all != 0);
+			if (x->in_messages)
+				sqlite3_bind_int64(row, 5, x->entry);
+			if ((found = one_row(db, row, conv, 4)) < 0)
+				goto out;
+			if (found)
+				hit_swap(&h->v[n++], x);
+		}
+		if (fill_snippets(db, q, h, from, n, 0) < 0 || fill_snippets(db, q, h, from, n, 1) < 0)
 			goto out;
+		for (size_t i = from, end = n; i < end; i++)
+			if (h->v[i].seen)
+				hit_swap(&h->v[from++], &h->v[i]);
+		n = from;
 	}
-	if (fill_snippets(db, q, h, n, 0) < 0 || fill_snippets(db, q, h, n, 1) < 0)
-		goto out;
-	rc = 0;
+	rc = (long)n;
 out:
 	sqlite3_finalize(row);
 	return rc;
@@ -947,12 +984,29 @@ static int join_beside(struct beside *b, struct hits *h, char **err, sqlite3_int
 	if (b->ranked)
 		*ranked = b->ranked;
 	for (size_t i = 0; b->rc == 0 && i < b->h.n; i++)
-		if (hits_add(h, b->h.v[i].conv, b->h.v[i].rank, b->h.v[i].entry, 1) < 0) {
-			log_err("search: out of memory");
-			b->rc = -1;
-		}
+		if (hits_add(h, b->h.v[i].conv, b->h.v[i].rank, b->h.v[i].entry, 1) < 0)
+			b->rc = -1; /* (*err NULL: out of memory) */
 	hits_free(&b->h);
 	return b->rc;
+}
+
+/* messages_fts's matches into h, as collect: the thread's when it ran,
+ * else ranked here, as they are after a notice when the thread's
+ * connection failed (the file removed, no descriptor left for its WAL). */
+static int collect_messages(sqlite3 *db, struct beside *b, int threaded, const struct search_query *q,
+			    struct hits *h, char **err, sqlite3_int64 *ranked)
+{
+	int rc;
+
+	if (threaded) {
+		if ((rc = join_beside(b, h, err, ranked)) >= 0)
+			return rc;
+		log_notice("search: the second connection failed (%s); messages are ranked on the first",
+			   *err ? *err : "out of memory");
+		free(*err);
+		*err = NULL;
+	}
+	return collect(db, 1, q, h, err, ranked);
 }
 
 long search_run(sqlite3 *db, const struct search_query *q, enum search_format fmt, FILE *out)
@@ -963,29 +1017,31 @@ long search_run(sqlite3 *db, const struct search_query *q, enum search_format fm
 	const char *problem;
 	long rc = -1;
 	sqlite3_int64 ranked = 0;
-	int c, m, others[2];
+	int c, m, others[2], threaded;
+	long shown;
 	size_t n;
 
 	if ((problem = search_query_problem(q->text))) {
 		log_err("search: %s", problem);
 		return -1;
 	}
+	/* One snapshot for what this connection reads, the rows shown too. */
+	if (db_exec(db, "BEGIN") != DX_OK)
+		return -1;
 	if (db_first_text(db, DB_FTS_PENDING_SQL, NULL, NULL) > 0)
 		log_notice(
 			"search: the full-text index is not built yet (an initial mirror builds it at its "
 			"end): it finds only what it held before");
 	/* A column filter names a column of one table: the other one, which
 	 * has no such column, simply finds nothing. */
-	if (start_beside(db, &b)) {
-		c = collect(db, 0, q, &h, &err[0], &ranked);
-		m = join_beside(&b, &h, &err[1], &ranked);
-		m = c < 0 ? -1 : m;
-	} else {
-		c = collect(db, 0, q, &h, &err[0], &ranked);
-		m = c < 0 ? -1 : collect(db, 1, q, &h, &err[1], &ranked);
-	}
-	if (c < 0 || m < 0)
+	threaded = start_beside(db, &b);
+	c = collect(db, 0, q, &h, &err[0], &ranked);
+	m = collect_messages(db, &b, threaded, q, &h, &err[1], &ranked);
+	if (c < 0 || m < 0) {
+		log_err("search: %s",
+			c < 0 ? (err[0] ? err[0] : "out of memory") : (err[1] ? err[1] : "out of memory"));
 		goto out;
+	}
 	/* A table's error that names the other table's column is not its
 	 * own: it finds nothing, and the other table's error, if any, is the
 	 * one to tell ("text:" lacks a word, "text:a OR x:b" has no column x). */
@@ -1006,9 +1062,9 @@ long search_run(sqlite3 *db, const struct search_query *q, enum search_format fm
 			(long long)ranked, (long long)ranked);
 	if (h.n)
 		qsort(h.v, h.n, sizeof(h.v[0]), hit_cmp);
-	n = h.n < (size_t)q->limit ? h.n : (size_t)q->limit;
-	if (fill(db, q, &h, n) < 0)
+	if ((shown = fill(db, q, &h)) < 0)
 		goto out;
+	n = (size_t)shown;
 	if (n == 0 && fmt != SEARCH_CSV) {
 		rc = fmt == SEARCH_JSON ? print_json(out, &h, 0) : 0;
 		rc = rc < 0 ? -1 : 0;
@@ -1027,6 +1083,7 @@ long search_run(sqlite3 *db, const struct search_query *q, enum search_format fm
 	}
 	rc = rc < 0 ? -1 : (long)n;
 out:
+	db_rollback(db); /* (the read transaction's end) */
 	free(err[0]);
 	free(err[1]);
 	hits_free(&h);

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -266,9 +267,12 @@ class SearchTest(OutboxTest):
     # ---- read-only -----------------------------------------------------
     def test_search_never_writes(self):
         # (The -shm file is the readers' shared memory, not the database.)
+        def digest(name):
+            with open(os.path.join(self.dir, name), "rb") as f:
+                return hashlib.sha256(f.read()).hexdigest()
+
         def state():
-            return {n: hashlib.sha256(open(os.path.join(self.dir, n), "rb").read()).hexdigest()
-                    for n in ("mirror.db", "mirror.db-wal")}
+            return {n: digest(n) for n in ("mirror.db", "mirror.db-wal")}
         before = state()
         os.chmod(self.db, 0o444)
         try:
@@ -427,11 +431,8 @@ int sqlite3_open_v2(const char *path, sqlite3 **db, int flags, const char *vfs)
 }
 """
 
-    @unittest.skipIf(SANITIZED, "an LD_PRELOAD library ahead of the sanitizers' runtime: the plain suite runs it")
-    def test_a_database_replaced_mid_search_is_not_mixed_in(self):
-        # The thread's connection is opened by name: a file renamed over
-        # the database just before is refused, and both tables are ranked
-        # on the command's connection, from the file it opened.
+    def replacement_with_zebras(self):
+        """A copy of the mirror whose every message is about zebras: its path."""
         other = os.path.join(self.dir, "other.db")
         con = sqlite3.connect(self.db)      # its WAL empty: it would be read with the other file too
         con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -442,13 +443,132 @@ int sqlite3_open_v2(const char *path, sqlite3 **db, int flags, const char *vfs)
         con.commit()
         con.close()
         self.assertEqual(self.search("zebra").returncode, 1)
+        return other
+
+    @unittest.skipIf(SANITIZED, "an LD_PRELOAD library ahead of the sanitizers' runtime: the plain suite runs it")
+    def test_a_database_replaced_mid_search_is_not_mixed_in(self):
+        # The thread's connection is opened by name: a file renamed over
+        # the database just before is refused, and both tables are ranked
+        # on the command's connection, from the file it opened.
+        other = self.replacement_with_zebras()
         lib = self.preload(self.SWAP_AT_THE_SECOND_OPEN)
         p = subprocess.run([DEXSYNC, "-d", self.db, "search", "zebra"], capture_output=True, text=True,
                            timeout=30, env=self.env({"LD_PRELOAD": lib, "SWAP_OTHER": other}))
         self.assertFalse(os.path.exists(other), "the shim did not run")
         self.assertEqual((p.returncode, p.stdout), (1, ""), p.stderr)
-        self.assertIn("was replaced or removed while open", p.stderr)
+        self.assertEqual(p.stderr, "dexsync: notice: database %s: no second connection: the file was replaced or "
+                                   "removed\n" % self.db)
         self.assertEqual(self.search("zebra").returncode, 0, "the other file is in place now")
+
+    NOT_MOVED = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <sqlite3.h>
+
+/* SQLite's "has the file moved" compares inode numbers only: a file of
+ * another file system with the same number passes.  As if it did here. */
+int sqlite3_file_control(sqlite3 *db, const char *schema, int op, void *arg)
+{
+	int (*real)(sqlite3 *, const char *, int, void *) =
+		(int (*)(sqlite3 *, const char *, int, void *))dlsym(RTLD_NEXT, "sqlite3_file_control");
+
+	if (op != SQLITE_FCNTL_HAS_MOVED)
+		return real(db, schema, op, arg);
+	*(int *)arg = 0;
+	return SQLITE_OK;
+}
+"""
+
+    @unittest.skipIf(SANITIZED, "an LD_PRELOAD library ahead of the sanitizers' runtime: the plain suite runs it")
+    def test_what_the_thread_found_in_another_file_is_not_shown(self):
+        # When the check cannot tell the files apart, what the thread
+        # ranked there is shown only if it matches here too: nothing.
+        other = self.replacement_with_zebras()
+        lib = self.preload(self.SWAP_AT_THE_SECOND_OPEN + self.NOT_MOVED)
+        p = subprocess.run([DEXSYNC, "-d", self.db, "search", "zebra", "--format", "json"], capture_output=True,
+                           text=True, timeout=30, env=self.env({"LD_PRELOAD": lib, "SWAP_OTHER": other}))
+        self.assertFalse(os.path.exists(other), "the shim did not run")
+        self.assertEqual((p.returncode, p.stdout, p.stderr), (1, "[]\n", ""))
+
+    UNLINK_AT_THE_THREAD = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+/* Just before the search's thread starts: its connection's file unlinked
+ * (the database opened by another name of it). */
+int pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg)
+{
+	int (*real)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *) =
+		(int (*)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *))dlsym(RTLD_NEXT,
+											"pthread_create");
+	const char *name = getenv("UNLINK_NAME");
+
+	if (name)
+		(void)!unlink(name);
+	return real(t, a, fn, arg);
+}
+"""
+
+    @unittest.skipIf(SANITIZED, "an LD_PRELOAD library ahead of the sanitizers' runtime: the plain suite runs it")
+    def test_a_second_connection_that_fails_leaves_the_ranking_to_the_first(self):
+        # The name removed after both connections opened: the thread's
+        # first read fails (its WAL needs the name); the first connection,
+        # already reading, ranks messages too.
+        con = sqlite3.connect(self.db)      # its WAL empty: the other name reads without it
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        con.close()
+        name = os.path.join(self.dir, "link.db")
+        os.link(self.db, name)
+        want = self.search("launch OR export", "--format", "json")
+        lib = self.preload(self.UNLINK_AT_THE_THREAD)
+        p = subprocess.run([DEXSYNC, "-d", name, "search", "launch OR export", "--format", "json"],
+                           capture_output=True, text=True, timeout=30,
+                           env=self.env({"LD_PRELOAD": lib, "UNLINK_NAME": name}))
+        self.assertFalse(os.path.exists(name), "the shim did not run")
+        self.assertEqual((p.returncode, p.stdout), (0, want.stdout), p.stderr)
+        self.assertRegex(p.stderr, r"^dexsync: notice: search: the second connection failed \([^\n]+\); messages "
+                                   r"are ranked on the first\n$")
+
+    AT_JOIN = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+/* After the command's connection ranked, before the rows are read: the
+ * command $AT_JOIN. */
+int pthread_join(pthread_t t, void **ret)
+{
+	int (*real)(pthread_t, void **) = (int (*)(pthread_t, void **))dlsym(RTLD_NEXT, "pthread_join");
+	const char *cmd = getenv("AT_JOIN");
+
+	if (cmd)
+		(void)!system(cmd);
+	return real(t, ret);
+}
+"""
+
+    @unittest.skipIf(SANITIZED, "an LD_PRELOAD library ahead of the sanitizers' runtime: the plain suite runs it")
+    def test_rows_are_shown_as_they_were_ranked(self):
+        # A status changed between the ranking and the reading of the rows:
+        # the row is shown as it was when it passed --status, not as "closed"
+        # under --status open.
+        lib = self.preload(self.AT_JOIN)
+        change = [sys.executable, "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+                  "c.execute(\"UPDATE conversations SET status = 'closed' WHERE id = 'conv_exp'\"); c.commit()",
+                  self.db]
+        p = subprocess.run([DEXSYNC, "-d", self.db, "search", "launch", "--status", "open", "--format", "json"],
+                           capture_output=True, text=True, timeout=30,
+                           env=self.env({"LD_PRELOAD": lib, "AT_JOIN": " ".join(map(shlex.quote, change))}))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.scalar("SELECT status FROM conversations WHERE id = 'conv_exp'"), "closed",
+                         "the change was made")
+        rows = json.loads(p.stdout)
+        self.assertIn("conv_exp", [r["id"] for r in rows])
+        self.assertEqual({r["status"] for r in rows}, {"open"})
 
     SWAP_AT_THE_THREAD = r"""
 #define _GNU_SOURCE
