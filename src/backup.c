@@ -164,7 +164,7 @@ int backup_run(sqlite3 *src, const char *path, FILE *out)
 	struct timespec t0, t1;
 	sqlite3 *dst = NULL;
 	struct stat st;
-	char *tmp = NULL, *dir = NULL;
+	char *tmp = NULL, *dir = NULL, *name = NULL;
 	long pages = 0;
 	int fd, rc = 1, problems;
 
@@ -201,7 +201,8 @@ int backup_run(sqlite3 *src, const char *path, FILE *out)
 		sigaction(sigs[i], &sa, &old[i]);
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	if (sqlite3_open_v2(tmp, &dst, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+	if (!(name = db_file_name(tmp)) ||
+	    sqlite3_open_v2(name, &dst, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
 		log_err("backup: %s: %s", tmp, dst ? sqlite3_errmsg(dst) : "out of memory");
 		goto done;
 	}
@@ -240,6 +241,7 @@ done:
 		remove_copy(tmp);
 	for (int i = 0; i < 3; i++)
 		sigaction(sigs[i], &old[i], NULL);
+	free(name);
 	free(tmp);
 	free(dir);
 	return rc;

@@ -164,7 +164,7 @@ static void check_fts_on_copy(struct check *k, char **names)
 {
 	const char *dir = getenv("TMPDIR");
 	sqlite3 *copy = NULL;
-	char *path = NULL;
+	char *path = NULL, *name = NULL;
 	long pages;
 	int fd;
 
@@ -180,7 +180,8 @@ static void check_fts_on_copy(struct check *k, char **names)
 		return;
 	}
 	close(fd);
-	if (sqlite3_open_v2(path, &copy, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
+	if (!(name = db_file_name(path)) ||
+	    sqlite3_open_v2(name, &copy, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
 	    backup_copy(k->db, copy, NULL, &pages) != DX_OK) {
 		problem(k, "search index: cannot copy the mirror to %s to check it: %s", path,
 			copy ? sqlite3_errmsg(copy) : "out of memory");
@@ -211,6 +212,7 @@ static void check_fts_on_copy(struct check *k, char **names)
 	}
 	sqlite3_close(copy);
 	unlink(path);
+	free(name);
 	free(path);
 }
 

@@ -693,13 +693,21 @@ static enum dx_result setup_reader(sqlite3 *db, const char *path)
 	return reader_settings(db) == DX_OK ? check_schema(db, path) : DX_DB;
 }
 
+char *db_file_name(const char *path)
+{
+	char *name;
+
+	return asprintf(&name, "%s%s", strncmp(path, "file:", 5) ? "" : "./", path) < 0 ? NULL : name;
+}
+
 sqlite3 *db_open(const char *path, enum db_mode mode)
 {
 	/* URI: ftsbuild.c attaches its scratch file read-only by one.  Debian's
-	 * SQLite is built to read URIs anyway (SQLITE_USE_URI): paths are read
-	 * as before. */
-	int flags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI, fd;
+	 * SQLite is built to read URIs anyway (SQLITE_USE_URI): see
+	 * db_file_name(). */
+	int flags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI, fd, rc;
 	sqlite3 *db = NULL;
+	char *name;
 
 	flags |= mode == DB_READONLY ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
 	/* A new database is made here rather than by SQLite (0644), so that
@@ -718,7 +726,13 @@ sqlite3 *db_open(const char *path, enum db_mode mode)
 	} else if (header_check(path) != DX_OK) {
 		return NULL;
 	}
-	if (sqlite3_open_v2(path, &db, flags, NULL) != SQLITE_OK) {
+	if (!(name = db_file_name(path))) {
+		log_err("database %s: out of memory", path);
+		return NULL;
+	}
+	rc = sqlite3_open_v2(name, &db, flags, NULL);
+	free(name);
+	if (rc != SQLITE_OK) {
 		db_error_at(NULL, db, path, NULL);
 		sqlite3_close(db);
 		return NULL;

@@ -22,6 +22,11 @@ enum db_mode {
 sqlite3 *db_open(const char *path, enum db_mode mode);
 void db_close(sqlite3 *db);
 
+/* path as SQLite is to open it: a name starting "file:" would be read as
+ * a URI (Debian's SQLite reads them in every open), naming another file,
+ * so it gets "./" before it.  A malloc'd copy, or NULL out of memory. */
+char *db_file_name(const char *path);
+
 /* A second connection to the file db has open, for another thread:
  * read-only (query_only) for DB_READONLY, else read-write with the
  * daemon's busy timeout; the WAL stays when it closes.  Opened by the name

@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -49,6 +50,30 @@ class CliTest(OutboxTest):
         p = subprocess.run("trap '' PIPE; %s -d %s search 'hello OR billing' --limit 1000 | true"
                            % (DEXSYNC, self.db), shell=True, stderr=subprocess.PIPE, text=True, timeout=30)
         self.assertRegex(p.stderr, r"^dexsync: error: standard output: (Broken pipe|write error)\n$")
+
+    def test_a_name_starting_file_colon_is_a_file_not_a_uri(self):
+        """SQLite reads "file:..." as a URI: the name is the file's own."""
+        con = sqlite3.connect(self.db)
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        con.close()
+        shutil.copyfile(self.db, os.path.join(self.dir, "file:m.db"))
+        with open(os.path.join(self.dir, "m.db"), "w") as f:
+            f.write("not this one")
+
+        def run(*args):
+            return subprocess.run([DEXSYNC, "-d", "file:m.db"] + list(args), cwd=self.dir, capture_output=True,
+                                  text=True, timeout=60)
+        for args in (["status"], ["check"], ["search", "hello OR billing"], ["send", "conv_0000001", "hi"]):
+            p = run(*args)
+            self.assertEqual(p.returncode, 0, (args, p.stderr))
+        p = run("backup", "file:b.db")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.dir, "b.db")))
+        con = sqlite3.connect(os.path.join(self.dir, "file:b.db"))
+        self.assertEqual(con.execute("SELECT count(*) FROM outbox").fetchone()[0], 1)
+        con.close()
+        with open(os.path.join(self.dir, "m.db")) as f:
+            self.assertEqual(f.read(), "not this one")
 
     def test_send_from_argument_stdin_and_as_note(self):
         p = self.dexsync("send", "conv_0000001", "Hello there")
