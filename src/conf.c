@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include <confuse.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -333,17 +334,78 @@ static int v_outbox(cfg_t *cfg, cfg_opt_t *opt)
 
 /* The file being parsed: libconfuse gives a section's errors the section's
  * cfg_t, which knows the line but not the file name. */
-static const char *parsing_path;
+static const char *parsing_path, *parsing_text;
+
+/* Is tok (n bytes) part of a secret in the text being parsed: of what
+ * follows "api-key =" or "proxy =" on its line, or of the lines after it
+ * up to the next key or '}' (where an unquoted value or a second string
+ * goes on)? */
+static int secret_holds(const char *tok, size_t n)
+{
+	int in = 0;
+
+	for (const char *line = parsing_text; line && *line;) {
+		const char *end = strchrnul(line, '\n'), *eq = memchr(line, '=', (size_t)(end - line)),
+			   *p = line;
+
+		if (eq) {
+			while (eq > p && isspace((unsigned char)eq[-1]))
+				eq--;
+			in = (eq - p >= 7 && !strncmp(eq - 7, "api-key", 7)) ||
+			     (eq - p >= 5 && !strncmp(eq - 5, "proxy", 5));
+			p = (const char *)memchr(eq, '=', (size_t)(end - eq)) + 1;
+		} else if (memchr(line, '}', (size_t)(end - line))) {
+			in = 0;
+		}
+		if (in && memmem(p, (size_t)(end - p), tok, n))
+			return 1;
+		line = *end ? end + 1 : end;
+	}
+	return 0;
+}
+
+/* msg with each quoted token ('...') that is part of a secret replaced:
+ * malloc'd, or NULL out of memory. */
+static char *hide_secrets(const char *msg)
+{
+	static const char hidden[] = "(part of api-key or proxy: not shown)";
+	char *out = malloc(strlen(msg) * (sizeof(hidden) + 1) + 1), *o = out;
+	const char *q, *end;
+
+	if (!out)
+		return NULL;
+	for (q = msg; (q = strchr(q, '\'')) && (end = strchr(q + 1, '\'')); q = end + 1) {
+		memcpy(o, msg, (size_t)(q + 1 - msg));
+		o += q + 1 - msg;
+		if (end > q + 1 && secret_holds(q + 1, (size_t)(end - q - 1))) {
+			memcpy(o, hidden, sizeof(hidden) - 1);
+			o += sizeof(hidden) - 1;
+		} else {
+			memcpy(o, q + 1, (size_t)(end - q - 1));
+			o += end - q - 1;
+		}
+		*o++ = '\'';
+		msg = end + 1;
+	}
+	strcpy(o, msg);
+	return out;
+}
 
 /* libconfuse's error function, and our validators' through cfg_error():
  * one line, "file:line: message".  The config's text in it (quoted strings
- * may hold "\n") is escaped by the logger. */
+ * may hold "\n") is escaped by the logger.  libconfuse quotes the token it
+ * stopped at ('...'): one that is part of an API key or a proxy's URL (a
+ * value with a space or a +, not quoted; two strings) is not shown. */
 static void conf_errfunc(cfg_t *cfg, const char *fmt, va_list ap)
 {
-	char msg[512];
+	char *msg = NULL, *shown = NULL;
 
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	log_err("%s:%d: %s", parsing_path ? parsing_path : "(defaults)", cfg ? cfg->line : 0, msg);
+	if (vasprintf(&msg, fmt, ap) >= 0)
+		shown = hide_secrets(msg);
+	log_err("%s:%d: %s", parsing_path ? parsing_path : "(defaults)", cfg ? cfg->line : 0,
+		shown ? shown : "(out of memory)");
+	free(shown);
+	free(msg);
 }
 
 /* Attach every validator to its key ("section|key"), then those in more
@@ -566,8 +628,9 @@ static int conf_read(const char *path, const struct conf_check *more, struct con
 	set_validators(cfg, more);
 
 	parsing_path = path;
+	parsing_text = text;
 	rc = cfg_parse_buf(cfg, text ? text : "");
-	parsing_path = NULL;
+	parsing_path = parsing_text = NULL;
 	if (text) {
 		explicit_bzero(text, strlen(text)); /* it may hold an api-key */
 		free(text);

@@ -44,6 +44,22 @@ class ConfigTest(DexTest):
     def test_unknown_key_names_file_line_and_key(self):
         line = self.assert_refused('log-level = info\nsync {\n  colour = "blue"\n}\n', "t.conf:3:", "colour")
 
+    def test_syntax_errors_in_secrets_do_not_show_them(self):
+        """libconfuse names the token it stopped at: never part of a key or a
+        proxy's password, however the value was mistyped."""
+        for text, line in (("api { api-key = dx_live_SECRETab+cd/ef== }\n", 1),
+                           ("api { api-key = SECRETKEY1 SECRETKEY2 }\n", 1),
+                           ('api {\n  api-key = "SECRETKEY1" "SECRETKEY2"\n}\n', 2),
+                           ('api {\n  api-key = "a"\n  "SECRETKEY3"\n}\n', 3),
+                           ('api { proxy = "http://user:SECRETPASS@h:3128" "SECRETX" }\n', 1)):
+            p = self.check(text)
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertEqual(p.stderr, "dexsyncd: error: %s:%d: no such option '(part of api-key or proxy: not "
+                             "shown)'\n" % (os.path.join(self.dir, "t.conf"), line), text)
+            self.assertNotIn("SECRET", p.stdout + p.stderr)
+        # Other tokens are still named.
+        self.assert_refused('api { api-key = "SECRETKEY1" }\ndatabse = "x"\n', "t.conf:2:", "'databse'")
+
     def test_page_size_range(self):
         self.assert_refused("sync { page-size = 0 }\n", "t.conf:1:", "page-size", "1 to 100")
         self.assert_refused("sync {\npage-size = 101\n}\n", "t.conf:2:", "page-size")
