@@ -387,7 +387,7 @@ static char *hide_secrets(const char *msg)
 		*o++ = '\'';
 		msg = end + 1;
 	}
-	strcpy(o, msg);
+	memcpy(o, msg, strlen(msg) + 1);
 	return out;
 }
 
