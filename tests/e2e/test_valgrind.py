@@ -63,8 +63,20 @@ class ValgrindTest(OutboxTest):
         self.vg(DEXSYNC, "-d", self.db, "cancel", "1", "99", expect=(1,))
         self.vg(DEXSYNC, "-d", self.db, "update-user", "u_1", "bad", expect=(1,))
         self.vg(DEXSYNC, "-d", os.path.join(self.dir, "nope.db"), "status", expect=(1,))
+        # search: the second thread's connection, the rows' snapshot, a
+        # malformed query, nothing found, output lost.
+        self.vg(DEXSYNC, "-d", self.db, "search", "hello OR billing", "--limit", "5", "--format", "json")
+        self.vg(DEXSYNC, "-d", self.db, "search", "hello", "--status", "open", "--format", "csv")
+        self.vg(DEXSYNC, "-d", self.db, "search", "text:hello OR x:y", expect=(2,))
+        self.vg(DEXSYNC, "-d", self.db, "search", "zzzqqq", expect=(1,))
+        with open("/dev/full", "w") as full:
+            p = subprocess.run(VALGRIND + [DEXSYNC, "-d", self.db, "search", "hello OR billing"], stdout=full,
+                               stderr=subprocess.PIPE, text=True, timeout=300, env=self.env())
+        self.assertEqual(p.returncode, 2, p.stderr[-3000:])
         bad = self.write_conf("bad.conf", sync="page-size = 0")
         self.vg(DEXSYNCD, "-t", "-f", bad, expect=(1,))
+        secret = self.write_conf("secret.conf", api="api-key = SECRET1 SECRET2")
+        self.vg(DEXSYNCD, "-t", "-f", secret, expect=(1,))
         self.vg(DEXSYNCD, "-t", "-f", self.conf)
 
     def test_service_loop_reload_and_stop(self):
