@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,10 +94,12 @@ static int lock_open(const char *database, int create, int how, long *pid)
 	if (fd < 0) {
 		int err = errno;
 
-		/* A link (O_NOFOLLOW's ELOOP) or a directory: named as such. */
+		/* A link (O_NOFOLLOW's ELOOP), a directory or a socket (ENXIO):
+		 * named as such. */
 		if (err == ENOENT && !create)
 			*pid = -2;
-		else if ((err == ELOOP || err == EISDIR) && lstat(path, &st) == 0 && !S_ISREG(st.st_mode))
+		else if ((err == ELOOP || err == EISDIR || err == ENXIO) && lstat(path, &st) == 0 &&
+			 !S_ISREG(st.st_mode))
 			log_err("%s: %s, not a regular file", path, file_kind(st.st_mode));
 		else
 			log_err("%s: %s", path, strerror(err));
@@ -108,6 +111,12 @@ static int lock_open(const char *database, int create, int how, long *pid)
 		st.st_mode = 0;
 	} else if (!S_ISREG(st.st_mode)) {
 		log_err("%s: %s, not a regular file", path, file_kind(st.st_mode));
+	} else if (st.st_nlink != 1) {
+		/* Another name of a file (the database itself, any file the
+		 * daemon may write) whose content the pid would replace. */
+		log_err("%s: has %ju names (a hard link), not a lock file of its own", path,
+			(uintmax_t)st.st_nlink);
+		st.st_mode = 0;
 	}
 	if (!S_ISREG(st.st_mode)) {
 		close(fd);

@@ -445,6 +445,28 @@ class SendingTest(OutboxTest):
             finally:
                 (os.unlink if make is os.mkfifo else os.rmdir)(self.db + ".lock")
 
+    def test_a_hard_link_as_the_lock_file_is_refused_not_written(self):
+        """The daemon writes its pid into its lock file: another name of the
+        database (or of any file) there would lose what it holds."""
+        os.unlink(self.db + ".lock")
+        con = sqlite3.connect(self.db)
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        con.close()
+        with open(self.db, "rb") as f:
+            before = hashlib.sha256(f.read()).hexdigest()
+        os.link(self.db, self.db + ".lock")
+        try:
+            p = self.dexsyncd("-n", "-1")
+            q = self.status()
+        finally:
+            os.unlink(self.db + ".lock")
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("%s.lock: has 2 names (a hard link), not a lock file of its own\n" % self.db, p.stderr)
+        with open(self.db, "rb") as f:
+            self.assertEqual(hashlib.sha256(f.read()).hexdigest(), before, "the database was written")
+        self.assertEqual(q.returncode, 1, q.stdout + q.stderr)
+        self.assertIn("daemon:        unknown (the lock file cannot be read)\n", q.stdout)
+
     def test_retry_and_cancel_stranded_items_only_without_a_daemon(self):
         proc = self.spawn("-n")
         try:
