@@ -605,13 +605,15 @@ static void hit_swap(struct hit *a, struct hit *b)
  * matched): those whose rows pass (row_sql) and whose entries match the
  * query, both in this connection's snapshot, whatever the second thread
  * saw in its own (a row changed meanwhile, or another file opened by the
- * same name).  Their number, or -1 after logging. */
-static long fill(sqlite3 *db, const struct search_query *q, struct hits *h)
+ * same name).  Their number, or -1 after logging; *rejected counts the
+ * message hits left out. */
+static long fill(sqlite3 *db, const struct search_query *q, struct hits *h, size_t *rejected)
 {
 	sqlite3_stmt *row = NULL;
 	size_t n = 0, next = 0, from;
 	long rc = -1;
 
+	*rejected = 0;
 	if (sqlite3_prepare_v2(db, row_sql, -1, &row, NULL) != SQLITE_OK) {
 		log_err("search: %s", sqlite3_errmsg(db));
 		goto out;
@@ -634,12 +636,16 @@ static long fill(sqlite3 *db, const struct search_query *q, struct hits *h)
 				goto out;
 			if (found)
 				hit_swap(&h->v[n++], x);
+			else
+				*rejected += x->in_messages;
 		}
 		if (fill_snippets(db, q, h, from, n, 0) < 0 || fill_snippets(db, q, h, from, n, 1) < 0)
 			goto out;
 		for (size_t i = from, end = n; i < end; i++)
 			if (h->v[i].seen)
 				hit_swap(&h->v[from++], &h->v[i]);
+			else
+				*rejected += h->v[i].in_messages;
 		n = from;
 	}
 	rc = (long)n;
@@ -1009,34 +1015,19 @@ static int collect_messages(sqlite3 *db, struct beside *b, int threaded, const s
 	return collect(db, 1, q, h, err, ranked);
 }
 
-long search_run(sqlite3 *db, const struct search_query *q, enum search_format fmt, FILE *out)
+/* Both tables' matches into h, best first, messages_fts's by a second
+ * thread when thread is 1.  0, or -1 after logging (an error, a malformed
+ * query). */
+static int rank(sqlite3 *db, const struct search_query *q, int thread, struct hits *h, sqlite3_int64 *ranked)
 {
 	struct beside b = { .q = q };
-	struct hits h = { NULL, 0, 0 };
 	char *err[2] = { NULL, NULL };
-	const char *problem;
-	long rc = -1;
-	sqlite3_int64 ranked = 0;
-	int c, m, others[2], threaded;
-	long shown;
-	size_t n;
+	int c, m, others[2], threaded = thread && start_beside(db, &b), rc = -1;
 
-	if ((problem = search_query_problem(q->text))) {
-		log_err("search: %s", problem);
-		return -1;
-	}
-	/* One snapshot for what this connection reads, the rows shown too. */
-	if (db_exec(db, "BEGIN") != DX_OK)
-		return -1;
-	if (db_first_text(db, DB_FTS_PENDING_SQL, NULL, NULL) > 0)
-		log_notice(
-			"search: the full-text index is not built yet (an initial mirror builds it at its "
-			"end): it finds only what it held before");
 	/* A column filter names a column of one table: the other one, which
 	 * has no such column, simply finds nothing. */
-	threaded = start_beside(db, &b);
-	c = collect(db, 0, q, &h, &err[0], &ranked);
-	m = collect_messages(db, &b, threaded, q, &h, &err[1], &ranked);
+	c = collect(db, 0, q, h, &err[0], ranked);
+	m = collect_messages(db, &b, threaded, q, h, &err[1], ranked);
 	if (c < 0 || m < 0) {
 		log_err("search: %s",
 			c < 0 ? (err[0] ? err[0] : "out of memory") : (err[1] ? err[1] : "out of memory"));
@@ -1055,15 +1046,52 @@ long search_run(sqlite3 *db, const struct search_query *q, enum search_format fm
 		query_error(q, c > 0 && !others[0] ? err[0] : err[1]);
 		goto out;
 	}
+	if (h->n)
+		qsort(h->v, h->n, sizeof(h->v[0]), hit_cmp);
+	rc = 0;
+out:
+	free(err[0]);
+	free(err[1]);
+	return rc;
+}
+
+long search_run(sqlite3 *db, const struct search_query *q, enum search_format fmt, FILE *out)
+{
+	struct hits h = { NULL, 0, 0 };
+	const char *problem;
+	long rc = -1, shown;
+	sqlite3_int64 ranked = 0;
+	size_t n, rejected;
+
+	if ((problem = search_query_problem(q->text))) {
+		log_err("search: %s", problem);
+		return -1;
+	}
+	/* One snapshot for what this connection reads, the rows shown too. */
+	if (db_exec(db, "BEGIN") != DX_OK)
+		return -1;
+	if (db_first_text(db, DB_FTS_PENDING_SQL, NULL, NULL) > 0)
+		log_notice(
+			"search: the full-text index is not built yet (an initial mirror builds it at its "
+			"end): it finds only what it held before");
+	if (rank(db, q, 1, &h, &ranked) < 0 || (shown = fill(db, q, &h, &rejected)) < 0)
+		goto out;
+	if (rejected) {
+		/* Messages the thread ranked in its snapshot that this one does
+		 * not hold (a walk committed between the two): all ranked again
+		 * here, so that neither what they displaced (their conversation's
+		 * own match) nor what they kept out (the limit filled with them)
+		 * is missed.  Rare: only while a walk writes. */
+		hits_free(&h);
+		ranked = 0;
+		if (rank(db, q, 0, &h, &ranked) < 0 || (shown = fill(db, q, &h, &rejected)) < 0)
+			goto out;
+	}
 	if (ranked)
 		log_notice(
 			"search: more than %lld subjects, last messages or messages match; the %lld "
 			"mirrored last of each are ranked (more words narrow the query)",
 			(long long)ranked, (long long)ranked);
-	if (h.n)
-		qsort(h.v, h.n, sizeof(h.v[0]), hit_cmp);
-	if ((shown = fill(db, q, &h)) < 0)
-		goto out;
 	n = (size_t)shown;
 	if (n == 0 && fmt != SEARCH_CSV) {
 		rc = fmt == SEARCH_JSON ? print_json(out, &h, 0) : 0;
@@ -1084,8 +1112,6 @@ long search_run(sqlite3 *db, const struct search_query *q, enum search_format fm
 	rc = rc < 0 ? -1 : (long)n;
 out:
 	db_rollback(db); /* (the read transaction's end) */
-	free(err[0]);
-	free(err[1]);
 	hits_free(&h);
 	return rc;
 }

@@ -532,6 +532,72 @@ int pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), v
         self.assertRegex(p.stderr, r"^dexsync: notice: search: the second connection failed \([^\n]+\); messages "
                                    r"are ranked on the first\n$")
 
+    AT_THE_SECOND_OPEN = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+
+/* Just before the search's second connection is opened (with
+ * SQLITE_OPEN_NOFOLLOW), after its first began reading: $AT_OPEN, so that
+ * the two connections read two snapshots. */
+int sqlite3_open_v2(const char *path, sqlite3 **db, int flags, const char *vfs)
+{
+	int (*real)(const char *, sqlite3 **, int, const char *) =
+		(int (*)(const char *, sqlite3 **, int, const char *))dlsym(RTLD_NEXT, "sqlite3_open_v2");
+	const char *cmd = getenv("AT_OPEN");
+
+	if ((flags & SQLITE_OPEN_NOFOLLOW) && cmd) {
+		unsetenv("LD_PRELOAD"); /* not in the command's own SQLite */
+		(void)!system(cmd);
+	}
+	return real(path, db, flags, vfs);
+}
+"""
+
+    def search_with_a_walk_between(self, sql, *args):
+        """dexsync search ARGS, with sql committed between its two
+        connections' snapshots."""
+        change = [sys.executable, "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+                  "c.executescript(sys.argv[2]); c.commit()", self.db, sql]
+        lib = self.preload(self.AT_THE_SECOND_OPEN)
+        return subprocess.run([DEXSYNC, "-d", self.db, "search"] + list(args), capture_output=True, text=True,
+                              timeout=30, env=self.env({"LD_PRELOAD": lib,
+                                                        "AT_OPEN": " ".join(map(shlex.quote, change))}))
+
+    def commit(self, query, *params):
+        con = sqlite3.connect(self.db, timeout=10)
+        with con:
+            con.execute(query, params)
+        con.close()
+
+    def add_message(self, mid, conv_id, text):
+        self.commit("INSERT INTO messages (id, conversation_id, text, origin, raw) VALUES (?, ?, ?, 'listed', '{}')",
+                    mid, conv_id, text)
+
+    @unittest.skipIf(SANITIZED, "an LD_PRELOAD library ahead of the sanitizers' runtime: the plain suite runs it")
+    def test_a_walk_between_the_snapshots_hides_no_match(self):
+        # The thread's snapshot has conv_old open: its strong match fills
+        # --limit 1 there, and is not open in the rows' snapshot.  The
+        # weaker match, open in both, is shown.
+        self.commit("UPDATE conversations SET status = 'closed' WHERE id = 'conv_old'")
+        self.add_message("m_strong", "conv_old", "quagga quagga quagga")
+        self.add_message("m_weak", "conv_plain", "one quagga among many other words in this message")
+        p = self.search_with_a_walk_between("UPDATE conversations SET status = 'open' WHERE id = 'conv_old'",
+                                            "quagga", "--status", "open", "--limit", "1", "--format", "json")
+        self.assertEqual(self.scalar("SELECT status FROM conversations WHERE id = 'conv_old'"), "open")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual([r["id"] for r in json.loads(p.stdout)], ["conv_plain"])
+        # A message the walk stored, better than its conversation's own
+        # match (its subject), is not in the rows' snapshot: the subject's
+        # match is shown.
+        self.commit("UPDATE conversations SET subject = 'okapi sighting' WHERE id = 'conv_cafe'")
+        p = self.search_with_a_walk_between("INSERT INTO messages (id, conversation_id, text, origin, raw) "
+                                            "VALUES ('m_new', 'conv_cafe', 'okapi okapi okapi', 'listed', '{}')",
+                                            "okapi", "--format", "json")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual([(r["id"], r["matched"]) for r in json.loads(p.stdout)], [("conv_cafe", "subject")])
+
     AT_JOIN = r"""
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -545,8 +611,10 @@ int pthread_join(pthread_t t, void **ret)
 	int (*real)(pthread_t, void **) = (int (*)(pthread_t, void **))dlsym(RTLD_NEXT, "pthread_join");
 	const char *cmd = getenv("AT_JOIN");
 
-	if (cmd)
+	if (cmd) {
+		unsetenv("LD_PRELOAD");
 		(void)!system(cmd);
+	}
 	return real(t, ret);
 }
 """
