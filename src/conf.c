@@ -6,7 +6,6 @@
 #include "config.h"
 
 #include <confuse.h>
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -335,55 +334,32 @@ static int v_outbox(cfg_t *cfg, cfg_opt_t *opt)
 /* The file being parsed: libconfuse gives a section's errors the section's
  * cfg_t, which knows the line but not the file name. */
 static const char *parsing_path, *parsing_text;
+static int parsing_errors; /* lines conf_errfunc logged */
 
-/* Is tok (n bytes) part of a secret in the text being parsed: of what
- * follows "api-key =" or "proxy =" on its line, or of the lines after it
- * up to the next key or '}' (where an unquoted value or a second string
- * goes on)? */
-static int secret_holds(const char *tok, size_t n)
-{
-	int in = 0;
-
-	for (const char *line = parsing_text; line && *line;) {
-		const char *end = strchrnul(line, '\n'), *eq = memchr(line, '=', (size_t)(end - line)),
-			   *p = line;
-
-		if (eq) {
-			while (eq > p && isspace((unsigned char)eq[-1]))
-				eq--;
-			in = (eq - p >= 7 && !strncmp(eq - 7, "api-key", 7)) ||
-			     (eq - p >= 5 && !strncmp(eq - 5, "proxy", 5));
-			p = (const char *)memchr(eq, '=', (size_t)(end - eq)) + 1;
-		} else if (memchr(line, '}', (size_t)(end - line))) {
-			in = 0;
-		}
-		if (in && memmem(p, (size_t)(end - p), tok, n))
-			return 1;
-		line = *end ? end + 1 : end;
-	}
-	return 0;
-}
-
-/* msg with each quoted token ('...') that is part of a secret replaced:
- * malloc'd, or NULL out of memory. */
+/* libconfuse's own message msg with the tokens it quotes ('...') not
+ * shown when the file sets an api-key or a proxy (whose URL may hold a
+ * password) anywhere: such a token may be a piece of one (a key with a
+ * space or a +, not quoted; two strings; a key name on one line and its
+ * value on the next), and telling the pieces apart is a parser's work.
+ * Our validators' messages ("option '...", "section '...") name keys and
+ * never a secret's value: they are shown whole.  Malloc'd, or NULL out of
+ * memory. */
 static char *hide_secrets(const char *msg)
 {
-	static const char hidden[] = "(part of api-key or proxy: not shown)";
-	char *out = malloc(strlen(msg) * (sizeof(hidden) + 1) + 1), *o = out;
+	static const char hidden[] = "(not shown: the file sets an api-key or a proxy)";
+	int secrets = parsing_text && (strstr(parsing_text, "api-key") || strstr(parsing_text, "proxy"));
+	char *out, *o;
 	const char *q, *end;
 
-	if (!out)
+	if (!secrets || !strncmp(msg, "option '", 8) || !strncmp(msg, "section '", 9))
+		return strdup(msg);
+	if (!(out = o = malloc(strlen(msg) * sizeof(hidden) + 1)))
 		return NULL;
 	for (q = msg; (q = strchr(q, '\'')) && (end = strchr(q + 1, '\'')); q = end + 1) {
 		memcpy(o, msg, (size_t)(q + 1 - msg));
 		o += q + 1 - msg;
-		if (end > q + 1 && secret_holds(q + 1, (size_t)(end - q - 1))) {
-			memcpy(o, hidden, sizeof(hidden) - 1);
-			o += sizeof(hidden) - 1;
-		} else {
-			memcpy(o, q + 1, (size_t)(end - q - 1));
-			o += end - q - 1;
-		}
+		memcpy(o, hidden, sizeof(hidden) - 1);
+		o += sizeof(hidden) - 1;
 		*o++ = '\'';
 		msg = end + 1;
 	}
@@ -393,9 +369,8 @@ static char *hide_secrets(const char *msg)
 
 /* libconfuse's error function, and our validators' through cfg_error():
  * one line, "file:line: message".  The config's text in it (quoted strings
- * may hold "\n") is escaped by the logger.  libconfuse quotes the token it
- * stopped at ('...'): one that is part of an API key or a proxy's URL (a
- * value with a space or a +, not quoted; two strings) is not shown. */
+ * may hold "\n") is escaped by the logger, and secrets hidden
+ * (hide_secrets). */
 static void conf_errfunc(cfg_t *cfg, const char *fmt, va_list ap)
 {
 	char *msg = NULL, *shown = NULL;
@@ -404,6 +379,7 @@ static void conf_errfunc(cfg_t *cfg, const char *fmt, va_list ap)
 		shown = hide_secrets(msg);
 	log_err("%s:%d: %s", parsing_path ? parsing_path : "(defaults)", cfg ? cfg->line : 0,
 		shown ? shown : "(out of memory)");
+	parsing_errors++;
 	free(shown);
 	free(msg);
 }
@@ -629,8 +605,12 @@ static int conf_read(const char *path, const struct conf_check *more, struct con
 
 	parsing_path = path;
 	parsing_text = text;
+	parsing_errors = 0;
 	rc = cfg_parse_buf(cfg, text ? text : "");
 	parsing_path = parsing_text = NULL;
+	/* libconfuse fails some input without a word ("" = 1). */
+	if (rc == CFG_PARSE_ERROR && parsing_errors == 0)
+		log_err("%s:%d: a syntax error (an empty key name?)", name, cfg->line);
 	if (text) {
 		explicit_bzero(text, strlen(text)); /* it may hold an api-key */
 		free(text);

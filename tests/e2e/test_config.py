@@ -45,20 +45,29 @@ class ConfigTest(DexTest):
         line = self.assert_refused('log-level = info\nsync {\n  colour = "blue"\n}\n', "t.conf:3:", "colour")
 
     def test_syntax_errors_in_secrets_do_not_show_them(self):
-        """libconfuse names the token it stopped at: never part of a key or a
-        proxy's password, however the value was mistyped."""
+        """libconfuse names the token it stopped at: in a file that sets an
+        api-key or a proxy, that may be a piece of one, however mistyped."""
         for text, line in (("api { api-key = dx_live_SECRETab+cd/ef== }\n", 1),
                            ("api { api-key = SECRETKEY1 SECRETKEY2 }\n", 1),
                            ('api {\n  api-key = "SECRETKEY1" "SECRETKEY2"\n}\n', 2),
                            ('api {\n  api-key = "a"\n  "SECRETKEY3"\n}\n', 3),
-                           ('api { proxy = "http://user:SECRETPASS@h:3128" "SECRETX" }\n', 1)):
+                           ("api {\n  api-key\n    = K1 SECRETB\n}\n", 3),
+                           ("api { max-rate = 1 api-key = K1 SECRETD }\n", 1),
+                           ('api {\n  "api-key" = "K1" "SECRET3"\n}\n', 2),
+                           ('api {\n  api-key = K1"SECRET5\n}"\n', 3),
+                           ('api { proxy = "http://user:SECRETPASS@h:3128" "SECRETX" }\n', 1),
+                           ('api { api-key = "k" }\ndatabse = "x"\n', 2)):
             p = self.check(text)
             self.assertEqual(p.returncode, 1, p.stderr)
-            self.assertEqual(p.stderr, "dexsyncd: error: %s:%d: no such option '(part of api-key or proxy: not "
-                             "shown)'\n" % (os.path.join(self.dir, "t.conf"), line), text)
+            self.assertEqual(p.stderr, "dexsyncd: error: %s:%d: no such option '(not shown: the file sets an "
+                             "api-key or a proxy)'\n" % (os.path.join(self.dir, "t.conf"), line), text)
             self.assertNotIn("SECRET", p.stdout + p.stderr)
-        # Other tokens are still named.
-        self.assert_refused('api { api-key = "SECRETKEY1" }\ndatabse = "x"\n', "t.conf:2:", "'databse'")
+        # Without one, the token is named; our own checks always name the key.
+        self.assert_refused('databse = "x"\n', "t.conf:1:", "no such option 'databse'")
+        self.assert_refused('api { api-key = "k" }\nlog-level = loud\n', "t.conf:2:", "unknown level 'loud'")
+        # What libconfuse refuses without a word gets one line too.
+        for text in ('"" = 1\n', "database = \"x\" ''\n"):
+            line = self.assert_refused(text, "t.conf:1: a syntax error (an empty key name?)")
 
     def test_page_size_range(self):
         self.assert_refused("sync { page-size = 0 }\n", "t.conf:1:", "page-size", "1 to 100")
