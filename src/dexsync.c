@@ -178,10 +178,15 @@ static long long enqueue(sqlite3 *db, const char *kind, const char *target, json
 		if (sqlite3_step(st) == SQLITE_DONE)
 			id = sqlite3_last_insert_rowid(db);
 	}
-	if (id < 0)
+	if (id < 0) {
 		log_err("cannot queue: %s", sqlite3_errmsg(db));
-	else
-		printf("outbox:%lld\n", id);
+	} else if (printf("outbox:%lld\n", id) < 0 || fflush(stdout) == EOF) {
+		/* Queued all the same: said here, so that a script does not
+		 * queue it again; the program's end has nothing left to say. */
+		log_err("outbox:%lld is queued, but standard output failed: %s", id, strerror(errno));
+		clearerr(stdout);
+		id = -1;
+	}
 	sqlite3_finalize(st);
 	free(body);
 	return id;
@@ -882,10 +887,10 @@ int main(int argc, char **argv)
 			break;
 		case 'V':
 			printf("dexsync %s\n", PACKAGE_VERSION);
-			return 0;
+			return output_lost();
 		case 'h':
 			fputs(usage_text, stdout);
-			return 0;
+			return output_lost();
 		default:
 			return option_error("dexsync", ch, argv);
 		}

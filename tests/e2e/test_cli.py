@@ -47,6 +47,17 @@ class CliTest(OutboxTest):
             self.assertEqual(p.returncode, code, args)
             # The system's reason when the last write failed, else coreutils' words.
             self.assertRegex(p.stderr, r"^dexsync: error: standard output: (No space left on device|write error)\n$")
+        # A write queued all the same says so, with its reference: a
+        # script must not queue it again.
+        with open("/dev/full", "w") as full:
+            p = subprocess.run([DEXSYNC, "-d", self.db, "send", "conv_0000001", "lost line"], stdout=full,
+                               stderr=subprocess.PIPE, text=True, timeout=30)
+        self.assertEqual((p.returncode, p.stderr), (1, "dexsync: error: outbox:2 is queued, but standard output "
+                                                       "failed: No space left on device\n"))
+        self.assertEqual(self.item(2)[2]["content"], "lost line")
+        with open("/dev/full", "w") as full:
+            p = subprocess.run([DEXSYNC, "--help"], stdout=full, stderr=subprocess.PIPE, text=True, timeout=30)
+        self.assertEqual(p.returncode, 1, p.stderr)
         p = subprocess.run("trap '' PIPE; %s -d %s search 'hello OR billing' --limit 1000 | true"
                            % (DEXSYNC, self.db), shell=True, stderr=subprocess.PIPE, text=True, timeout=30)
         self.assertRegex(p.stderr, r"^dexsync: error: standard output: (Broken pipe|write error)\n$")
