@@ -156,6 +156,16 @@ int conf_parse_duration(const char *s, long *secs)
 	return 0;
 }
 
+const char *conf_shown_value(const char *v)
+{
+	/* A closing quote forgotten runs a value into the lines after it,
+	 * where an api-key or a proxy's password may be; on one line, the key
+	 * is written after its name. */
+	if (strchr(v, '\n') || strstr(v, "api-key") || strstr(v, "proxy"))
+		return "(not shown: it runs into an api-key or a proxy; a closing quote missing?)";
+	return v;
+}
+
 /* libconfuse's parser for a duration option: the value into *result. */
 static int cb_duration(cfg_t *cfg, cfg_opt_t *opt, const char *value, void *result)
 {
@@ -163,7 +173,7 @@ static int cb_duration(cfg_t *cfg, cfg_opt_t *opt, const char *value, void *resu
 		cfg_error(cfg,
 			  "option '%s': invalid duration '%s' "
 			  "(seconds, or a number with s, m, h or d; at most %ldd)",
-			  opt->name, value, CONF_DURATION_MAX / 86400);
+			  opt->name, conf_shown_value(value), CONF_DURATION_MAX / 86400);
 		return -1;
 	}
 	return 0;
@@ -207,7 +217,7 @@ static int v_log_level(cfg_t *cfg, cfg_opt_t *opt)
 
 	if (log_level_from_name(v) < 0) {
 		cfg_error(cfg, "option '%s': unknown level '%s' (err, warning, notice, info, debug)",
-			  opt->name, v);
+			  opt->name, conf_shown_value(v));
 		return -1;
 	}
 	return 0;
@@ -219,7 +229,7 @@ static int v_facility(cfg_t *cfg, cfg_opt_t *opt)
 
 	if (log_facility_from_name(v) < 0) {
 		cfg_error(cfg, "option '%s': unknown facility '%s' (daemon, user, local0..local7)", opt->name,
-			  v);
+			  conf_shown_value(v));
 		return -1;
 	}
 	return 0;
@@ -257,7 +267,8 @@ static int v_path(cfg_t *cfg, cfg_opt_t *opt)
 		return -1;
 	}
 	if (!(path = conf_abspath(v))) {
-		cfg_error(cfg, "option '%s': cannot make '%s' absolute: %s", opt->name, v, strerror(errno));
+		cfg_error(cfg, "option '%s': cannot make '%s' absolute: %s", opt->name, conf_shown_value(v),
+			  strerror(errno));
 		return -1;
 	}
 	free(path);
@@ -275,14 +286,16 @@ static int v_ca_file(cfg_t *cfg, cfg_opt_t *opt)
 	if (!*v)
 		return 0;
 	if (!(path = conf_abspath(v))) {
-		cfg_error(cfg, "option '%s': cannot make '%s' absolute: %s", opt->name, v, strerror(errno));
+		cfg_error(cfg, "option '%s': cannot make '%s' absolute: %s", opt->name, conf_shown_value(v),
+			  strerror(errno));
 		return -1;
 	}
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0 || fstat(fd, &st) < 0)
-		cfg_error(cfg, "option '%s': cannot read %s: %s", opt->name, path, strerror(errno));
+		cfg_error(cfg, "option '%s': cannot read %s: %s", opt->name, conf_shown_value(path),
+			  strerror(errno));
 	else if (!S_ISREG(st.st_mode))
-		cfg_error(cfg, "option '%s': %s is not a regular file", opt->name, path);
+		cfg_error(cfg, "option '%s': %s is not a regular file", opt->name, conf_shown_value(path));
 	else
 		rc = 0;
 	if (fd >= 0)
@@ -312,7 +325,7 @@ static int v_status(cfg_t *cfg, cfg_opt_t *opt)
 
 		if (strcmp(v, "open") && strcmp(v, "closed") && strcmp(v, "snoozed")) {
 			cfg_error(cfg, "option '%s': unknown status '%s' (open, closed, snoozed)", opt->name,
-				  v);
+				  conf_shown_value(v));
 			return -1;
 		}
 	}

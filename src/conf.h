@@ -63,6 +63,10 @@ void conf_free(struct conf *c);
  * string, or NULL with errno set. */
 char *conf_abspath(const char *path);
 
+/* A key's value as its error may show it: v, or words saying it is not
+ * shown when it may have run into an api-key or a proxy's URL. */
+const char *conf_shown_value(const char *v);
+
 /* Every key at its default, as if read from an empty file. */
 int conf_defaults(struct conf *c);
 

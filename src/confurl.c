@@ -70,7 +70,7 @@ static int v_base_url(cfg_t *cfg, cfg_opt_t *opt)
 
 	if (why) {
 		cfg_error(cfg, "option '%s': '%s' %s; an http:// or https:// URL with a host is needed",
-			  opt->name, v, why);
+			  opt->name, conf_shown_value(v), why);
 		return -1;
 	}
 	return 0;

@@ -1055,6 +1055,20 @@ out:
 	return rc;
 }
 
+/* Does a walk run, as this connection's snapshot has it?  Then the
+ * second thread is not used: its snapshot, a moment after this one, could
+ * miss a match this one holds (a status the walk changed meanwhile; fill()
+ * finds only the converse, a match this one lacks).  The outbox's writes
+ * add messages, which fill() finds; a hand edit in that moment is not
+ * seen. */
+static int walking(sqlite3 *db)
+{
+	return db_first_text(
+		       db,
+		       "SELECT 1 FROM sync_runs WHERE id = (SELECT max(id) FROM sync_runs) AND outcome = 'running'",
+		       NULL, NULL) > 0;
+}
+
 long search_run(sqlite3 *db, const struct search_query *q, enum search_format fmt, FILE *out)
 {
 	struct hits h = { NULL, 0, 0 };
@@ -1074,7 +1088,7 @@ long search_run(sqlite3 *db, const struct search_query *q, enum search_format fm
 		log_notice(
 			"search: the full-text index is not built yet (an initial mirror builds it at its "
 			"end): it finds only what it held before");
-	if (rank(db, q, 1, &h, &ranked) < 0 || (shown = fill(db, q, &h, &rejected)) < 0)
+	if (rank(db, q, !walking(db), &h, &ranked) < 0 || (shown = fill(db, q, &h, &rejected)) < 0)
 		goto out;
 	if (rejected) {
 		/* Messages the thread ranked in its snapshot that this one does

@@ -62,6 +62,18 @@ class ConfigTest(DexTest):
             self.assertEqual(p.stderr, "dexsyncd: error: %s:%d: no such option '(not shown: the file sets an "
                              "api-key or a proxy)'\n" % (os.path.join(self.dir, "t.conf"), line), text)
             self.assertNotIn("SECRET", p.stdout + p.stderr)
+        # A closing quote forgotten runs another key's value into the key,
+        # even a quoted one: our own checks do not show that value.
+        for text, key in (('log-level = "debug\napi {\n  api-key = SECRETAAA1\n  base-url = "http://h/v1"\n}\n',
+                           "log-level"),
+                          ("syslog-facility = 'local0\napi { api-key = \"SECRETAAA6\" }\n'\n", "syslog-facility"),
+                          ('api {\n  ca-file = "/etc/ssl/ca.pem\n  api-key = SECRETAAA2\n"\n}\n', "ca-file"),
+                          ('sync { interval = "5m\n}\napi { proxy = "http://u:SECRETPROXY@h:3128" }\n', "interval")):
+            p = self.check(text)
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertIn("option '%s'" % key, p.stderr, text)
+            self.assertIn("(not shown: it runs into an api-key or a proxy; a closing quote missing?)", p.stderr)
+            self.assertNotIn("SECRET", p.stdout + p.stderr)
         # Without one, the token is named; our own checks always name the key.
         self.assert_refused('databse = "x"\n', "t.conf:1:", "no such option 'databse'")
         self.assert_refused('api { api-key = "k" }\nlog-level = loud\n', "t.conf:2:", "unknown level 'loud'")
@@ -335,9 +347,10 @@ class ConfigTest(DexTest):
             self.assertIn("t.conf:1:", p.stderr)
 
     def test_control_characters_escaped_in_errors(self):
-        # libconfuse turns \n in a quoted string into a line break: the
-        # error quoting the value must stay one line, without raw controls.
-        p = self.check('log-level = "lo\\nud\\033[2J"\n')
+        # libconfuse turns \t in a quoted string into a tab: the error
+        # quoting the value must stay one line, without raw controls (a
+        # value with a line break is not shown at all: see above).
+        p = self.check('log-level = "lo\\tud\\033[2J"\n')
         self.assertEqual(p.returncode, 1)
         self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
         self.assertIn("t.conf:1: option 'log-level': unknown level 'lo", p.stderr)

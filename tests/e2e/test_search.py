@@ -598,6 +598,22 @@ int sqlite3_open_v2(const char *path, sqlite3 **db, int flags, const char *vfs)
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual([(r["id"], r["matched"]) for r in json.loads(p.stdout)], [("conv_cafe", "subject")])
 
+    @unittest.skipIf(SANITIZED, "an LD_PRELOAD library ahead of the sanitizers' runtime: the plain suite runs it")
+    def test_while_a_walk_runs_one_snapshot_ranks_both_tables(self):
+        # A walk's commit between the two snapshots could take from the
+        # second one a match the first holds (conv_old closed there): while
+        # a walk runs, no second connection is opened, and the match is shown.
+        self.add_message("m_q", "conv_old", "quokka here")
+        self.commit("UPDATE conversations SET subject = 'quokka subject', status = 'closed' WHERE id = 'conv_plain'")
+        self.commit("INSERT INTO sync_runs (started_at) VALUES ('2026-11-27T00:00:00Z')")   # 'running'
+        p = self.search_with_a_walk_between("UPDATE conversations SET status = 'closed' WHERE id = 'conv_old'; "
+                                            "UPDATE conversations SET status = 'open' WHERE id = 'conv_plain'",
+                                            "quokka", "--status", "open", "--format", "json")
+        self.assertEqual(self.scalar("SELECT status FROM conversations WHERE id = 'conv_old'"), "open",
+                         "a second connection was opened")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual([r["id"] for r in json.loads(p.stdout)], ["conv_old"])
+
     AT_JOIN = r"""
 #define _GNU_SOURCE
 #include <dlfcn.h>
