@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #ifdef HAVE_MALLOC_TRIM
@@ -239,6 +240,16 @@ int service_once(struct conf *c, int lock_fd)
 
 /* SIGHUP: read the file again; on any error keep what runs.  The lock
  * moves only when the database does. */
+/* Do a and b name one file (another spelling, a link), or one name? */
+static int same_file(const char *a, const char *b)
+{
+	struct stat sa, sb;
+
+	if (!strcmp(a, b))
+		return 1;
+	return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 static void reload(struct runtime *rt, const char *conf_path, int level_override)
 {
 	struct runtime fresh;
@@ -255,7 +266,7 @@ static void reload(struct runtime *rt, const char *conf_path, int level_override
 	}
 	/* For a moment two outbox threads run: each item goes to 'sending'
 	 * only from 'pending', so one of them sends it, in its queue's order. */
-	same_db = !strcmp(c.database, rt->c.database);
+	same_db = same_file(c.database, rt->c.database);
 	if (runtime_open(&fresh, &c, same_db ? rt->lock_fd : -1, !same_db) < 0) {
 		log_err("cannot apply %s; keeping the running configuration", conf_path);
 	} else {

@@ -125,6 +125,17 @@ class ServiceTest(DexTest):
         d.wait_log("configuration reloaded", start=n)
         os.kill(d.proc.pid, signal.SIGUSR1)
         d.wait_log("debug: GET /conversations?limit=100", start=n)
+        # The same database spelled another way is the one this daemon
+        # serves, not "served by dexsyncd" (itself).
+        other = os.path.join(self.dir, "..", os.path.basename(self.dir), os.path.basename(self.db))
+        with open(self.conf) as f:
+            text = f.read()
+        with open(self.conf, "w") as f:
+            f.write(text.replace('database = "%s"' % self.db, 'database = "%s"' % other))
+        n = len(d.lines)
+        os.kill(d.proc.pid, signal.SIGHUP)
+        d.wait_log("configuration reloaded", start=n)
+        self.assertNotIn("served by", "".join(d.lines[n:]))
         # A broken config is refused and the daemon goes on with the old one.
         with open(self.conf, "a") as f:
             f.write("sync { page-size = 500 }\n")
