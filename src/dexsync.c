@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <locale.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -178,6 +179,9 @@ static long long enqueue(sqlite3 *db, const char *kind, const char *target, json
 		if (sqlite3_step(st) == SQLITE_DONE)
 			id = sqlite3_last_insert_rowid(db);
 	}
+	/* A closed pipe must not end the command silently once it queued:
+	 * its reference is lost, and it says so below. */
+	signal(SIGPIPE, SIG_IGN);
 	if (id < 0) {
 		log_err("cannot queue: %s", sqlite3_errmsg(db));
 	} else if (printf("outbox:%lld\n", id) < 0 || fflush(stdout) == EOF) {

@@ -55,6 +55,14 @@ class CliTest(OutboxTest):
         self.assertEqual((p.returncode, p.stderr), (1, "dexsync: error: outbox:2 is queued, but standard output "
                                                        "failed: No space left on device\n"))
         self.assertEqual(self.item(2)[2]["content"], "lost line")
+        # A pipe closed before the line: not killed by SIGPIPE unheard.
+        r, w = os.pipe()
+        os.close(r)
+        p = subprocess.run([DEXSYNC, "-d", self.db, "send", "conv_0000001", "piped"], stdout=w,
+                           stderr=subprocess.PIPE, text=True, timeout=30)
+        os.close(w)
+        self.assertEqual((p.returncode, p.stderr), (1, "dexsync: error: outbox:3 is queued, but standard output "
+                                                       "failed: Broken pipe\n"))
         with open("/dev/full", "w") as full:
             p = subprocess.run([DEXSYNC, "--help"], stdout=full, stderr=subprocess.PIPE, text=True, timeout=30)
         self.assertEqual(p.returncode, 1, p.stderr)
